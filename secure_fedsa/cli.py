@@ -1,0 +1,195 @@
+"""Command line: argument parsing only; the work happens in the library.
+
+    secure-fedsa run [options]          a federation (DP and encryption on by default)
+    secure-fedsa keys init DIR          key bundles for one federation
+
+User errors print one line ``error: ...`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from secure_fedsa.config import ACCOUNTANTS, CLIPPING_MODES, PARTITIONS, RunConfig
+from secure_fedsa.errors import SecureFedsaError
+from secure_fedsa.sharing import POLICIES
+
+EXIT_USER_ERROR = 2
+
+# (flag, config field, type, help); defaults come from RunConfig itself.
+RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
+    ("--method", "method", str, f"one of {', '.join(POLICIES)}"),
+    ("--rounds", "rounds", int, "federation rounds"),
+    ("--local-steps", "local_steps", int, "optimizer steps per client per round"),
+    ("--clients", "num_clients", int, "number of clients"),
+    ("--seed", "seed", int, "random seed (runs are deterministic per seed)"),
+    ("--dataset", "dataset", str, "bundled dataset (rotten_tomatoes, tweets) or a CSV/JSONL file"),
+    ("--text-column", "text_column", str, "text column of a user file"),
+    ("--label-column", "label_column", str, "label column of a user file"),
+    ("--client-column", "client_column", str, "column giving each example's client"),
+    ("--partition", "partition", str, f"one of {', '.join(PARTITIONS)}"),
+    ("--alpha", "alpha", float, "Dirichlet concentration for label skew"),
+    ("--test-fraction", "test_fraction", float, "share of each client's data held out"),
+    ("--max-examples", "max_examples", int, "use a random subset of this many examples"),
+    ("--model", "model", str, "local Hugging Face encoder directory (default all-MiniLM-L6-v2)"),
+    ("--num-layers", "num_layers", int, "keep only the first N encoder layers"),
+    ("--lora-r", "lora_r", int, "LoRA rank"),
+    ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
+    ("--max-length", "max_length", int, "tokens per example"),
+    ("--batch-size", "batch_size", int, "expected logical batch (Poisson sampling under DP)"),
+    ("--physical-batch-size", "physical_batch_size", int, "examples per forward pass (memory)"),
+    ("--lr", "lr", float, "learning rate (AdamW)"),
+    ("--eval-examples", "eval_examples_per_round", int, "test examples per client per round"),
+    ("--epsilon", "epsilon", float, "DP budget per client for the whole federation"),
+    ("--delta", "delta", float, "DP delta (must be below 1/n)"),
+    ("--noise-multiplier", "noise_multiplier", float, "give sigma directly instead of epsilon"),
+    ("--clip", "clip", float, "per-example gradient norm bound"),
+    ("--accountant", "accountant", str, f"one of {', '.join(ACCOUNTANTS)}"),
+    ("--clipping", "clipping", str, f"per-sample clipping: {', '.join(CLIPPING_MODES)}"),
+    ("--keys", "keys_dir", str, "directory with key bundles (default: new keys per run)"),
+    ("--max-clients", "max_clients", int, "most clients the encrypted sum must hold"),
+)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    defaults = RunConfig()
+    for flag, name, kind, text in RUN_OPTIONS:
+        default = getattr(defaults, name)
+        parser.add_argument(
+            flag, dest=name, type=kind, default=None, help=f"{text} (default: {default})"
+        )
+    parser.add_argument("--data", dest="data_files", nargs="+", help="one data file per client")
+    parser.add_argument("--labels", help="comma-separated label vocabulary; others are errors")
+    parser.add_argument("--no-dp", action="store_true", help="turn differential privacy OFF")
+    parser.add_argument("--no-encryption", action="store_true", help="turn encryption OFF")
+    parser.add_argument("--out", help="run directory (default: runs/<time>-<method>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {
+        name: getattr(args, name)
+        for _, name, _, _ in RUN_OPTIONS
+        if getattr(args, name) is not None
+    }
+    if args.data_files:
+        values["data_files"] = tuple(args.data_files)
+    if args.labels:
+        values["labels"] = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    if args.noise_multiplier is not None and args.epsilon is None:
+        values["epsilon"] = None
+    if args.no_dp:
+        values.update(dp=False, epsilon=None, noise_multiplier=None)
+    if args.no_encryption:
+        values["encryption"] = False
+    return RunConfig(**values)
+
+
+def _progress(quiet: bool):  # noqa: ANN202
+    from secure_fedsa.federation import Progress
+
+    if quiet:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        logger = logging.getLogger("secure_fedsa")
+        return Progress(message=logger.info)
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def round_started(number: int, total: int) -> None:
+        if "rounds" not in bars:
+            bars["rounds"] = tqdm(total=total, initial=number - 1, desc="rounds", unit="round")
+        else:
+            bars["rounds"].update(1)
+        bars.pop("clients", None)
+
+    def client_done(client_id: str) -> None:
+        bars["rounds"].set_postfix_str(f"{client_id} done")
+
+    return Progress(message=tqdm.write, round_started=round_started, client_done=client_done)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from secure_fedsa.federation import run_federation
+    from secure_fedsa.rundir import read_config
+
+    if args.resume:
+        config = read_config(Path(args.resume))
+        run_dir = Path(args.resume)
+    else:
+        config = config_from_args(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out) if args.out else Path("runs") / f"{stamp}-{config.method}"
+    for warning in config.protections:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    summary = run_federation(
+        config, run_dir, progress=_progress(args.quiet), resume=bool(args.resume)
+    )
+    acc = summary["accuracy"]
+    print(f"run directory: {run_dir}")
+    print(
+        f"final accuracy: mean over clients {acc['mean']:.4f}, "
+        f"weighted by test size {acc['weighted_mean']:.4f}"
+    )
+    for cid, value in acc["per_client"].items():
+        privacy = summary["privacy"]
+        eps = privacy[cid]["epsilon"] if isinstance(privacy, dict) else None
+        eps_text = f", epsilon={eps:.3f} (delta={config.delta:g})" if eps is not None else ""
+        print(f"  {cid}: accuracy {value:.4f}{eps_text}")
+    print(
+        "differential privacy: "
+        + ("on" if config.dp else "OFF (no differential privacy)")
+        + "; encryption: "
+        + ("on (CKKS)" if config.encryption else "OFF (server saw plaintext updates)")
+    )
+    return 0
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from secure_fedsa.security import init_keys
+
+    paths = init_keys(Path(args.directory), max_clients=args.max_clients)
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secure-fedsa", description="Privacy-hardened federated fine-tuning (FedSA-LoRA)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a federation (DP and encryption on by default)")
+    _add_run_options(run)
+    run.set_defaults(handler=cmd_run)
+    keys = sub.add_parser("keys", help="key management")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    init = keys_sub.add_parser("init", help="create client and server key bundles")
+    init.add_argument("directory")
+    init.add_argument("--max-clients", type=int, default=RunConfig().max_clients)
+    init.set_defaults(handler=cmd_keys_init)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except SecureFedsaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,217 @@
+"""One federated client: its own data, its own LoRA state, its own privacy ledger and keys.
+
+A client's state (A, B and head) lives in memory and in ``state.pt`` under its directory; the
+model object is shared between clients only as scratch space: a client loads its state into it
+before each use. B and the head never leave this object except through :meth:`Client.export`,
+which writes to the client's own directory.
+
+The same class serves the in-process federation and the Flower ClientApp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from secure_fedsa.errors import BudgetExhausted
+from secure_fedsa.model import LoraClassifier
+from secure_fedsa.privacy.accounting import DPEvent
+from secure_fedsa.privacy.engine import DPSettings, RoundStats, train_dp, train_plain
+from secure_fedsa.privacy.ledger import PrivacyLedger, check_budget
+from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
+from secure_fedsa.wire import decode_aggregate, encode_update
+
+STATE_FILE = "state.pt"
+# Aggregation weight = training-set size / WEIGHT_UNIT. The unit keeps weighted values far inside
+# the range CKKS can add without (silent) overflow; clients divide by the summed weight, so the
+# unit cancels. It is public and the same for every client.
+WEIGHT_UNIT = 1000.0
+
+
+@dataclass(frozen=True)
+class ClientData:
+    train: TensorDataset
+    test: TensorDataset
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    local_steps: int
+    batch_size: int
+    physical_batch_size: int
+    lr: float
+    clipping: str = "ghost"
+
+
+@dataclass
+class ClientPrivacy:
+    """DP settings fixed for the whole federation plus the ledger that remembers every round."""
+
+    settings: DPSettings
+    ledger: PrivacyLedger
+    budget: float | None  # None: noise multiplier given directly, ε only reported
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    stats: RoundStats
+    epsilon: float | None
+
+
+class Client:
+    def __init__(
+        self,
+        client_id: str,
+        data: ClientData,
+        *,
+        model: LoraClassifier,
+        policy: SharingPolicy,
+        manifest: Manifest,
+        plan: TrainingPlan,
+        initial_state: dict[str, torch.Tensor],
+        directory: Path,
+        privacy: ClientPrivacy | None,
+        codec,  # noqa: ANN001 - a client-side codec (plaintext or CKKS)
+        seed: int,
+    ) -> None:
+        self.client_id = client_id
+        self.data = data
+        self.model = model
+        self.policy = policy
+        self.manifest = manifest
+        self.plan = plan
+        self.directory = directory
+        self.privacy = privacy
+        self.codec = codec
+        self.generator = torch.Generator().manual_seed(seed)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        saved = self.directory / STATE_FILE
+        if saved.exists():
+            payload = torch.load(saved, weights_only=True)
+            self.state = payload["state"]
+            self.generator.set_state(payload["generator"])
+        else:
+            self.state = {k: v.clone() for k, v in initial_state.items()}
+
+    # -- training -------------------------------------------------------------------------
+    def planned_event(self) -> DPEvent | None:
+        if self.privacy is None:
+            return None
+        s = self.privacy.settings
+        return DPEvent(
+            noise_multiplier=s.noise_multiplier, sample_rate=s.sample_rate, steps=self.plan.local_steps
+        )
+
+    def check_budget(self) -> None:
+        """Raise BudgetExhausted if the next round would exceed this client's budget."""
+        if self.privacy is not None and self.privacy.budget is not None:
+            check_budget(self.privacy.ledger, self.planned_event(), self.privacy.budget)
+
+    def train(self, round_number: int) -> TrainResult:
+        self.check_budget()
+        self.model.load_adapter_state(self.state)
+        self.model.set_trainable(self.policy.trained)
+        if self.privacy is None:
+            stats = train_plain(
+                self.model,
+                self.data.train,
+                steps=self.plan.local_steps,
+                batch_size=self.plan.batch_size,
+                physical_batch_size=self.plan.physical_batch_size,
+                lr=self.plan.lr,
+                generator=self.generator,
+            )
+            epsilon = None
+        else:
+            stats = train_dp(
+                self.model,
+                self.data.train,
+                steps=self.plan.local_steps,
+                dp=self.privacy.settings,
+                physical_batch_size=self.plan.physical_batch_size,
+                lr=self.plan.lr,
+                generator=self.generator,
+                mode=self.plan.clipping,
+            )
+            # Privacy is spent the moment training ran: record it before anything else.
+            epsilon = self.privacy.ledger.record(
+                round_number, self.planned_event(), clip=self.privacy.settings.clip
+            )
+        self.state = self.model.adapter_state()
+        self._save()
+        return TrainResult(stats=stats, epsilon=epsilon)
+
+    @property
+    def epsilon_spent(self) -> float | None:
+        return None if self.privacy is None else self.privacy.ledger.epsilon_spent
+
+    # -- exchange with the server --------------------------------------------------------
+    def make_update(self, round_number: int) -> bytes:
+        """The only bytes that leave this client: its shared tensors, weighted and encoded."""
+        values = flatten(self.state, self.manifest)
+        return encode_update(
+            self.codec,
+            values,
+            self.data.num_train / WEIGHT_UNIT,
+            manifest_hash=self.manifest.digest,
+            round=round_number,
+            client_id=self.client_id,
+        )
+
+    def apply_aggregate(self, data: bytes, round_number: int) -> None:
+        """Decrypt the summed update, divide, and load it as the shared tensors."""
+        average = decode_aggregate(
+            self.codec,
+            data,
+            manifest_hash=self.manifest.digest,
+            round=round_number,
+            n_values=self.manifest.size,
+        )
+        self.state.update(unflatten(average, self.manifest))
+        self._save()
+
+    # -- evaluation and export -----------------------------------------------------------
+    def evaluate(self, limit: int | None = None) -> float:
+        """Accuracy on this client's own test split (the first ``limit`` examples if given)."""
+        ids, mask, labels = self.data.test.tensors
+        if limit is not None:
+            ids, mask, labels = ids[:limit], mask[:limit], labels[:limit]
+        self.model.load_adapter_state(self.state)
+        self.model.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(labels), 256):
+                logits = self.model(ids[start : start + 256], mask[start : start + 256])
+                correct += int((logits.argmax(-1) == labels[start : start + 256]).sum())
+        self.model.train()
+        return correct / max(len(labels), 1)
+
+    def export(self, directory: Path, label_names: list[str]) -> Path:
+        """Write this client's adapter (global A, own B) in peft's format, plus its head."""
+        from safetensors.torch import save_file
+
+        self.model.load_adapter_state(self.state)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.encoder.save_pretrained(str(directory))
+        head = {k.removeprefix("head."): v.contiguous() for k, v in self.state.items()}
+        head = {k: v for k, v in head.items() if k.startswith("classifier.")}
+        save_file(head, str(directory / "head.safetensors"))
+        (directory / "labels.json").write_text(json.dumps(label_names))
+        return directory
+
+    def _save(self) -> None:
+        target = self.directory / STATE_FILE
+        tmp = target.with_suffix(".tmp")
+        torch.save({"state": self.state, "generator": self.generator.get_state()}, tmp)
+        os.replace(tmp, target)
+

@@ -1,0 +1,184 @@
+"""The run configuration: one validated, serializable, versioned dataclass.
+
+Every run writes the configuration it used (``config.json``); ``RunConfig.from_dict`` reads it
+back and refuses unknown fields or a newer format version. DP and encryption are on unless turned
+off explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from secure_fedsa.errors import ConfigError
+
+CONFIG_VERSION = 1
+ACCOUNTANTS = ("prv", "rdp")
+CLIPPING_MODES = ("ghost", "hooks")
+PARTITIONS = ("iid", "dirichlet", "natural")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # what to run
+    method: str = "fedsa"
+    rounds: int = 5
+    local_steps: int = 6
+    num_clients: int = 3
+    seed: int = 0
+    # data
+    dataset: str = "rotten_tomatoes"
+    data_files: tuple[str, ...] = ()
+    text_column: str = "text"
+    label_column: str = "label"
+    client_column: str | None = None
+    labels: tuple[str, ...] = ()
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    test_fraction: float = 0.2
+    max_examples: int | None = None
+    # model
+    model: str | None = None
+    num_layers: int | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    max_length: int = 40
+    # optimisation
+    batch_size: int = 128
+    physical_batch_size: int = 64
+    lr: float = 5e-3
+    eval_examples_per_round: int = 200
+    # differential privacy
+    dp: bool = True
+    epsilon: float | None = 8.0
+    delta: float = 1e-5
+    noise_multiplier: float | None = None
+    clip: float = 1.0
+    accountant: str = "prv"
+    clipping: str = "ghost"
+    secure_mode: bool = False
+    # encryption
+    encryption: bool = True
+    keys_dir: str | None = None
+    max_clients: int = 64
+    version: int = field(default=CONFIG_VERSION)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["data_files"] = list(self.data_files)
+        data["labels"] = list(self.labels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("a configuration must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
+        version = data.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(
+                f"configuration version {version} is not supported (this is version "
+                f"{CONFIG_VERSION}); use the secure_fedsa release that wrote it"
+            )
+        values = dict(data)
+        for key in ("data_files", "labels"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def protections(self) -> list[str]:
+        """Plain-language warnings for every protection that is off (empty when all are on)."""
+        warnings = []
+        if not self.dp:
+            warnings.append("NO DIFFERENTIAL PRIVACY: shared updates can reveal training records")
+        if not self.encryption:
+            warnings.append("NO ENCRYPTION: the server sees every client's update in plaintext")
+        return warnings
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive_int(config: RunConfig, name: str) -> None:
+    value = getattr(config, name)
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{name.replace('_', '-')} must be a positive integer, got {value!r}",
+    )
+
+
+def validate(config: RunConfig) -> None:
+    """Raise ConfigError naming the first invalid field and how to fix it."""
+    from secure_fedsa.sharing import POLICIES
+
+    _check(
+        config.method in POLICIES,
+        f"unknown method {config.method!r}: choose one of {', '.join(sorted(POLICIES))}",
+    )
+    for name in (
+        "rounds",
+        "local_steps",
+        "num_clients",
+        "lora_r",
+        "lora_alpha",
+        "max_length",
+        "batch_size",
+        "physical_batch_size",
+        "eval_examples_per_round",
+        "max_clients",
+    ):
+        _positive_int(config, name)
+    _check(config.num_clients >= 1, "num-clients must be at least 1")
+    _check(
+        config.num_clients <= config.max_clients,
+        f"num-clients ({config.num_clients}) exceeds max-clients ({config.max_clients})",
+    )
+    _check(
+        config.partition in PARTITIONS,
+        f"unknown partition {config.partition!r}: choose one of {', '.join(PARTITIONS)}",
+    )
+    _check(config.alpha > 0 and math.isfinite(config.alpha), "alpha must be a positive number")
+    _check(0 < config.test_fraction < 1, "test-fraction must be between 0 and 1")
+    _check(
+        config.max_examples is None or config.max_examples > 0, "max-examples must be positive"
+    )
+    _check(config.num_layers is None or config.num_layers > 0, "num-layers must be positive")
+    _check(config.lr > 0 and math.isfinite(config.lr), "lr must be a positive number")
+    _check(config.clip > 0 and math.isfinite(config.clip), "clip must be a positive number")
+    _check(0 < config.delta < 1, "delta must be between 0 and 1 (and below 1/n)")
+    _check(
+        config.accountant in ACCOUNTANTS,
+        f"unknown accountant {config.accountant!r}: choose one of {', '.join(ACCOUNTANTS)}",
+    )
+    _check(
+        config.clipping in CLIPPING_MODES,
+        f"unknown clipping mode {config.clipping!r}: choose one of {', '.join(CLIPPING_MODES)}",
+    )
+    if config.dp:
+        _check(
+            (config.epsilon is None) != (config.noise_multiplier is None),
+            "with DP on, give exactly one of --epsilon (a budget) or --noise-multiplier",
+        )
+        _check(
+            config.epsilon is None or (config.epsilon > 0 and math.isfinite(config.epsilon)),
+            "epsilon must be a positive finite number (use --no-dp for no privacy)",
+        )
+        _check(
+            config.noise_multiplier is None or config.noise_multiplier > 0,
+            "noise-multiplier must be positive (use --no-dp for no privacy)",
+        )
+    _check(bool(config.dataset) or bool(config.data_files), "name a dataset or --data files")

@@ -1,0 +1,68 @@
+"""The codec interface: how an update becomes chunks of bytes, is summed, and comes back.
+
+Two sides, two protocols, so that the server never holds an object able to decrypt:
+
+- :class:`ClientCodec` (holds the secret key, or nothing for plaintext): ``encrypt`` packs
+  ``concat(weight * values, [weight])`` into chunks; ``decrypt_sum`` turns aggregate chunks back
+  into ``(sum of weight * values, sum of weights)``. The weight rides in the last slot, so the
+  server never learns it.
+- :class:`ServerCodec` (built from ``server.keys`` alone): ``validate_chunk`` checks one upload
+  chunk and returns it ready to add; an :class:`Accumulator` adds validated updates chunk by
+  chunk (ciphertext + ciphertext only) and serializes the sum.
+
+Implementations: ``ckks_client.CKKSClientCodec``, ``ckks_server.CKKSServerCodec`` and
+``plaintext.PlaintextCodec`` (both sides, for ``--no-encryption`` runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class ClientCodec(Protocol):
+    fingerprint: str
+    encrypted: bool
+
+    def update_chunk_sizes(self, n_values: int) -> list[int]: ...
+
+    def aggregate_chunk_sizes(self, n_values: int) -> list[int]: ...
+
+    def encrypt(self, values: np.ndarray, weight: float) -> list[bytes]: ...
+
+    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> tuple[np.ndarray, float]: ...
+
+
+class Accumulator(Protocol):
+    @property
+    def count(self) -> int:
+        """Updates added so far."""
+        ...
+
+    def add(self, chunks: Sequence[object]) -> None:
+        """Add one update's validated chunks (from ``ServerCodec.validate_chunk``), in order."""
+        ...
+
+    def result(self) -> list[bytes]:
+        """The running sum, serialized as aggregate chunks."""
+        ...
+
+
+@runtime_checkable
+class ServerCodec(Protocol):
+    fingerprint: str
+    encrypted: bool
+    max_clients: int | None  # None: no overflow limit (plaintext)
+
+    def update_chunk_sizes(self, n_values: int) -> list[int]: ...
+
+    def aggregate_chunk_sizes(self, n_values: int) -> list[int]: ...
+
+    def validate_chunk(self, data: bytes) -> object:
+        """The chunk, checked and ready to add; raises UpdateRejected otherwise."""
+        ...
+
+    def new_accumulator(self, n_values: int) -> Accumulator: ...

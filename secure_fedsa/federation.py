@@ -1,0 +1,349 @@
+"""The in-process federation: the default way to run, every client and the server in one process.
+
+Round r, as data flows (design.md section 3):
+
+    each client: DP-SGD on (A, B, head) -> shared tensors -> weighted, encrypted bytes
+    server:      validate each update, add ciphertexts -> aggregate bytes
+    each client: decrypt, divide, load as its shared tensors; B and head untouched
+
+Transport is the :class:`InProcessTransport` below; the Flower apps use the same Client and
+Aggregator with another transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from secure_fedsa.client import Client, ClientPrivacy, TrainingPlan
+from secure_fedsa.config import RunConfig
+from secure_fedsa.egress import EgressLog
+from secure_fedsa.errors import BudgetExhausted, UpdateRejected
+from secure_fedsa.model import build_model
+from secure_fedsa.prepare import Prepared, model_spec, prepare
+from secure_fedsa.privacy.engine import DPSettings
+from secure_fedsa.privacy.ledger import PrivacyLedger
+from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
+from secure_fedsa.rundir import RunDirectory
+from secure_fedsa.security import Codecs, check_keys_dir, setup_codecs
+from secure_fedsa.server import Aggregator
+from secure_fedsa.sharing import Manifest, get_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Callbacks for output; the CLI plugs in progress bars, tests leave them silent."""
+
+    message: Callable[[str], None] = lambda text: None
+    round_started: Callable[[int, int], None] = lambda r, total: None
+    client_done: Callable[[str], None] = lambda client_id: None
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    clients: dict[str, dict] = field(default_factory=dict)
+    rejected: list[dict] = field(default_factory=list)
+    upload_bytes: int = 0
+    download_bytes: int = 0
+    seconds: float = 0.0
+    mean_accuracy: float | None = None
+
+
+class InProcessTransport:
+    """Delivers client updates to the server in memory and records every byte that leaves."""
+
+    name = "in-process"
+
+    def __init__(self, egress: EgressLog, encrypted: bool) -> None:
+        self.egress = egress
+        self.encrypted = encrypted
+
+    def send_update(
+        self, client: Client, round_number: int, aggregator: Aggregator
+    ) -> tuple[int, str | None]:
+        payload = client.make_update(round_number)
+        self.egress.record(
+            client.client_id,
+            round_number=round_number,
+            kind="update",
+            payload=payload,
+            encrypted=self.encrypted,
+            tensors=client.manifest.names,
+            transport=self.name,
+        )
+        try:
+            aggregator.add(payload)
+        except UpdateRejected as exc:
+            return len(payload), exc.reason
+        return len(payload), None
+
+
+def plan_all(config: RunConfig, prepared: Prepared, trainable: list[str]) -> dict[str, PrivacyPlan]:
+    if not config.dp:
+        return {}
+    return {
+        cid: plan_privacy(
+            config, client_id=cid, dataset_size=data.num_train, trainable_names=trainable
+        )
+        for cid, data in prepared.clients.items()
+    }
+
+
+def _trainable_names(model, policy) -> list[str]:  # noqa: ANN001
+    model.set_trainable(policy.trained)
+    return model.trainable_names()
+
+
+class Federation:
+    """Set up once (all checks first), then :meth:`run` the rounds."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        progress: Progress | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config
+        self.progress = progress or Progress()
+        self.policy = get_policy(config.method)
+        # 1. every check that can fail on user input, before anything is written
+        check_keys_dir(config)
+        self.prepared = prepare(config)
+        torch.manual_seed(config.seed)
+        self.model = build_model(
+            model_spec(config), num_labels=len(self.prepared.label_names), seed=config.seed
+        )
+        trainable = _trainable_names(self.model, self.policy)
+        self.plans = plan_all(config, self.prepared, trainable)
+        # 2. the run directory, keys and clients
+        opener = RunDirectory.resume if resume else RunDirectory.create
+        self.run = opener(run_dir, config)
+        self.codecs: Codecs = setup_codecs(config, self.run.path / "keys")
+        initial = self.model.adapter_state()
+        self.manifest = Manifest.from_state(initial, self.policy.shared_names(list(initial)))
+        self.egress = EgressLog(self.run.path / "egress")
+        self.transport = InProcessTransport(self.egress, encrypted=config.encryption)
+        plan = TrainingPlan(
+            local_steps=config.local_steps,
+            batch_size=config.batch_size,
+            physical_batch_size=config.physical_batch_size,
+            lr=config.lr,
+            clipping=config.clipping,
+        )
+        self.clients: dict[str, Client] = {}
+        for number, (cid, data) in enumerate(self.prepared.clients.items()):
+            self.clients[cid] = Client(
+                cid,
+                data,
+                model=self.model,
+                policy=self.policy,
+                manifest=self.manifest,
+                plan=plan,
+                initial_state=initial,
+                directory=self.run.client_dir(cid),
+                privacy=self._client_privacy(cid),
+                codec=self.codecs.client,
+                seed=config.seed * 1000 + number,
+            )
+        self.run.write_json(
+            "setup.json",
+            {
+                "manifest": self.manifest.to_list(),
+                "manifest_hash": self.manifest.digest,
+                "shared_values": self.manifest.size,
+                "label_names": list(self.prepared.label_names),
+                "label_counts": self.prepared.label_counts,
+                "label_skew": self.prepared.label_skew,
+                "clients": {
+                    cid: {"train": len(d.train), "test": len(d.test)}
+                    for cid, d in self.prepared.clients.items()
+                },
+                "privacy": {cid: _plan_dict(p) for cid, p in self.plans.items()},
+                "key_fingerprint": self.codecs.fingerprint,
+                "protections_off": config.protections,
+            },
+        )
+
+    def _client_privacy(self, cid: str) -> ClientPrivacy | None:
+        if not self.config.dp:
+            return None
+        plan = self.plans[cid]
+        settings = DPSettings(
+            noise_multiplier=plan.noise_multiplier,
+            clip=self.config.clip,
+            sample_rate=plan.sample_rate,
+            secure_mode=self.config.secure_mode,
+        )
+        ledger = PrivacyLedger.open(
+            self.run.client_dir(cid) / "privacy_ledger.json",
+            identity=self._ledger_identity(cid, plan),
+        )
+        return ClientPrivacy(settings=settings, ledger=ledger, budget=self.config.epsilon)
+
+    def _ledger_identity(self, cid: str, plan: PrivacyPlan) -> dict:
+        from secure_fedsa.privacy.ledger import LedgerIdentity
+
+        return LedgerIdentity.create(
+            client_id=cid,
+            key_fingerprint=self.codecs.fingerprint,
+            delta=self.config.delta,
+            accountant=self.config.accountant,
+            dataset_size=plan.dataset_size,
+            target_epsilon=self.config.epsilon,
+            noise_multiplier=plan.noise_multiplier,
+            clip=self.config.clip,
+            secure_mode=self.config.secure_mode,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> dict:
+        start = time.time()
+        for warning in self.config.protections:
+            self.progress.message(f"WARNING: {warning}")
+        first = self.run.completed_rounds() + 1
+        for round_number in range(first, self.config.rounds + 1):
+            self.progress.round_started(round_number, self.config.rounds)
+            record = self.run_round(round_number)
+            self.run.append_metrics(record.__dict__)
+            self.progress.message(_round_line(record, self.config.rounds))
+            if not any(c.get("status") == "trained" for c in record.clients.values()):
+                self.progress.message("no client can train within its budget: stopping")
+                break
+        summary = self.finish(time.time() - start)
+        return summary
+
+    def run_round(self, round_number: int) -> RoundRecord:
+        record = RoundRecord(round=round_number)
+        started = time.time()
+        aggregator = None
+        if self.manifest.size > 0:
+            aggregator = Aggregator(
+                self.codecs.server,
+                manifest_hash=self.manifest.digest,
+                round=round_number,
+                n_values=self.manifest.size,
+            )
+        contributors = []
+        for cid, client in self.clients.items():
+            entry: dict = {}
+            try:
+                result = client.train(round_number)
+            except BudgetExhausted as exc:
+                entry.update(status="budget exhausted", reason=str(exc))
+                record.clients[cid] = entry
+                self.progress.client_done(cid)
+                continue
+            entry.update(
+                status="trained",
+                loss=result.stats.mean_loss,
+                examples=result.stats.examples,
+                steps=result.stats.steps,
+                epsilon=result.epsilon,
+            )
+            if aggregator is not None:
+                sent, reason = self.transport.send_update(client, round_number, aggregator)
+                record.upload_bytes += sent
+                if reason is not None:
+                    record.rejected.append({"client": cid, "reason": reason})
+                else:
+                    contributors.append(cid)
+            record.clients[cid] = entry
+            self.progress.client_done(cid)
+        if aggregator is not None and aggregator.accepted:
+            aggregate = aggregator.result()
+            for client in self.clients.values():
+                client.apply_aggregate(aggregate, round_number)
+                record.download_bytes += len(aggregate)
+        accuracies = []
+        for cid, client in self.clients.items():
+            acc = client.evaluate(self.config.eval_examples_per_round)
+            record.clients[cid]["accuracy_subset"] = acc
+            record.clients[cid]["epsilon_spent"] = client.epsilon_spent
+            accuracies.append(acc)
+        record.mean_accuracy = float(np.mean(accuracies))
+        record.seconds = time.time() - started
+        return record
+
+    def finish(self, seconds: float) -> dict:
+        self.progress.message("final evaluation on each client's full test split ...")
+        per_client = {cid: c.evaluate() for cid, c in self.clients.items()}
+        sizes = {cid: len(c.data.test) for cid, c in self.clients.items()}
+        total = sum(sizes.values())
+        for cid, client in self.clients.items():
+            client.export(self.run.path / "adapters" / cid, list(self.prepared.label_names))
+        summary = {
+            "method": self.config.method,
+            "dataset": self.prepared.dataset_name,
+            "rounds_completed": self.run.completed_rounds(),
+            "differential_privacy": self.config.dp,
+            "encryption": self.config.encryption,
+            "protections_off": self.config.protections,
+            "accuracy": {
+                "per_client": per_client,
+                "mean": float(np.mean(list(per_client.values()))),
+                "weighted_mean": sum(per_client[c] * sizes[c] for c in sizes) / max(total, 1),
+                "test_examples": sizes,
+            },
+            "privacy": {
+                cid: {
+                    "epsilon": c.epsilon_spent,
+                    "delta": self.config.delta,
+                    "noise_multiplier": self.plans[cid].noise_multiplier,
+                    "sample_rate": self.plans[cid].sample_rate,
+                }
+                for cid, c in self.clients.items()
+                if cid in self.plans
+            }
+            if self.config.dp
+            else "no differential privacy",
+            "key_fingerprint": self.codecs.fingerprint,
+            "seconds": seconds,
+        }
+        self.run.write_json("summary.json", summary)
+        return summary
+
+
+def _plan_dict(plan: PrivacyPlan) -> dict:
+    return {
+        "dataset_size": plan.dataset_size,
+        "sample_rate": plan.sample_rate,
+        "noise_multiplier": plan.noise_multiplier,
+        "planned_steps": plan.planned_steps,
+        "planned_epsilon": plan.planned_epsilon,
+        "hazards": [h.__dict__ if hasattr(h, "__dict__") else h._asdict() for h in plan.hazards],
+    }
+
+
+def _round_line(record: RoundRecord, total: int) -> str:
+    parts = [f"round {record.round}/{total}"]
+    for cid, c in record.clients.items():
+        eps = c.get("epsilon_spent")
+        eps_text = f" eps={eps:.2f}" if eps is not None else ""
+        parts.append(f"{cid}: acc={c['accuracy_subset']:.3f}{eps_text} {c['status']}")
+    parts.append(f"mean acc={record.mean_accuracy:.3f}")
+    if record.rejected:
+        parts.append(f"rejected={len(record.rejected)}")
+    return " | ".join(parts)
+
+
+def run_federation(
+    config: RunConfig, run_dir: Path, progress: Progress | None = None, *, resume: bool = False
+) -> dict:
+    """Set up (validating everything first) and run a federation; returns the summary."""
+    return Federation(config, run_dir, progress=progress, resume=resume).run()
+
+
+def load_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())

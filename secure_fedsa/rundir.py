@@ -1,0 +1,101 @@
+"""The run directory: what a run wrote is what an auditor sees.
+
+Layout::
+
+    config.json            the full configuration used (RunConfig.to_dict)
+    setup.json             manifest, client sizes, privacy plans, key fingerprint
+    metrics.jsonl          one line per completed round
+    summary.json           final accuracies and privacy spent
+    keys/                  key bundles made for this run (client.keys is mode 0600)
+    clients/<id>/          each client's own files: state.pt, privacy_ledger.json
+    egress/<id>.jsonl      every message each client sent (written by the transport)
+    adapters/<id>/         each client's final adapter in peft's format + head
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from secure_fedsa import __version__
+from secure_fedsa.config import RunConfig
+from secure_fedsa.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunDirectory:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, path: Path, config: RunConfig) -> RunDirectory:
+        """A new run directory; refuses one that already holds files."""
+        if path.exists() and any(path.iterdir()):
+            raise ConfigError(
+                f"run directory {str(path)!r} is not empty: choose another --out, "
+                "or continue it with --resume"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.write_json(CONFIG_FILE, {"secure_fedsa": __version__, **config.to_dict()})
+        return run
+
+    @classmethod
+    def resume(cls, path: Path, config: RunConfig) -> RunDirectory:
+        """An existing run directory whose config equals ``config``."""
+        saved = read_config(path)
+        if saved != config:
+            raise ConfigError(
+                f"{str(path)!r} was made with a different configuration; resume it without "
+                "changing options, or start a new run"
+            )
+        return cls(path)
+
+    def client_dir(self, client_id: str) -> Path:
+        return self.path / "clients" / client_id
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json_atomic(self.path / name, data)
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def metrics(self) -> list[dict]:
+        path = self.path / METRICS_FILE
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def completed_rounds(self) -> int:
+        rounds = [m["round"] for m in self.metrics()]
+        return max(rounds, default=0)
+
+
+def read_config(path: Path) -> RunConfig:
+    """The configuration a run directory was made with."""
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise ConfigError(f"{str(path)!r} is not a run directory (no {CONFIG_FILE})")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file} is not valid JSON: {exc}") from exc
+    data.pop("secure_fedsa", None)
+    return RunConfig.from_dict(data)

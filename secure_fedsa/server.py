@@ -1,0 +1,110 @@
+"""The aggregation server: validate each update completely, then add it. Never decrypts.
+
+:class:`Aggregator` serves one round. ``add`` checks an update before touching the running sum:
+envelope, key fingerprint, manifest hash, round, duplicate client, client limit, encrypted flag,
+number and size of chunks, and every chunk's ciphertext parameters. A rejected update leaves the
+sum exactly as it was and is recorded in ``rejections``. Updates are added as they arrive, so
+memory does not grow with the number of clients.
+
+This module imports no decryption code: it works with any ``ServerCodec`` (``CKKSServerCodec``
+from ``server.keys``, or ``PlaintextCodec``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from secure_fedsa import wire
+from secure_fedsa.crypto.codec import ServerCodec
+from secure_fedsa.errors import ConfigError, UpdateRejected
+
+logger = logging.getLogger(__name__)
+
+
+class Aggregator:
+    """Sums the validated updates of one round for one manifest and key set."""
+
+    def __init__(
+        self, codec: ServerCodec, *, manifest_hash: str, round: int, n_values: int
+    ) -> None:
+        if not isinstance(manifest_hash, str) or not wire.MANIFEST_PATTERN.fullmatch(manifest_hash):
+            raise ConfigError("manifest_hash must be 8-128 lowercase hex characters")
+        if type(round) is not int or not 0 <= round <= wire.MAX_ROUND:
+            raise ConfigError(f"round must be an integer in 0..{wire.MAX_ROUND}")
+        if type(n_values) is not int or not 0 <= n_values <= wire.MAX_N_VALUES:
+            raise ConfigError(f"n_values must be an integer in 0..{wire.MAX_N_VALUES}")
+        self.codec = codec
+        self.manifest_hash = manifest_hash
+        self.round = round
+        self.n_values = n_values
+        self.accepted: list[str] = []
+        self.rejections: list[tuple[str | None, str]] = []
+        self._counted: set[str] = set()
+        self._chunk_sizes = codec.update_chunk_sizes(n_values)
+        self._sum = codec.new_accumulator(n_values)
+
+    def add(self, data: bytes) -> str:
+        """Validate one update and add it; returns its client id or raises UpdateRejected."""
+        client_id: str | None = None
+        try:
+            message = wire.unpack(data)
+            client_id = message.client_id
+            self._check(message)
+            validated = [self.codec.validate_chunk(chunk) for chunk in message.chunks]
+            self._sum.add(validated)
+        except UpdateRejected as exc:
+            self._reject(client_id, exc.reason)
+            raise
+        except Exception as exc:  # never let a hostile update raise anything else
+            reason = f"internal error while validating the update ({type(exc).__name__})"
+            self._reject(client_id, reason)
+            raise UpdateRejected(reason) from None
+        self.accepted.append(client_id)
+        self._counted.add(client_id)
+        logger.info("round %d: accepted update from %s", self.round, client_id)
+        return client_id
+
+    def _check(self, message: wire.Message) -> None:
+        wire.check_message(
+            message,
+            kind=wire.KIND_UPDATE,
+            fingerprint=self.codec.fingerprint,
+            encrypted=self.codec.encrypted,
+            manifest_hash=self.manifest_hash,
+            round=self.round,
+            n_values=self.n_values,
+            chunk_sizes=self._chunk_sizes,
+        )
+        if message.client_id in self._counted:
+            raise UpdateRejected(f"duplicate: {message.client_id} already counted this round")
+        limit = self.codec.max_clients
+        if limit is not None and len(self.accepted) >= limit:
+            raise UpdateRejected(
+                f"too many updates: the keys allow at most {limit} per round (more could "
+                "overflow CKKS silently)"
+            )
+
+    def _reject(self, client_id: str | None, reason: str) -> None:
+        self.rejections.append((client_id, reason))
+        logger.warning("round %d: rejected update from %s: %s", self.round, client_id, reason)
+
+    def result(self) -> bytes:
+        """The aggregate message (sum of accepted updates) for every client to decrypt."""
+        if not self.accepted:
+            raise UpdateRejected(
+                f"no update was accepted in round {self.round} "
+                f"({len(self.rejections)} rejected): there is no aggregate"
+            )
+        return wire.pack(
+            wire.Message(
+                kind=wire.KIND_AGGREGATE,
+                fingerprint=self.codec.fingerprint,
+                manifest_hash=self.manifest_hash,
+                round=self.round,
+                client_id=wire.SERVER_ID,
+                encrypted=self.codec.encrypted,
+                n_values=self.n_values,
+                contributors=len(self.accepted),
+                chunks=tuple(self._sum.result()),
+            )
+        )

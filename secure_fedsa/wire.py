@@ -1,0 +1,321 @@
+"""The update message envelope shared by both codecs, and every wire name in one place.
+
+Layout (integers little-endian)::
+
+    magic "SFSA" | wire version u16 | header length u32 | header (UTF-8 JSON)
+    | chunk 0 | chunk 1 | ... | SHA-256 of everything before it (32 bytes)
+
+The header names the protocol version, message kind, key fingerprint (or ``"plaintext"``),
+manifest hash, round, client id (``"server"`` on aggregates), encrypted flag, number of values,
+number and byte size of each chunk, and the number of contributing clients. The digest catches
+corruption in transit; it is not authentication (anyone can recompute it).
+
+:func:`unpack` is strict: exact field set and types, sizes checked against limits and against
+the message length before anything is sliced, and any problem is ``UpdateRejected("malformed
+...")`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from secure_fedsa.crypto.codec import ClientCodec
+from secure_fedsa.errors import ConfigError, CryptoError, UpdateRejected
+
+MAGIC = b"SFSA"
+WIRE_VERSION = 1
+PROTOCOL_VERSION = 1
+PLAINTEXT_FINGERPRINT = "plaintext"
+SERVER_ID = "server"
+KIND_UPDATE = "update"
+KIND_AGGREGATE = "aggregate"
+
+# header field names
+F_PROTOCOL = "protocol"
+F_KIND = "kind"
+F_FINGERPRINT = "fingerprint"
+F_MANIFEST = "manifest_hash"
+F_ROUND = "round"
+F_CLIENT = "client_id"
+F_ENCRYPTED = "encrypted"
+F_N_VALUES = "n_values"
+F_N_CHUNKS = "n_chunks"
+F_CHUNK_BYTES = "chunk_bytes"
+F_CONTRIBUTORS = "contributors"
+HEADER_FIELDS = frozenset(
+    {
+        F_PROTOCOL,
+        F_KIND,
+        F_FINGERPRINT,
+        F_MANIFEST,
+        F_ROUND,
+        F_CLIENT,
+        F_ENCRYPTED,
+        F_N_VALUES,
+        F_N_CHUNKS,
+        F_CHUNK_BYTES,
+        F_CONTRIBUTORS,
+    }
+)
+
+# limits, checked before anything is allocated
+MAX_HEADER_BYTES = 1 << 23
+MAX_CHUNKS = 1 << 20
+MAX_CHUNK_BYTES = 1 << 24
+MAX_N_VALUES = 1 << 32
+MAX_ROUND = (1 << 31) - 1
+MAX_CONTRIBUTORS = 1 << 20
+
+_PREFIX = struct.Struct("<4sHI")
+DIGEST_BYTES = 32
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+MANIFEST_PATTERN = re.compile(r"[0-9a-f]{8,128}")
+FINGERPRINT_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str
+    fingerprint: str
+    manifest_hash: str
+    round: int
+    client_id: str
+    encrypted: bool
+    n_values: int
+    contributors: int
+    chunks: tuple[bytes, ...]
+
+
+# -- packing ------------------------------------------------------------------------------------
+def pack(message: Message) -> bytes:
+    """Serialize a message (fields are checked the same way :func:`unpack` checks them)."""
+    header = {
+        F_PROTOCOL: PROTOCOL_VERSION,
+        F_KIND: message.kind,
+        F_FINGERPRINT: message.fingerprint,
+        F_MANIFEST: message.manifest_hash,
+        F_ROUND: message.round,
+        F_CLIENT: message.client_id,
+        F_ENCRYPTED: message.encrypted,
+        F_N_VALUES: message.n_values,
+        F_N_CHUNKS: len(message.chunks),
+        F_CHUNK_BYTES: [len(c) for c in message.chunks],
+        F_CONTRIBUTORS: message.contributors,
+    }
+    problem = _header_problem(header)
+    if problem:
+        raise ConfigError(f"cannot send this message: {problem}")
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii")
+    body = b"".join([_PREFIX.pack(MAGIC, WIRE_VERSION, len(text)), text, *message.chunks])
+    return body + hashlib.sha256(body).digest()
+
+
+def unpack(data: bytes) -> Message:
+    """Parse a message strictly; raises ``UpdateRejected("malformed ...")`` on anything odd."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UpdateRejected("malformed message: not bytes")
+    view = memoryview(data).cast("B")
+    if len(view) < _PREFIX.size + DIGEST_BYTES:
+        raise UpdateRejected("malformed message: too short")
+    magic, version, header_len = _PREFIX.unpack_from(view)
+    if magic != MAGIC or version != WIRE_VERSION:
+        raise UpdateRejected("malformed message: not a secure_fedsa message of this version")
+    body_end = len(view) - DIGEST_BYTES
+    header_end = _PREFIX.size + header_len
+    if header_len > MAX_HEADER_BYTES or header_end > body_end:
+        raise UpdateRejected("malformed message: header length out of range")
+    if hashlib.sha256(view[:body_end]).digest() != view[body_end:]:
+        raise UpdateRejected("malformed message: checksum mismatch (corrupted in transit)")
+    header = _parse_header(view[_PREFIX.size : header_end])
+    problem = _header_problem(header)
+    if problem:
+        raise UpdateRejected(f"malformed message: {problem}")
+    sizes = header[F_CHUNK_BYTES]
+    if header_end + sum(sizes) != body_end:
+        raise UpdateRejected("malformed message: chunk sizes do not add up to the message length")
+    chunks, offset = [], header_end
+    for size in sizes:
+        chunks.append(bytes(view[offset : offset + size]))
+        offset += size
+    return Message(
+        kind=header[F_KIND],
+        fingerprint=header[F_FINGERPRINT],
+        manifest_hash=header[F_MANIFEST],
+        round=header[F_ROUND],
+        client_id=header[F_CLIENT],
+        encrypted=header[F_ENCRYPTED],
+        n_values=header[F_N_VALUES],
+        contributors=header[F_CONTRIBUTORS],
+        chunks=tuple(chunks),
+    )
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def _reject_number(text: str) -> Any:
+    raise ValueError("non-integer number")
+
+
+def _parse_header(raw: memoryview) -> Any:
+    try:
+        return json.loads(
+            bytes(raw).decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_float=_reject_number,
+            parse_constant=_reject_number,
+        )
+    except (ValueError, RecursionError, TypeError):
+        raise UpdateRejected("malformed message: header is not valid JSON") from None
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _matches(pattern: re.Pattern[str], value: object) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def _header_problem(h: Any) -> str | None:
+    """What is wrong with a header (structure and ranges only), or None."""
+    if not isinstance(h, dict) or set(h) != HEADER_FIELDS:
+        return "unexpected or missing header fields"
+    if h[F_PROTOCOL] != PROTOCOL_VERSION or type(h[F_PROTOCOL]) is not int:
+        return "unsupported protocol version"
+    if h[F_KIND] not in (KIND_UPDATE, KIND_AGGREGATE):
+        return "unknown message kind"
+    if type(h[F_ENCRYPTED]) is not bool:
+        return "encrypted flag must be a boolean"
+    fingerprint = h[F_FINGERPRINT]
+    if h[F_ENCRYPTED] != (fingerprint != PLAINTEXT_FINGERPRINT) or not (
+        fingerprint == PLAINTEXT_FINGERPRINT or _matches(FINGERPRINT_PATTERN, fingerprint)
+    ):
+        return "fingerprint and encrypted flag disagree or fingerprint is malformed"
+    if not _matches(MANIFEST_PATTERN, h[F_MANIFEST]):
+        return "manifest hash must be 8-128 lowercase hex characters"
+    if not _is_int(h[F_ROUND], 0, MAX_ROUND):
+        return "round out of range"
+    if not _matches(CLIENT_ID_PATTERN, h[F_CLIENT]):
+        return "client id must be 1-128 characters from A-Z a-z 0-9 . _ : @ -"
+    if not _is_int(h[F_N_VALUES], 0, MAX_N_VALUES):
+        return "n_values out of range"
+    if not _is_int(h[F_N_CHUNKS], 1, MAX_CHUNKS):
+        return "number of chunks out of range"
+    sizes = h[F_CHUNK_BYTES]
+    if not isinstance(sizes, list) or len(sizes) != h[F_N_CHUNKS]:
+        return "chunk_bytes must list one size per chunk"
+    if not all(_is_int(s, 1, MAX_CHUNK_BYTES) for s in sizes):
+        return "chunk size out of range"
+    if not _is_int(h[F_CONTRIBUTORS], 1, MAX_CONTRIBUTORS):
+        return "contributors out of range"
+    is_server = h[F_CLIENT] == SERVER_ID
+    if h[F_KIND] == KIND_UPDATE and (is_server or h[F_CONTRIBUTORS] != 1):
+        return "an update comes from one client, never from the server"
+    if h[F_KIND] == KIND_AGGREGATE and not is_server:
+        return "an aggregate comes from the server"
+    return None
+
+
+# -- checks shared by the server and the clients --------------------------------------------
+def check_message(
+    message: Message,
+    *,
+    kind: str,
+    fingerprint: str,
+    encrypted: bool,
+    manifest_hash: str,
+    round: int,
+    n_values: int,
+    chunk_sizes: Sequence[int],
+) -> None:
+    """Raise UpdateRejected(reason) unless the message belongs where it arrived."""
+    if message.kind != kind:
+        raise UpdateRejected(f"expected an {kind} message, got {message.kind}")
+    if message.encrypted != encrypted:
+        raise UpdateRejected(
+            "plaintext message sent to an encrypted federation"
+            if encrypted
+            else "encrypted message sent to a plaintext federation"
+        )
+    if message.fingerprint != fingerprint:
+        raise UpdateRejected("wrong key fingerprint: made with a different key set")
+    if message.manifest_hash != manifest_hash:
+        raise UpdateRejected("manifest hash mismatch: built for different shared tensors")
+    if message.round != round:
+        raise UpdateRejected(f"wrong round: message is for round {message.round}, not {round}")
+    if message.n_values != n_values:
+        raise UpdateRejected(f"wrong number of values: {message.n_values}, expected {n_values}")
+    if len(message.chunks) != len(chunk_sizes):
+        raise UpdateRejected(
+            f"wrong number of chunks: {len(message.chunks)}, expected {len(chunk_sizes)}"
+        )
+    if [len(c) for c in message.chunks] != list(chunk_sizes):
+        raise UpdateRejected("wrong chunk sizes for these parameters")
+
+
+# -- client helpers -----------------------------------------------------------------------------
+def encode_update(
+    codec: ClientCodec,
+    values: np.ndarray,
+    weight: float,
+    *,
+    manifest_hash: str,
+    round: int,
+    client_id: str,
+) -> bytes:
+    """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec``."""
+    chunks = codec.encrypt(values, weight)
+    return pack(
+        Message(
+            kind=KIND_UPDATE,
+            fingerprint=codec.fingerprint,
+            manifest_hash=manifest_hash,
+            round=round,
+            client_id=client_id,
+            encrypted=codec.encrypted,
+            n_values=int(np.asarray(values).shape[0]),
+            contributors=1,
+            chunks=tuple(chunks),
+        )
+    )
+
+
+def decode_aggregate(
+    codec: ClientCodec, data: bytes, *, manifest_hash: str, round: int, n_values: int
+) -> np.ndarray:
+    """The weighted average ``Σ w·v / Σ w`` from the server's aggregate message.
+
+    Raises UpdateRejected if the message is malformed or belongs to another key set, manifest,
+    round or size. The decrypted values must never be sent back to the server (rule P6).
+    """
+    message = unpack(data)
+    check_message(
+        message,
+        kind=KIND_AGGREGATE,
+        fingerprint=codec.fingerprint,
+        encrypted=codec.encrypted,
+        manifest_hash=manifest_hash,
+        round=round,
+        n_values=n_values,
+        chunk_sizes=codec.aggregate_chunk_sizes(n_values),
+    )
+    total, total_weight = codec.decrypt_sum(message.chunks, n_values)
+    if not np.isfinite(total_weight) or total_weight <= 0:
+        raise CryptoError(
+            "the aggregate decrypts to a non-positive total weight: it was corrupted or made "
+            "under other keys"
+        )
+    return total / total_weight

@@ -1,0 +1,191 @@
+"""The message envelope: round trips, and strict parsing that only ever raises UpdateRejected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from secure_fedsa import wire
+from secure_fedsa.crypto.plaintext import PlaintextCodec
+from secure_fedsa.errors import ConfigError, UpdateRejected
+
+FP = "f" * 64
+MANIFEST = "0123abcd" * 8
+
+
+def message(**overrides) -> wire.Message:
+    fields = dict(
+        kind=wire.KIND_UPDATE,
+        fingerprint=FP,
+        manifest_hash=MANIFEST,
+        round=3,
+        client_id="client-1",
+        encrypted=True,
+        n_values=7,
+        contributors=1,
+        chunks=(b"abc", b"defgh"),
+    )
+    fields.update(overrides)
+    return wire.Message(**fields)
+
+
+def header_of(m: wire.Message) -> dict:
+    return {
+        wire.F_PROTOCOL: wire.PROTOCOL_VERSION,
+        wire.F_KIND: m.kind,
+        wire.F_FINGERPRINT: m.fingerprint,
+        wire.F_MANIFEST: m.manifest_hash,
+        wire.F_ROUND: m.round,
+        wire.F_CLIENT: m.client_id,
+        wire.F_ENCRYPTED: m.encrypted,
+        wire.F_N_VALUES: m.n_values,
+        wire.F_N_CHUNKS: len(m.chunks),
+        wire.F_CHUNK_BYTES: [len(c) for c in m.chunks],
+        wire.F_CONTRIBUTORS: m.contributors,
+    }
+
+
+def forge(header_text: bytes, chunks=(b"abc", b"defgh"), *, version=wire.WIRE_VERSION) -> bytes:
+    """A message with any header text and a correct checksum (what an attacker can send)."""
+    body = struct.pack("<4sHI", wire.MAGIC, version, len(header_text)) + header_text
+    body += b"".join(chunks)
+    return body + hashlib.sha256(body).digest()
+
+
+def forge_fields(**changes) -> bytes:
+    header = header_of(message())
+    header.update(changes)
+    return forge(json.dumps(header).encode())
+
+
+def forge_text(old: bytes, new: bytes) -> bytes:
+    text = json.dumps(header_of(message())).encode()
+    assert old in text
+    return forge(text.replace(old, new))
+
+
+def test_round_trip():
+    m = message()
+    assert wire.unpack(wire.pack(m)) == m
+    aggregate = message(kind=wire.KIND_AGGREGATE, client_id=wire.SERVER_ID, contributors=5)
+    assert wire.unpack(wire.pack(aggregate)) == aggregate
+
+
+def test_forge_helper_builds_valid_messages():
+    assert wire.unpack(forge_fields()) == message()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"SFSA",
+        b"\0" * 100,
+        wire.pack(message())[:-1],
+        wire.pack(message()) + b"\0",
+        b"XXXX" + wire.pack(message())[4:],
+        forge(b"{}", version=2),
+        forge(b"not json"),
+        forge(b"\xff\xfe"),
+        forge(b"[" * 100_000 + b"]" * 100_000),
+        forge(b'{"a": 1, "a": 2}'),
+        forge_text(b'"round": 3', b'"round": 3, "round": 3'),
+        forge_text(b'"round": 3', b'"round": 3.0'),
+        forge_text(b'"round": 3', b'"round": NaN'),
+        forge_text(b'"round": 3', b'"round": 1' + b"0" * 5000),
+        forge_fields(extra=1),
+        forge_fields(round=True),
+        forge_fields(round=-1),
+        forge_fields(round=2**40),
+        forge_fields(protocol=2),
+        forge_fields(kind="other"),
+        forge_fields(encrypted=1),
+        forge_fields(encrypted=False),  # disagrees with a key fingerprint
+        forge_fields(fingerprint="plaintext"),  # disagrees with encrypted=True
+        forge_fields(fingerprint="F" * 64),
+        forge_fields(manifest_hash="xyz"),
+        forge_fields(manifest_hash=MANIFEST.upper()),
+        forge_fields(client_id=""),
+        forge_fields(client_id="a b"),
+        forge_fields(client_id="x" * 200),
+        forge_fields(client_id="client\n1"),
+        forge_fields(client_id=wire.SERVER_ID),  # an update from the server
+        forge_fields(kind=wire.KIND_AGGREGATE),  # an aggregate from a client
+        forge_fields(contributors=2),
+        forge_fields(n_values=-1),
+        forge_fields(n_chunks=3),
+        forge_fields(n_chunks=0, chunk_bytes=[]),
+        forge_fields(chunk_bytes=[3, 4]),
+        forge_fields(chunk_bytes=[3, "5"]),
+        forge_fields(chunk_bytes=[0, 8]),
+        forge_fields(chunk_bytes=[2**40, 8]),
+    ],
+)
+def test_malformed_messages_are_rejected(data):
+    with pytest.raises(UpdateRejected, match="malformed"):
+        wire.unpack(data)
+
+
+def test_header_length_is_checked_before_allocating():
+    data = struct.pack("<4sHI", wire.MAGIC, wire.WIRE_VERSION, 2**32 - 1) + b"\0" * 40
+    with pytest.raises(UpdateRejected, match="header length"):
+        wire.unpack(data)
+
+
+def test_non_bytes_input_is_rejected():
+    for data in (None, "text", 12, [1, 2]):
+        with pytest.raises(UpdateRejected, match="malformed"):
+            wire.unpack(data)  # type: ignore[arg-type]
+
+
+def test_memoryview_and_bytearray_are_accepted():
+    data = wire.pack(message())
+    assert wire.unpack(bytearray(data)) == wire.unpack(memoryview(data)) == message()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"client_id": "bad id"},
+        {"manifest_hash": "nothex!"},
+        {"round": -1},
+        {"chunks": ()},
+        {"fingerprint": "plaintext"},
+    ],
+)
+def test_pack_refuses_bad_fields(overrides):
+    with pytest.raises(ConfigError):
+        wire.pack(message(**overrides))
+
+
+def test_decode_aggregate_checks_the_header():
+    codec = PlaintextCodec()
+    update = wire.encode_update(
+        codec, np.arange(3.0), 2.0, manifest_hash=MANIFEST, round=1, client_id="a"
+    )
+    aggregate = wire.pack(
+        message(
+            kind=wire.KIND_AGGREGATE,
+            client_id=wire.SERVER_ID,
+            fingerprint=wire.PLAINTEXT_FINGERPRINT,
+            encrypted=False,
+            round=1,
+            n_values=3,
+            chunks=tuple(codec.encrypt(np.arange(3.0), 2.0)),
+        )
+    )
+    args = dict(manifest_hash=MANIFEST, round=1, n_values=3)
+    assert np.allclose(wire.decode_aggregate(codec, aggregate, **args), np.arange(3.0))
+    with pytest.raises(UpdateRejected, match="expected an aggregate"):
+        wire.decode_aggregate(codec, update, **args)
+    for wrong, match in [
+        ({"round": 2}, "round"),
+        ({"manifest_hash": "9" * 16}, "manifest"),
+        ({"n_values": 4}, "values"),
+    ]:
+        with pytest.raises(UpdateRejected, match=match):
+            wire.decode_aggregate(codec, aggregate, **{**args, **wrong})

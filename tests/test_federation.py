@@ -1,0 +1,142 @@
+"""End to end, in process, on the real encoder cut to one layer and real Rotten Tomatoes text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from secure_fedsa.config import RunConfig
+from secure_fedsa.federation import run_federation
+from secure_fedsa.model import tensor_group
+
+SMALL = dict(
+    num_layers=1,
+    max_examples=600,
+    num_clients=3,
+    partition="dirichlet",
+    alpha=0.5,
+    rounds=3,
+    local_steps=8,
+    batch_size=32,
+    physical_batch_size=32,
+    max_length=32,
+    lr=5e-3,
+    eval_examples_per_round=40,
+    seed=0,
+)
+
+
+def _states(run_dir):
+    states = {}
+    for client_dir in sorted((run_dir / "clients").iterdir()):
+        states[client_dir.name] = torch.load(client_dir / "state.pt", weights_only=True)["state"]
+    return states
+
+
+def _group(state, group):
+    return {k: v for k, v in state.items() if tensor_group(k) == group}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def plain_runs(tmp_path_factory):
+    """One short run per method, DP and encryption off (their own tests are below)."""
+    runs = {}
+    for method in ("fedsa", "fedit", "ffa", "local"):
+        config = RunConfig(method=method, dp=False, epsilon=None, encryption=False, **SMALL)
+        run_dir = tmp_path_factory.mktemp(method)
+        summary = run_federation(config, run_dir)
+        runs[method] = (run_dir, summary)
+    return runs
+
+
+@pytest.mark.parametrize("method", ["fedsa", "fedit", "ffa", "local"])
+def test_every_method_learns_above_chance(plain_runs, method):
+    run_dir, summary = plain_runs[method]
+    setup = json.loads((run_dir / "setup.json").read_text())
+    counts = setup["label_counts"]
+    # chance = the majority-class rate of each client's data, averaged over clients
+    majority = sum(max(c) / sum(c) for c in counts.values()) / len(counts)
+    assert summary["accuracy"]["mean"] > 0.5
+    assert summary["accuracy"]["mean"] >= majority - 0.05
+    assert len(run_dir.joinpath("metrics.jsonl").read_text().splitlines()) == SMALL["rounds"]
+
+
+def test_fedsa_shares_a_only(plain_runs):
+    run_dir, _ = plain_runs["fedsa"]
+    states = list(_states(run_dir).values())
+    for other in states[1:]:
+        assert _same(_group(states[0], "A"), _group(other, "A"))  # aggregated A
+        assert not _same(_group(states[0], "B"), _group(other, "B"))  # local B
+        assert not _same(_group(states[0], "head"), _group(other, "head"))
+
+
+def test_fedit_shares_a_and_b(plain_runs):
+    states = list(_states(plain_runs["fedit"][0]).values())
+    for other in states[1:]:
+        assert _same(_group(states[0], "A"), _group(other, "A"))
+        assert _same(_group(states[0], "B"), _group(other, "B"))
+        assert not _same(_group(states[0], "head"), _group(other, "head"))
+
+
+def test_ffa_keeps_a_at_its_initial_value(plain_runs, tiny_model):
+    initial = _group(tiny_model.adapter_state(), "A")  # same seed, same model
+    states = list(_states(plain_runs["ffa"][0]).values())
+    for state in states:
+        assert _same(initial, _group(state, "A"))
+    for other in states[1:]:
+        assert _same(_group(states[0], "B"), _group(other, "B"))
+
+
+def test_local_sends_nothing(plain_runs):
+    run_dir, _ = plain_runs["local"]
+    egress = run_dir / "egress"
+    assert not egress.exists() or all(p.stat().st_size == 0 for p in egress.iterdir())
+    states = list(_states(run_dir).values())
+    assert not _same(_group(states[0], "A"), _group(states[1], "A"))
+
+
+def test_run_directory_contents(plain_runs):
+    run_dir, summary = plain_runs["fedsa"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["method"] == "fedsa" and config["dp"] is False
+    assert set(summary["accuracy"]) >= {"per_client", "mean", "weighted_mean"}
+    assert "no differential privacy" in json.dumps(summary).lower()
+    for cid in summary["accuracy"]["per_client"]:
+        adapter = run_dir / "adapters" / cid
+        assert (adapter / "adapter_config.json").is_file()
+        assert (adapter / "adapter_model.safetensors").is_file()
+        assert (adapter / "head.safetensors").is_file()
+
+
+def test_exported_adapter_loads_with_peft_alone(plain_runs):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    from secure_fedsa.model import default_model_path
+
+    run_dir, _ = plain_runs["fedsa"]
+    cid = "client-1"
+    state = torch.load(run_dir / "clients" / cid / "state.pt", weights_only=True)["state"]
+    path = str(default_model_path())
+    base = AutoModel.from_pretrained(path, config=AutoConfig.from_pretrained(path, num_hidden_layers=1))
+    model = PeftModel.from_pretrained(base, str(run_dir / "adapters" / cid))
+    loaded = dict(model.named_parameters())
+    for name, value in state.items():
+        if tensor_group(name) in ("A", "B"):
+            peft_name = name.removeprefix("encoder.")
+            assert torch.equal(loaded[peft_name], value), name
+    head = load_file(str(run_dir / "adapters" / cid / "head.safetensors"))
+    assert torch.equal(head["classifier.weight"], state["head.classifier.weight"])
+
+
+def test_same_seed_same_result(plain_runs, tmp_path):
+    config = RunConfig(method="fedsa", dp=False, epsilon=None, encryption=False, **SMALL)
+    again = run_federation(config, tmp_path / "again")
+    assert again["accuracy"] == plain_runs["fedsa"][1]["accuracy"]

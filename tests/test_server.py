@@ -1,0 +1,330 @@
+"""The aggregation server: every rejection path, fuzzing, and the no-decryption boundary."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from secure_fedsa import wire
+from secure_fedsa.crypto import chunks as chunkfmt
+from secure_fedsa.crypto.ckks_client import CKKSClientCodec
+from secure_fedsa.crypto.ckks_server import CKKSServerCodec
+from secure_fedsa.crypto.keys import create_key_bundles
+from secure_fedsa.crypto.params import CKKSParams
+from secure_fedsa.crypto.plaintext import PlaintextCodec
+from secure_fedsa.errors import ConfigError, UpdateRejected
+from secure_fedsa.server import Aggregator
+
+MANIFEST = "5e" * 32
+N = 4100  # two ciphertexts: 4100 values + weight > 4096 floats
+MAX_CLIENTS = 4
+fuzz_settings = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Our key set, another key set with the same parameters, and one with other parameters."""
+    made = {}
+    for name, params in [
+        ("ours", CKKSParams()),
+        ("other", CKKSParams()),
+        ("big", CKKSParams(8192, (60, 49), 40)),
+    ]:
+        client_path, server_path = create_key_bundles(
+            tmp_path_factory.mktemp(name), params, max_clients=MAX_CLIENTS
+        )
+        made[name] = (
+            CKKSClientCodec.from_bundle(client_path),
+            CKKSServerCodec.from_bundle(server_path),
+        )
+    return made
+
+
+def vec(k: int, n: int = N) -> np.ndarray:
+    return np.random.default_rng(k).normal(0, 1, size=n)
+
+
+def update(codec, k, *, round=0, manifest=MANIFEST, n=N, client_id=None, weight=None):
+    return wire.encode_update(
+        codec,
+        vec(k, n),
+        weight if weight is not None else 1.0 + k,
+        manifest_hash=manifest,
+        round=round,
+        client_id=client_id or f"client-{k}",
+    )
+
+
+def aggregator(keys, **kwargs) -> Aggregator:
+    args = dict(manifest_hash=MANIFEST, round=0, n_values=N)
+    args.update(kwargs)
+    return Aggregator(keys["ours"][1], **args)
+
+
+def assert_average_of(agg: Aggregator, keys, accepted: list[int]) -> None:
+    """The aggregate decrypts to the weighted average of exactly the accepted updates."""
+    assert agg.accepted == [f"client-{k}" for k in accepted]
+    average = wire.decode_aggregate(
+        keys["ours"][0], agg.result(), manifest_hash=MANIFEST, round=agg.round, n_values=N
+    )
+    weights = [1.0 + k for k in accepted]
+    expected = sum(w * vec(k) for k, w in zip(accepted, weights, strict=True)) / sum(weights)
+    assert np.max(np.abs(average - expected)) < 1e-7
+
+
+def repack(data: bytes, **changes) -> bytes:
+    """A valid update rebuilt with some fields or chunks changed (checksum recomputed)."""
+    message = wire.unpack(data)
+    fields = {**message.__dict__, **changes}
+    return wire.pack(wire.Message(**fields))
+
+
+def rejected(agg: Aggregator, data: bytes, match: str) -> None:
+    before = (list(agg.accepted), len(agg.rejections))
+    with pytest.raises(UpdateRejected, match=match):
+        agg.add(data)
+    assert (agg.accepted, len(agg.rejections)) == (before[0], before[1] + 1)
+    assert not agg.rejections[-1][1].startswith("internal")
+
+
+# -- every rejection path, each followed by the aggregate of accepted updates only --------------
+def test_accepts_valid_updates(keys):
+    agg = aggregator(keys)
+    for k in range(3):
+        assert agg.add(update(keys["ours"][0], k)) == f"client-{k}"
+    assert agg.rejections == []
+    assert_average_of(agg, keys, [0, 1, 2])
+    message = wire.unpack(agg.result())
+    assert (message.client_id, message.contributors, message.kind) == ("server", 3, "aggregate")
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda keys: update(keys["other"][0], 5), "fingerprint"),
+        (lambda keys: update(keys["big"][0], 5), "fingerprint"),
+        (lambda keys: update(keys["ours"][0], 5, manifest="77" * 32), "manifest"),
+        (lambda keys: update(keys["ours"][0], 5, round=1), "round"),
+        (lambda keys: update(keys["ours"][0], 5, n=N - 1), "number of values"),
+        (lambda keys: update(PlaintextCodec(), 5), "plaintext message sent to an encrypted"),
+        (lambda keys: update(keys["ours"][0], 5)[:-100], "malformed"),
+        (lambda keys: update(keys["ours"][0], 5) + b"\0", "malformed"),
+    ],
+)
+def test_rejections_leave_the_sum_unchanged(keys, make, match):
+    agg = aggregator(keys)
+    agg.add(update(keys["ours"][0], 0))
+    rejected(agg, make(keys), match)
+    agg.add(update(keys["ours"][0], 1))
+    assert_average_of(agg, keys, [0, 1])
+
+
+def test_duplicate_client_is_rejected(keys):
+    agg = aggregator(keys)
+    agg.add(update(keys["ours"][0], 0))
+    # the same client id again, even with other values
+    rejected(agg, update(keys["ours"][0], 3, client_id="client-0"), "duplicate")
+    assert agg.rejections[-1] == ("client-0", agg.rejections[-1][1])
+    assert_average_of(agg, keys, [0])
+
+
+def test_chunk_count_and_size_are_checked(keys):
+    agg = aggregator(keys)
+    good = update(keys["ours"][0], 1)
+    chunks = wire.unpack(good).chunks
+    rejected(agg, repack(good, chunks=chunks[:1]), "number of chunks")
+    rejected(agg, repack(good, chunks=chunks + chunks[:1]), "number of chunks")
+    rejected(agg, repack(good, chunks=(chunks[0][:-1], chunks[1])), "chunk sizes")
+    rejected(agg, repack(good, chunks=(chunks[0], chunks[1] + b"\0")), "chunk sizes")
+    agg.add(good)
+    assert_average_of(agg, keys, [1])
+
+
+def test_ciphertexts_are_checked_before_any_is_added(keys):
+    agg = aggregator(keys)
+    good = update(keys["ours"][0], 2)
+    first, second = wire.unpack(good).chunks
+    bad = bytearray(second)
+    bad[14] ^= 1  # parms_id of the LAST chunk: the first one must not be added either
+    rejected(agg, repack(good, chunks=(first, bytes(bad))), "parms_id")
+    scale = bytearray(first)
+    scale[46 + 7] ^= 0x10
+    rejected(agg, repack(good, chunks=(bytes(scale), second)), "scale")
+    agg.add(good)
+    assert_average_of(agg, keys, [2])
+
+
+def test_ciphertext_from_other_parameters_is_rejected(keys):
+    """Even under our fingerprint, a ciphertext made with other parameters does not fit."""
+    agg = aggregator(keys)
+    good = update(keys["ours"][0], 0)
+    foreign = wire.unpack(update(keys["big"][0], 0)).chunks
+    rejected(agg, repack(good, chunks=(foreign[0], foreign[0])), "chunk sizes")
+    agg.add(good)
+    assert_average_of(agg, keys, [0])
+
+
+def test_other_key_set_with_forged_fingerprint_is_undetectable(keys):
+    """Known limit: a ciphertext under other keys with our parameters looks like ours. Only the
+    fingerprint tells them apart, and a client that lies about it cannot be caught; the sum is
+    then garbage. Clients that hold no key of this federation cannot do more than that."""
+    other = update(keys["other"][0], 0)
+    forged = repack(other, fingerprint=keys["ours"][1].fingerprint)
+    agg = aggregator(keys)
+    assert agg.add(forged) == "client-0"
+
+
+def test_encrypted_update_to_plaintext_aggregator(keys):
+    agg = Aggregator(PlaintextCodec(), manifest_hash=MANIFEST, round=0, n_values=N)
+    agg.add(update(PlaintextCodec(), 0))
+    rejected(agg, update(keys["ours"][0], 1), "encrypted message sent to a plaintext")
+    assert agg.accepted == ["client-0"]
+
+
+def test_aggregate_message_is_not_an_update(keys):
+    agg = aggregator(keys)
+    agg.add(update(keys["ours"][0], 0))
+    rejected(agg, agg.result(), "expected an update")
+    assert_average_of(agg, keys, [0])
+
+
+def test_client_limit_protects_against_overflow(keys):
+    agg = aggregator(keys)
+    for k in range(MAX_CLIENTS):
+        agg.add(update(keys["ours"][0], k))
+    rejected(agg, update(keys["ours"][0], MAX_CLIENTS), "too many")
+    assert_average_of(agg, keys, list(range(MAX_CLIENTS)))
+
+
+def test_no_update_no_aggregate(keys):
+    agg = aggregator(keys)
+    with pytest.raises(UpdateRejected, match="no update"):
+        agg.result()
+    rejected(agg, b"junk", "malformed")
+    assert agg.rejections == [(None, agg.rejections[0][1])]
+    with pytest.raises(UpdateRejected, match="1 rejected"):
+        agg.result()
+
+
+def test_rejections_are_logged_without_payload(keys, caplog):
+    agg = aggregator(keys)
+    data = update(keys["ours"][0], 0, round=7)
+    with caplog.at_level(logging.INFO, logger="secure_fedsa.server"), pytest.raises(UpdateRejected):
+        agg.add(data)
+    assert "rejected update from client-0" in caplog.text and "round" in caplog.text
+    assert len(caplog.text) < 500
+
+
+def test_constructor_arguments_are_checked(keys):
+    for kwargs in ({"manifest_hash": "nothex"}, {"round": -1}, {"n_values": 1.5}):
+        with pytest.raises(ConfigError):
+            aggregator(keys, **kwargs)
+
+
+# -- fuzzing: nothing but UpdateRejected, and corrupted input is never accepted ----------------
+class Blob(bytes):
+    """Bytes with a short repr, so that failing fuzz examples stay readable."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes>"
+
+
+@pytest.fixture(scope="module")
+def valid_update(keys):
+    return Blob(update(keys["ours"][0], 9, client_id="client-9"))
+
+
+@fuzz_settings
+@given(st.binary(max_size=2000))
+def test_fuzz_random_bytes(keys, data):
+    agg = aggregator(keys)
+    with pytest.raises(UpdateRejected) as info:
+        agg.add(data)
+    assert not info.value.reason.startswith("internal")
+
+
+@fuzz_settings
+@given(data=st.data())
+def test_fuzz_mutated_updates_are_never_accepted(keys, valid_update, data):
+    """Bit flips, truncation, extension anywhere: the checksum or the parser catches them all."""
+    raw = bytearray(valid_update)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "splice"]))
+    if kind == "flip":
+        flips = st.lists(st.integers(0, len(raw) * 8 - 1), min_size=1, unique=True)
+        for position in data.draw(flips):
+            raw[position // 8] ^= 1 << (position % 8)
+    elif kind == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "extend":
+        raw += data.draw(st.binary(min_size=1, max_size=64))
+    else:
+        at = data.draw(st.integers(0, len(raw)))
+        raw[at:at] = data.draw(st.binary(min_size=1, max_size=64))
+    agg = aggregator(keys)
+    with pytest.raises(UpdateRejected) as info:
+        agg.add(bytes(raw))
+    assert not info.value.reason.startswith("internal") and agg.accepted == []
+
+
+@fuzz_settings
+@given(data=st.data())
+def test_fuzz_ciphertext_metadata_with_valid_checksum(keys, valid_update, data):
+    """A sender who recomputes the checksum: changes to any chunk's header (magic, kind, size,
+    rounding, degree, parms_id, scale) are caught. Flips inside the seed or the coefficients of
+    a ciphertext are in general undetectable (any value below the modulus is a valid
+    ciphertext), so those are only required not to raise anything but UpdateRejected."""
+    chunks = [bytearray(c) for c in wire.unpack(valid_update).chunks]
+    which = data.draw(st.integers(0, len(chunks) - 1))
+    in_header = st.integers(0, chunkfmt.HEADER_BYTES * 8 - 1)
+    position = data.draw(st.one_of(in_header, st.integers(0, len(chunks[which]) * 8 - 1)))
+    chunks[which][position // 8] ^= 1 << (position % 8)
+    mutated = repack(valid_update, chunks=tuple(bytes(c) for c in chunks))
+    agg = aggregator(keys)
+    in_metadata = position // 8 < chunkfmt.HEADER_BYTES
+    try:
+        agg.add(mutated)
+    except UpdateRejected as exc:
+        assert not exc.reason.startswith("internal")
+    else:
+        assert not in_metadata, "a corrupted ciphertext header was accepted"
+
+
+@fuzz_settings
+@given(data=st.data())
+def test_fuzz_header_text_with_valid_checksum(keys, valid_update, data):
+    """Edited header text: rejected, or (if still a valid header) checked like any update."""
+    prefix = 10
+    header_len = int.from_bytes(valid_update[6:10], "little")
+    raw = bytearray(valid_update[: prefix + header_len])
+    position = data.draw(st.integers(prefix, len(raw) - 1))
+    raw[position] = data.draw(st.integers(0, 255))
+    body = bytes(raw) + valid_update[prefix + header_len : -wire.DIGEST_BYTES]
+    agg = aggregator(keys)
+    try:
+        agg.add(body + hashlib.sha256(body).digest())
+    except UpdateRejected as exc:
+        assert not exc.reason.startswith("internal")
+
+
+# -- the server never holds anything that decrypts ----------------------------------------------
+def test_server_side_imports_no_decryption_code():
+    code = (
+        "import sys, inspect\n"
+        "import secure_fedsa.server, secure_fedsa.crypto.ckks_server, secure_fedsa.wire\n"
+        "mods = [m for n, m in sys.modules.items() if n.startswith('secure_fedsa')]\n"
+        "assert 'secure_fedsa.crypto.ckks_client' not in sys.modules\n"
+        "bad = [m.__name__ for m in mods if 'Decryptor' in inspect.getsource(m)]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
