@@ -74,7 +74,9 @@ def _step_hooks(model, batch, physical):
         starts = list(range(0, n, physical))
         for i, s in enumerate(starts):
             part = [t[s : s + physical] for t in batch]
-            loss = torch.nn.functional.cross_entropy(gsm(part[0], part[1]), part[2], reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                gsm(part[0], part[1]), part[2], reduction="sum"
+            )
             loss.backward()
             if i < len(starts) - 1:
                 opt.signal_skip_step(do_skip=True)
@@ -151,20 +153,37 @@ def main() -> None:
     rows = []
     for mode in MODES:
         out = subprocess.run(
-            [sys.executable, __file__, "--one", mode, "--steps", str(args.steps),
-             "--batch", str(args.batch), "--physical", str(args.physical),
-             "--layers", str(args.layers)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                mode,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--physical",
+                str(args.physical),
+                "--layers",
+                str(args.layers),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base = rows[0]["seconds_per_step"]
-    print(f"command: python benchmarks/bench_dp.py --steps {args.steps} --batch {args.batch} "
-          f"--physical {args.physical} --layers {args.layers}")
+    print(
+        f"command: python benchmarks/bench_dp.py --steps {args.steps} --batch {args.batch} "
+        f"--physical {args.physical} --layers {args.layers}"
+    )
     print("| mode | s/step | vs no DP | peak RSS MiB |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['seconds_per_step']:.2f} | "
-              f"{r['seconds_per_step'] / base:.2f}x | {r['peak_rss_mib']:.0f} |")
+        print(
+            f"| {r['mode']} | {r['seconds_per_step']:.2f} | "
+            f"{r['seconds_per_step'] / base:.2f}x | {r['peak_rss_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

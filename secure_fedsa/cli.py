@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,14 +107,20 @@ def _progress(quiet: bool):  # noqa: ANN202
     def round_started(number: int, total: int) -> None:
         if "rounds" not in bars:
             bars["rounds"] = tqdm(total=total, initial=number - 1, desc="rounds", unit="round")
-        else:
-            bars["rounds"].update(1)
-        bars.pop("clients", None)
+        bars["rounds"].set_postfix_str(f"round {number}: training")
 
     def client_done(client_id: str) -> None:
         bars["rounds"].set_postfix_str(f"{client_id} done")
 
-    return Progress(message=tqdm.write, round_started=round_started, client_done=client_done)
+    def round_done(number: int) -> None:
+        bars["rounds"].update(1)
+
+    return Progress(
+        message=tqdm.write,
+        round_started=round_started,
+        client_done=client_done,
+        round_done=round_done,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -178,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -192,4 +201,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

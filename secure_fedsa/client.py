@@ -10,16 +10,16 @@ The same class serves the in-process federation and the Flower ClientApp.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from secure_fedsa.errors import BudgetExhausted
+from secure_fedsa.errors import LedgerError
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
 from secure_fedsa.privacy.engine import DPSettings, RoundStats, train_dp, train_plain
@@ -64,8 +64,9 @@ class ClientPrivacy:
 
 @dataclass(frozen=True)
 class TrainResult:
-    stats: RoundStats
+    stats: RoundStats | None
     epsilon: float | None
+    resumed: bool = False
 
 
 class Client:
@@ -95,13 +96,15 @@ class Client:
         self.codec = codec
         self.generator = torch.Generator().manual_seed(seed)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # state: current tensors; trained: tensors right after the last local training (what
+        # this round's update is made of, also after the aggregate was applied).
+        self.state = {k: v.clone() for k, v in initial_state.items()}
+        self.trained = self.state
+        self.trained_round = 0
+        self.last_stats: RoundStats | None = None
         saved = self.directory / STATE_FILE
         if saved.exists():
-            payload = torch.load(saved, weights_only=True)
-            self.state = payload["state"]
-            self.generator.set_state(payload["generator"])
-        else:
-            self.state = {k: v.clone() for k, v in initial_state.items()}
+            self._load(saved)
 
     # -- training -------------------------------------------------------------------------
     def planned_event(self) -> DPEvent | None:
@@ -109,7 +112,9 @@ class Client:
             return None
         s = self.privacy.settings
         return DPEvent(
-            noise_multiplier=s.noise_multiplier, sample_rate=s.sample_rate, steps=self.plan.local_steps
+            noise_multiplier=s.noise_multiplier,
+            sample_rate=s.sample_rate,
+            steps=self.plan.local_steps,
         )
 
     def check_budget(self) -> None:
@@ -118,6 +123,16 @@ class Client:
             check_budget(self.privacy.ledger, self.planned_event(), self.privacy.budget)
 
     def train(self, round_number: int) -> TrainResult:
+        if self.trained_round >= round_number:
+            # Resuming a round this client finished before an interruption: no new training,
+            # no new privacy spent; the update is re-made from the saved post-training state.
+            return TrainResult(stats=self.last_stats, epsilon=self.epsilon_spent, resumed=True)
+        if self.privacy is not None and self.privacy.ledger.last_round >= round_number:
+            raise LedgerError(
+                f"{self.client_id}: the ledger records round {round_number} but the client's "
+                "state after it was not saved (the process died between the two writes); that "
+                "round's privacy is spent and its result lost: start a new run directory"
+            )
         self.check_budget()
         self.model.load_adapter_state(self.state)
         self.model.set_trainable(self.policy.trained)
@@ -148,6 +163,9 @@ class Client:
                 round_number, self.planned_event(), clip=self.privacy.settings.clip
             )
         self.state = self.model.adapter_state()
+        self.trained = self.state
+        self.trained_round = round_number
+        self.last_stats = stats
         self._save()
         return TrainResult(stats=stats, epsilon=epsilon)
 
@@ -158,7 +176,7 @@ class Client:
     # -- exchange with the server --------------------------------------------------------
     def make_update(self, round_number: int) -> bytes:
         """The only bytes that leave this client: its shared tensors, weighted and encoded."""
-        values = flatten(self.state, self.manifest)
+        values = flatten(self.trained, self.manifest)
         return encode_update(
             self.codec,
             values,
@@ -177,7 +195,7 @@ class Client:
             round=round_number,
             n_values=self.manifest.size,
         )
-        self.state.update(unflatten(average, self.manifest))
+        self.state = {**self.trained, **unflatten(average, self.manifest)}
         self._save()
 
     # -- evaluation and export -----------------------------------------------------------
@@ -212,6 +230,21 @@ class Client:
     def _save(self) -> None:
         target = self.directory / STATE_FILE
         tmp = target.with_suffix(".tmp")
-        torch.save({"state": self.state, "generator": self.generator.get_state()}, tmp)
+        payload = {
+            "state": self.state,
+            "trained": self.trained,
+            "trained_round": self.trained_round,
+            "stats": None if self.last_stats is None else dataclasses.asdict(self.last_stats),
+            "generator": self.generator.get_state(),
+        }
+        torch.save(payload, tmp)
         os.replace(tmp, target)
 
+    def _load(self, path: Path) -> None:
+        payload = torch.load(path, weights_only=True)
+        self.state = payload["state"]
+        self.trained = payload["trained"]
+        self.trained_round = int(payload["trained_round"])
+        stats = payload["stats"]
+        self.last_stats = None if stats is None else RoundStats(**stats)
+        self.generator.set_state(payload["generator"])

@@ -153,9 +153,7 @@ def validate(config: RunConfig) -> None:
     )
     _check(config.alpha > 0 and math.isfinite(config.alpha), "alpha must be a positive number")
     _check(0 < config.test_fraction < 1, "test-fraction must be between 0 and 1")
-    _check(
-        config.max_examples is None or config.max_examples > 0, "max-examples must be positive"
-    )
+    _check(config.max_examples is None or config.max_examples > 0, "max-examples must be positive")
     _check(config.num_layers is None or config.num_layers > 0, "num-layers must be positive")
     _check(config.lr > 0 and math.isfinite(config.lr), "lr must be a positive number")
     _check(config.clip > 0 and math.isfinite(config.clip), "clip must be a positive number")
@@ -170,8 +168,9 @@ def validate(config: RunConfig) -> None:
     )
     if config.dp:
         _check(
-            (config.epsilon is None) != (config.noise_multiplier is None),
-            "with DP on, give exactly one of --epsilon (a budget) or --noise-multiplier",
+            config.epsilon is not None or config.noise_multiplier is not None,
+            "with DP on, give --epsilon (a budget), --noise-multiplier, or both (a fixed noise "
+            "multiplier with a budget that stops clients when it is spent)",
         )
         _check(
             config.epsilon is None or (config.epsilon > 0 and math.isfinite(config.epsilon)),

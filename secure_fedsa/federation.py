@@ -29,7 +29,7 @@ from secure_fedsa.errors import BudgetExhausted, UpdateRejected
 from secure_fedsa.model import build_model
 from secure_fedsa.prepare import Prepared, model_spec, prepare
 from secure_fedsa.privacy.engine import DPSettings
-from secure_fedsa.privacy.ledger import PrivacyLedger
+from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
 from secure_fedsa.rundir import RunDirectory
 from secure_fedsa.security import Codecs, check_keys_dir, setup_codecs
@@ -46,6 +46,7 @@ class Progress:
     message: Callable[[str], None] = lambda text: None
     round_started: Callable[[int, int], None] = lambda r, total: None
     client_done: Callable[[str], None] = lambda client_id: None
+    round_done: Callable[[int], None] = lambda r: None
 
 
 @dataclass
@@ -129,11 +130,11 @@ class Federation:
         self.plans = plan_all(config, self.prepared, trainable)
         # 2. the run directory, keys and clients
         opener = RunDirectory.resume if resume else RunDirectory.create
-        self.run = opener(run_dir, config)
-        self.codecs: Codecs = setup_codecs(config, self.run.path / "keys")
+        self.rundir = opener(run_dir, config)
+        self.codecs: Codecs = setup_codecs(config, self.rundir.path / "keys")
         initial = self.model.adapter_state()
         self.manifest = Manifest.from_state(initial, self.policy.shared_names(list(initial)))
-        self.egress = EgressLog(self.run.path / "egress")
+        self.egress = EgressLog(self.rundir.path / "egress")
         self.transport = InProcessTransport(self.egress, encrypted=config.encryption)
         plan = TrainingPlan(
             local_steps=config.local_steps,
@@ -152,12 +153,12 @@ class Federation:
                 manifest=self.manifest,
                 plan=plan,
                 initial_state=initial,
-                directory=self.run.client_dir(cid),
+                directory=self.rundir.client_dir(cid),
                 privacy=self._client_privacy(cid),
                 codec=self.codecs.client,
                 seed=config.seed * 1000 + number,
             )
-        self.run.write_json(
+        self.rundir.write_json(
             "setup.json",
             {
                 "manifest": self.manifest.to_list(),
@@ -186,15 +187,14 @@ class Federation:
             sample_rate=plan.sample_rate,
             secure_mode=self.config.secure_mode,
         )
+        self.rundir.client_dir(cid).mkdir(parents=True, exist_ok=True)
         ledger = PrivacyLedger.open(
-            self.run.client_dir(cid) / "privacy_ledger.json",
+            self.rundir.client_dir(cid) / "privacy_ledger.json",
             identity=self._ledger_identity(cid, plan),
         )
         return ClientPrivacy(settings=settings, ledger=ledger, budget=self.config.epsilon)
 
-    def _ledger_identity(self, cid: str, plan: PrivacyPlan) -> dict:
-        from secure_fedsa.privacy.ledger import LedgerIdentity
-
+    def _ledger_identity(self, cid: str, plan: PrivacyPlan) -> LedgerIdentity:
         return LedgerIdentity.create(
             client_id=cid,
             key_fingerprint=self.codecs.fingerprint,
@@ -212,11 +212,12 @@ class Federation:
         start = time.time()
         for warning in self.config.protections:
             self.progress.message(f"WARNING: {warning}")
-        first = self.run.completed_rounds() + 1
+        first = self.rundir.completed_rounds() + 1
         for round_number in range(first, self.config.rounds + 1):
             self.progress.round_started(round_number, self.config.rounds)
             record = self.run_round(round_number)
-            self.run.append_metrics(record.__dict__)
+            self.rundir.append_metrics(record.__dict__)
+            self.progress.round_done(round_number)
             self.progress.message(_round_line(record, self.config.rounds))
             if not any(c.get("status") == "trained" for c in record.clients.values()):
                 self.progress.message("no client can train within its budget: stopping")
@@ -247,9 +248,10 @@ class Federation:
                 continue
             entry.update(
                 status="trained",
-                loss=result.stats.mean_loss,
-                examples=result.stats.examples,
-                steps=result.stats.steps,
+                resumed=result.resumed,
+                loss=None if result.stats is None else result.stats.mean_loss,
+                examples=None if result.stats is None else result.stats.examples,
+                steps=None if result.stats is None else result.stats.steps,
                 epsilon=result.epsilon,
             )
             if aggregator is not None:
@@ -282,11 +284,11 @@ class Federation:
         sizes = {cid: len(c.data.test) for cid, c in self.clients.items()}
         total = sum(sizes.values())
         for cid, client in self.clients.items():
-            client.export(self.run.path / "adapters" / cid, list(self.prepared.label_names))
+            client.export(self.rundir.path / "adapters" / cid, list(self.prepared.label_names))
         summary = {
             "method": self.config.method,
             "dataset": self.prepared.dataset_name,
-            "rounds_completed": self.run.completed_rounds(),
+            "rounds_completed": self.rundir.completed_rounds(),
             "differential_privacy": self.config.dp,
             "encryption": self.config.encryption,
             "protections_off": self.config.protections,
@@ -311,7 +313,7 @@ class Federation:
             "key_fingerprint": self.codecs.fingerprint,
             "seconds": seconds,
         }
-        self.run.write_json("summary.json", summary)
+        self.rundir.write_json("summary.json", summary)
         return summary
 
 

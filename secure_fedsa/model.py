@@ -95,7 +95,9 @@ class LoraClassifier(nn.Module):
         params = dict(self.named_parameters())
         for name, value in state.items():
             if name not in params or tensor_group(name) is None:
-                raise ModelError(f"unknown adapter tensor {name!r}: the state is from another model")
+                raise ModelError(
+                    f"unknown adapter tensor {name!r}: the state is from another model"
+                )
             if params[name].shape != value.shape:
                 raise ModelError(
                     f"adapter tensor {name!r} has shape {tuple(value.shape)}, "

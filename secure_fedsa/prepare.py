@@ -123,7 +123,8 @@ def prepare(config: RunConfig) -> Prepared:
     splits_by_client = split_clients(
         parts, test_fraction=config.test_fraction, seed=config.seed, labels=dataset.labels
     )
-    for number, (indices, (train_idx, test_idx)) in enumerate(zip(parts, splits_by_client)):
+    pairs = zip(parts, splits_by_client, strict=True)
+    for number, (indices, (train_idx, test_idx)) in enumerate(pairs):
         client_id = f"client-{number}"
         splits = {}
         for name, idx in (("train", train_idx), ("test", test_idx)):

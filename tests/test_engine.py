@@ -22,7 +22,9 @@ def _batch(tokenizer, n=6):
         "funny, sharp and kind",
         "a mess from start to finish",
     ][:n]
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    enc = tokenizer(
+        texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt"
+    )
     labels = torch.tensor([1, 0, 1, 0, 1, 0][:n])
     return TensorDataset(enc["input_ids"], enc["attention_mask"], labels)
 
@@ -44,12 +46,14 @@ def _reference_update(model, data, clip):
     ids, mask, labels = data.tensors
     for i in range(len(labels)):
         ref.zero_grad()
-        loss = torch.nn.functional.cross_entropy(ref(ids[i : i + 1], mask[i : i + 1]), labels[i : i + 1])
+        loss = torch.nn.functional.cross_entropy(
+            ref(ids[i : i + 1], mask[i : i + 1]), labels[i : i + 1]
+        )
         loss.backward()
         grads = [p.grad.detach().clone() for p in params]
         norm = torch.sqrt(sum((g**2).sum() for g in grads))
         factor = min(1.0, clip / (float(norm) + 1e-6))
-        for t, g in zip(total, grads):
+        for t, g in zip(total, grads, strict=False):
             t += g * factor
     return [-(t / len(labels)) for t in total]
 
@@ -75,10 +79,10 @@ def test_zero_noise_dp_step_equals_per_example_reference(tiny_model, tokenizer, 
         mode=mode,
     )
     after = [p.detach() for p in tiny_model.parameters() if p.requires_grad]
-    for b, a, e in zip(before, after, expected):
+    for b, a, e in zip(before, after, expected, strict=False):
         torch.testing.assert_close(a - b, e, rtol=1e-4, atol=1e-7)
     # the clip actually bit in the clipped case: A, B and head all moved
-    assert all(float((a - b).abs().max()) > 0 for b, a in zip(before, after))
+    assert all(float((a - b).abs().max()) > 0 for b, a in zip(before, after, strict=False))
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
@@ -117,7 +121,7 @@ def test_empty_poisson_batch_still_takes_a_noisy_step(tiny_model, tokenizer, mod
     )
     assert stats.examples == 0 and stats.steps == 3
     after = [p.detach() for p in tiny_model.parameters() if p.requires_grad]
-    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=False))
 
 
 def test_frozen_groups_do_not_move(tiny_model, tokenizer):

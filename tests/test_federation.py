@@ -125,7 +125,9 @@ def test_exported_adapter_loads_with_peft_alone(plain_runs):
     cid = "client-1"
     state = torch.load(run_dir / "clients" / cid / "state.pt", weights_only=True)["state"]
     path = str(default_model_path())
-    base = AutoModel.from_pretrained(path, config=AutoConfig.from_pretrained(path, num_hidden_layers=1))
+    base = AutoModel.from_pretrained(
+        path, config=AutoConfig.from_pretrained(path, num_hidden_layers=1)
+    )
     model = PeftModel.from_pretrained(base, str(run_dir / "adapters" / cid))
     loaded = dict(model.named_parameters())
     for name, value in state.items():

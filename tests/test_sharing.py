@@ -48,9 +48,7 @@ def test_unknown_method_is_refused():
         get_policy("fedprox")
 
 
-shapes = st.lists(
-    st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=0, max_size=5
-)
+shapes = st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=0, max_size=5)
 
 
 @given(shapes=shapes, seed=st.integers(0, 2**16))

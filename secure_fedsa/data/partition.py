@@ -197,8 +197,7 @@ def train_test_split(
     who = "the client" if client is None else f"client {client}"
     if n_test == 0:
         raise DataError(
-            f"{who} has {n} examples: no test split; "
-            "use fewer clients or a larger --test-fraction"
+            f"{who} has {n} examples: no test split; use fewer clients or a larger --test-fraction"
         )
     if n_test == n:
         raise DataError(

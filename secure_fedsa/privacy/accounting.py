@@ -206,38 +206,33 @@ def calibrate_noise_multiplier(
                 "no further training fits this budget"
             )
 
-    def eps_of(sigma: float) -> float:
-        new = DPEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-        return epsilon((*prior, new), delta=delta, accountant=accountant)
-
+    eps_of = _epsilon_of_sigma(prior, sample_rate, steps, delta=delta, accountant=accountant)
     # PRV calls cost 0.1–2.6 s and RDP ones ~0.01 s; RDP's σ is a close upper estimate of PRV's,
     # so start the (expensive) search next to it with a narrow bracket. RDP cannot certify very
     # small ε (its orders stop at 63): then search from σ = 1.
     start, factor = 1.0, 2.0
     if accountant != "rdp":
-        rdp_eps = _rdp_eps_fn(prior, sample_rate, steps, delta)
+        rdp_eps_of = _epsilon_of_sigma(prior, sample_rate, steps, delta=delta, accountant="rdp")
         with suppress(PrivacyError):
-            start = _bisect(rdp_eps, target_epsilon, 1.0, 2.0, rel_width=0.02)
+            start = _bisect(rdp_eps_of, target_epsilon, 1.0, 2.0, rel_width=0.02)
             factor = 1.15
     try:
         return _bisect(eps_of, target_epsilon, start, factor, rel_width=1e-5)
     except PrivacyError as exc:
-        hint = (
-            " (the rdp accountant cannot certify very small ε; 'prv' can)"
-            if (accountant == "rdp")
-            else ""
-        )
+        advice = " (RDP cannot certify very small ε; 'prv' can)" if accountant == "rdp" else ""
         raise PrivacyError(
-            f"{exc} at δ = {delta:g}, q = {sample_rate:g}, {steps} steps{hint}"
+            f"{exc} at δ = {delta:g}, q = {sample_rate:g}, {steps} steps{advice}"
         ) from None
 
 
-def _rdp_eps_fn(
-    prior: tuple[DPEvent, ...], sample_rate: float, steps: int, delta: float
+def _epsilon_of_sigma(
+    prior: tuple[DPEvent, ...], sample_rate: float, steps: int, *, delta: float, accountant: str
 ) -> Callable[[float], float]:
+    """ε of ``prior`` followed by ``steps`` steps at (σ, ``sample_rate``), as a function of σ."""
+
     def eps_of(sigma: float) -> float:
         new = DPEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-        return epsilon((*prior, new), delta=delta, accountant="rdp")
+        return epsilon((*prior, new), delta=delta, accountant=accountant)
 
     return eps_of
 

@@ -9,6 +9,7 @@ one model object can serve several clients in turn.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from secure_fedsa.errors import PrivacyError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+# Opacus' hooks fire on a frozen embedding input; harmless, and noisy on every step.
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 # Local optimizers by name. AdamW is the default; plain SGD makes an update equal to -lr * the
 # (noisy, clipped) gradient, which the zero-noise equivalence tests rely on.
@@ -84,7 +88,9 @@ def train_plain(
     """``steps`` optimizer steps on shuffled batches. No privacy."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr)
-    sampler_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    sampler_gen = torch.Generator().manual_seed(
+        int(torch.randint(0, 2**31, (1,), generator=generator))
+    )
 
     def loader() -> DataLoader:
         sampler = RandomSampler(data, generator=sampler_gen)

@@ -1,0 +1,490 @@
+"""The per-client privacy ledger (promise P5: privacy spent is never forgotten).
+
+One JSON file per client records who the ledger belongs to (its identity) and one entry per
+trained round: the DP event of that round and the cumulative ε after it. The file is written
+atomically after every round and read back and checked on restart, so a restarted client
+continues from the privacy it has already spent instead of starting again at zero.
+
+A ledger is never silently replaced: a corrupt file, one whose recorded ε does not match a
+recomputation from its events, or one that belongs to another client or configuration raises
+:class:`LedgerError` and leaves the file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from secure_fedsa.errors import BudgetExhausted, LedgerError, PrivacyError
+from secure_fedsa.privacy.accounting import DPEvent, epsilon
+from secure_fedsa.privacy.hazards import INSECURE_RNG_NOTE
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LedgerEntry",
+    "LedgerIdentity",
+    "PrivacyLedger",
+    "check_budget",
+]
+
+FORMAT = "secure_fedsa.privacy_ledger"
+FORMAT_VERSION = 1
+
+# A recorded ε must equal its recomputation to within this (absolute + relative) tolerance. The
+# recomputation is deterministic; the slack only absorbs numerical differences between machines.
+EPSILON_ABS_TOLERANCE = 1e-4
+EPSILON_REL_TOLERANCE = 1e-4
+
+# Identity fields that must match when a ledger is reopened: they decide what the recorded ε
+# means (δ, accountant), whose records it covers (client, dataset size, key) and the sensitivity
+# of each step (clip). The planned σ and the target ε may change on resume (recalibration after
+# prior spending); versions and the secure-mode note describe the run that created the ledger.
+MATCHED_FIELDS = ("client_id", "key_fingerprint", "delta", "accountant", "dataset_size", "clip")
+
+
+def _library_versions() -> dict[str, str]:
+    import opacus
+    import torch
+
+    import secure_fedsa
+
+    return {
+        "opacus": opacus.__version__,
+        "torch": torch.__version__,
+        "secure_fedsa": secure_fedsa.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class LedgerIdentity:
+    """Who and what a ledger belongs to; fixed when the ledger is created."""
+
+    client_id: str
+    key_fingerprint: str  # "none" when updates are not encrypted
+    delta: float
+    accountant: str
+    dataset_size: int  # training records of this client
+    target_epsilon: float | None  # None when σ is given directly
+    noise_multiplier: float  # planned σ
+    clip: float
+    secure_mode: bool
+    secure_mode_note: str | None
+    versions: dict[str, str] = field(hash=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        client_id: str,
+        key_fingerprint: str | None,
+        delta: float,
+        accountant: str,
+        dataset_size: int,
+        target_epsilon: float | None,
+        noise_multiplier: float,
+        clip: float,
+        secure_mode: bool,
+    ) -> LedgerIdentity:
+        """The identity of a new ledger, with this process's library versions."""
+        return cls(
+            client_id=client_id,
+            key_fingerprint="none" if key_fingerprint is None else key_fingerprint,
+            delta=float(delta),
+            accountant=accountant,
+            dataset_size=dataset_size,
+            target_epsilon=None if target_epsilon is None else float(target_epsilon),
+            noise_multiplier=float(noise_multiplier),
+            clip=float(clip),
+            secure_mode=secure_mode,
+            secure_mode_note=None if secure_mode else INSECURE_RNG_NOTE,
+            versions=_library_versions(),
+        )
+
+    def __post_init__(self) -> None:
+        problems = _identity_problems(self)
+        if problems:
+            raise PrivacyError(f"invalid ledger identity: {'; '.join(problems)}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _identity_problems(identity: LedgerIdentity) -> list[str]:
+    i = identity
+    checks = [
+        (isinstance(i.client_id, str) and i.client_id != "", "client_id must be a non-empty str"),
+        (isinstance(i.key_fingerprint, str), "key_fingerprint must be a str ('none' if unused)"),
+        (_is_number(i.delta) and 0 < i.delta < 1, "delta must be in (0, 1)"),
+        (isinstance(i.accountant, str) and i.accountant != "", "accountant must be a str"),
+        (
+            isinstance(i.dataset_size, int)
+            and not isinstance(i.dataset_size, bool)
+            and i.dataset_size > 0,
+            "dataset_size must be an int > 0",
+        ),
+        (
+            i.target_epsilon is None or (_is_number(i.target_epsilon) and i.target_epsilon > 0),
+            "target_epsilon must be None or > 0",
+        ),
+        (
+            _is_number(i.noise_multiplier)
+            and math.isfinite(i.noise_multiplier)
+            and i.noise_multiplier >= 0,
+            "noise_multiplier must be finite and >= 0",
+        ),
+        (_is_number(i.clip) and math.isfinite(i.clip) and i.clip > 0, "clip must be > 0"),
+        (isinstance(i.secure_mode, bool), "secure_mode must be a bool"),
+        (i.secure_mode_note is None or isinstance(i.secure_mode_note, str), "bad secure_mode_note"),
+        (
+            isinstance(i.versions, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in i.versions.items()),
+            "versions must map names to version strings",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One trained round: its DP event and the cumulative ε after it."""
+
+    round: int
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    clip: float
+    accountant: str
+    epsilon: float  # cumulative, after this round; inf when no finite bound exists
+    timestamp: str  # ISO 8601, UTC
+
+    @property
+    def event(self) -> DPEvent:
+        return DPEvent(
+            noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=self.steps
+        )
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+# Floats are written with repr (exact round trip). ε = inf is written as the string "inf", which
+# every JSON reader accepts (bare Infinity is not JSON).
+
+
+def _encode_epsilon(value: float) -> float | str:
+    return "inf" if value == math.inf else value
+
+
+def _decode_epsilon(value: Any) -> float:
+    if value == "inf":
+        return math.inf
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"epsilon must be a number >= 0 or 'inf', got {value!r}")
+    return float(value)
+
+
+def _document(identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "identity": asdict(identity),
+        "entries": [{**asdict(e), "epsilon": _encode_epsilon(e.epsilon)} for e in entries],
+    }
+
+
+def _require(mapping: Any, keys: tuple[str, ...], what: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+        raise ValueError(f"{what} lacks field(s) {', '.join(missing)}")
+    unknown = sorted(set(mapping) - set(keys))
+    if unknown:
+        raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
+
+
+def _parse_identity(raw: Any) -> LedgerIdentity:
+    names = tuple(f.name for f in fields(LedgerIdentity))
+    _require(raw, names, "identity")
+    try:
+        return LedgerIdentity(**raw)
+    except PrivacyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _parse_entry(raw: Any, index: int) -> LedgerEntry:
+    names = tuple(f.name for f in fields(LedgerEntry))
+    what = f"entry {index}"
+    _require(raw, names, what)
+    if not isinstance(raw["round"], int) or isinstance(raw["round"], bool) or raw["round"] < 1:
+        raise ValueError(f"{what}: round must be an int >= 1")
+    if not _is_number(raw["clip"]) or not raw["clip"] > 0:
+        raise ValueError(f"{what}: clip must be > 0")
+    if not isinstance(raw["accountant"], str) or not isinstance(raw["timestamp"], str):
+        raise ValueError(f"{what}: accountant and timestamp must be strings")
+    try:
+        event = DPEvent(
+            noise_multiplier=raw["noise_multiplier"],
+            sample_rate=raw["sample_rate"],
+            steps=raw["steps"],
+        )
+    except PrivacyError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    return LedgerEntry(
+        round=raw["round"],
+        noise_multiplier=event.noise_multiplier,
+        sample_rate=event.sample_rate,
+        steps=event.steps,
+        clip=float(raw["clip"]),
+        accountant=raw["accountant"],
+        epsilon=_decode_epsilon(raw["epsilon"]),
+        timestamp=raw["timestamp"],
+    )
+
+
+def _parse(text: str) -> tuple[LedgerIdentity, tuple[LedgerEntry, ...]]:
+    """Identity and entries of a ledger file; ValueError saying what is wrong."""
+    doc = json.loads(text)
+    _require(doc, ("format", "format_version", "identity", "entries"), "ledger")
+    if doc["format"] != FORMAT:
+        raise ValueError(f"not a privacy ledger (format {doc['format']!r})")
+    if doc["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"format version {doc['format_version']!r}; this version of secure_fedsa reads "
+            f"version {FORMAT_VERSION}"
+        )
+    identity = _parse_identity(doc["identity"])
+    if not isinstance(doc["entries"], list):
+        raise ValueError("entries must be a list")
+    entries = tuple(_parse_entry(raw, i) for i, raw in enumerate(doc["entries"]))
+    return identity, entries
+
+
+def _check_consistent(identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]) -> None:
+    """Rounds increase, ε never decreases, and the last ε equals its recomputation."""
+    previous_round, previous_eps = 0, 0.0
+    for entry in entries:
+        if entry.round <= previous_round:
+            raise ValueError(f"round {entry.round} follows round {previous_round}")
+        if entry.epsilon < previous_eps:
+            raise ValueError(f"ε decreases at round {entry.round}")
+        if entry.accountant != identity.accountant:
+            raise ValueError(
+                f"round {entry.round} was accounted with {entry.accountant!r}, "
+                f"the ledger with {identity.accountant!r}"
+            )
+        previous_round, previous_eps = entry.round, entry.epsilon
+    if entries:
+        # One accountant call checks every event: the final ε depends on all of them.
+        recomputed = epsilon(
+            [e.event for e in entries], delta=identity.delta, accountant=identity.accountant
+        )
+        recorded = entries[-1].epsilon
+        if not _close(recorded, recomputed):
+            raise ValueError(
+                f"recorded ε = {recorded!r} after round {entries[-1].round} does not match "
+                f"ε = {recomputed!r} recomputed from the recorded events"
+            )
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= EPSILON_ABS_TOLERANCE + EPSILON_REL_TOLERANCE * abs(b)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened; os.replace is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the ledger ---------------------------------------------------------------------------------
+
+
+class PrivacyLedger:
+    """A client's privacy ledger, bound to one JSON file. Use :meth:`open`."""
+
+    def __init__(
+        self, path: Path, identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]
+    ) -> None:
+        self._path = path
+        self._identity = identity
+        self._entries = entries
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, identity: LedgerIdentity) -> PrivacyLedger:
+        """Read and check the ledger at ``path``, or create it (written at once) if absent.
+
+        Raises :class:`LedgerError` if the file is corrupt or inconsistent, or was created for
+        another client or configuration; the file is then left exactly as it was.
+        """
+        if not isinstance(identity, LedgerIdentity):
+            raise TypeError(f"identity must be a LedgerIdentity, got {type(identity).__name__}")
+        path = Path(path)
+        if not path.exists():
+            if not path.parent.is_dir():
+                raise LedgerError(f"{path}: directory {path.parent} does not exist")
+            ledger = cls(path, identity, ())
+            ledger._write(ledger._entries)
+            return ledger
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LedgerError(f"{path}: cannot read the privacy ledger: {exc}") from exc
+        try:
+            stored, entries = _parse(text)
+            _check_consistent(stored, entries)
+        except (ValueError, TypeError, PrivacyError) as exc:  # JSONDecodeError: a ValueError
+            raise LedgerError(
+                f"{path}: privacy ledger is corrupt or was edited ({exc}). It is left as it is: "
+                "restore it from a backup, or start a fresh run directory (spent privacy is "
+                "then no longer tracked for this data)"
+            ) from None
+        for name in MATCHED_FIELDS:
+            ours, theirs = getattr(stored, name), getattr(identity, name)
+            if ours != theirs:
+                raise LedgerError(
+                    f"{path}: this privacy ledger belongs to another configuration: {name} is "
+                    f"{ours!r} in the ledger but {theirs!r} now. Use a fresh run directory, or "
+                    "the configuration the ledger was created with"
+                )
+        return cls(path, stored, entries)
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def identity(self) -> LedgerIdentity:
+        return self._identity
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        return self._entries
+
+    @property
+    def events(self) -> tuple[DPEvent, ...]:
+        return tuple(e.event for e in self._entries)
+
+    @property
+    def epsilon_spent(self) -> float:
+        """Cumulative ε after the last recorded round (0 before any)."""
+        return self._entries[-1].epsilon if self._entries else 0.0
+
+    @property
+    def steps_total(self) -> int:
+        return sum(e.steps for e in self._entries)
+
+    @property
+    def last_round(self) -> int:
+        """The last recorded round number (0 before any)."""
+        return self._entries[-1].round if self._entries else 0
+
+    def projected_epsilon(self, event: DPEvent) -> float:
+        """Cumulative ε if ``event`` were recorded next."""
+        if not isinstance(event, DPEvent):
+            raise PrivacyError(f"expected DPEvent, got {type(event).__name__}")
+        return epsilon(
+            (*self.events, event), delta=self._identity.delta, accountant=self._identity.accountant
+        )
+
+    def would_exceed(self, event: DPEvent, *, budget: float) -> tuple[bool, float]:
+        """(whether recording ``event`` would take ε above ``budget``, the projected ε)."""
+        if not _is_number(budget) or not budget > 0:
+            raise PrivacyError(f"budget must be a number > 0, got {budget!r}")
+        projected = self.projected_epsilon(event)
+        return projected > budget, projected
+
+    # -- writing -------------------------------------------------------------------------------
+    def record(self, round: int, event: DPEvent, *, clip: float) -> float:
+        """Append the round just trained, write the file atomically, return the cumulative ε.
+
+        Call it as soon as training ran: the privacy is spent whether or not anything else
+        succeeds afterwards.
+        """
+        if not isinstance(round, int) or isinstance(round, bool):
+            raise LedgerError(f"round must be an int, got {round!r}")
+        if round <= self.last_round:
+            raise LedgerError(
+                f"{self._path}: round {round} is not after the last recorded round "
+                f"{self.last_round}; a round is recorded once"
+            )
+        if not _is_number(clip) or not (math.isfinite(clip) and clip > 0):
+            raise LedgerError(f"clip must be a finite number > 0, got {clip!r}")
+        cumulative = self.projected_epsilon(event)
+        entry = LedgerEntry(
+            round=round,
+            noise_multiplier=event.noise_multiplier,
+            sample_rate=event.sample_rate,
+            steps=event.steps,
+            clip=float(clip),
+            accountant=self._identity.accountant,
+            epsilon=cumulative,
+            timestamp=_now(),
+        )
+        entries = (*self._entries, entry)
+        self._write(entries)
+        self._entries = entries
+        return cumulative
+
+    def _write(self, entries: tuple[LedgerEntry, ...]) -> None:
+        text = json.dumps(_document(self._identity, entries), indent=2, allow_nan=False)
+        _write_atomically(self._path, text + "\n")
+
+    def __repr__(self) -> str:
+        return (
+            f"PrivacyLedger({str(self._path)!r}, client={self._identity.client_id!r}, "
+            f"rounds={len(self._entries)}, epsilon={self.epsilon_spent:.4g})"
+        )
+
+
+def check_budget(ledger: PrivacyLedger, event: DPEvent, budget: float) -> float:
+    """Raise :class:`BudgetExhausted` if ``event`` would take ``ledger`` past ``budget``.
+
+    Returns the projected cumulative ε otherwise. Call it before training a round.
+    """
+    exceeded, projected = ledger.would_exceed(event, budget=budget)
+    if exceeded:
+        raise BudgetExhausted(
+            f"client {ledger.identity.client_id}: privacy budget exhausted: spent ε = "
+            f"{ledger.epsilon_spent:.4g}, the next round ({event.steps} steps, "
+            f"σ = {event.noise_multiplier:.4g}, q = {event.sample_rate:.4g}) would reach ε = "
+            f"{projected:.4g}, above the budget ε = {budget:g} (δ = {ledger.identity.delta:g})"
+        )
+    return projected

@@ -1,0 +1,125 @@
+"""Federations with DP and encryption on: budgets, ledgers, restarts, and CKKS vs plaintext."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from secure_fedsa.config import RunConfig
+from secure_fedsa.federation import Progress, run_federation
+from secure_fedsa.model import tensor_group
+
+SMALL = dict(
+    num_layers=1,
+    max_examples=1200,
+    num_clients=2,
+    partition="iid",
+    rounds=3,
+    local_steps=3,
+    batch_size=64,
+    physical_batch_size=64,
+    max_length=24,
+    eval_examples_per_round=20,
+    seed=0,
+)
+
+
+def _ledger(run_dir, cid):
+    return json.loads((run_dir / "clients" / cid / "privacy_ledger.json").read_text())
+
+
+def _state(run_dir, cid):
+    return torch.load(run_dir / "clients" / cid / "state.pt", weights_only=True)["state"]
+
+
+@pytest.fixture(scope="module")
+def secure_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("secure")
+    config = RunConfig(epsilon=8.0, **SMALL)
+    return run_dir, config, run_federation(config, run_dir)
+
+
+def test_budget_is_met_and_recorded_per_round(secure_run):
+    run_dir, config, summary = secure_run
+    for cid, privacy in summary["privacy"].items():
+        assert 7.0 < privacy["epsilon"] <= 8.0  # calibrated: ends at or just under the budget
+        ledger = _ledger(run_dir, cid)
+        assert [e["round"] for e in ledger["entries"]] == [1, 2, 3]
+        assert ledger["entries"][-1]["epsilon"] == pytest.approx(privacy["epsilon"])
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    eps = [m["clients"]["client-0"]["epsilon_spent"] for m in metrics]
+    assert eps == sorted(eps) and len(set(eps)) == 3  # grows every round
+
+
+def test_only_ciphertexts_of_a_left_the_clients(secure_run):
+    run_dir, config, summary = secure_run
+    for cid in summary["accuracy"]["per_client"]:
+        lines = [
+            json.loads(x) for x in (run_dir / "egress" / f"{cid}.jsonl").read_text().splitlines()
+        ]
+        assert len(lines) == config.rounds
+        for entry in lines:
+            assert entry["form"] == "ciphertext"
+            assert {tensor_group(n) for n in entry["tensors"]} == {"A"}
+            assert entry["bytes"] < 8.1 * 4 * 3072 + 4096  # 4 A matrices of 8x384, compact CKKS
+
+
+def test_server_files_hold_no_secret(secure_run):
+    run_dir, _, _ = secure_run
+    server = json.loads((run_dir / "keys" / "server.keys").read_text())
+    assert "secret_key" not in server
+    assert (run_dir / "keys" / "client.keys").stat().st_mode & 0o077 == 0
+    client = json.loads((run_dir / "keys" / "client.keys").read_text())
+    secret = client["secret_key"]
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.name != "client.keys" and path.suffix in (".json", ".jsonl"):
+            assert secret[:64] not in path.read_text()
+
+
+def test_encrypted_run_matches_plaintext_run(tmp_path):
+    base = dict(SMALL, rounds=2)
+    plain = run_federation(RunConfig(epsilon=8.0, encryption=False, **base), tmp_path / "p")
+    secure = run_federation(RunConfig(epsilon=8.0, **base), tmp_path / "s")
+    assert "NO ENCRYPTION" in " ".join(plain["protections_off"])
+    for cid in plain["accuracy"]["per_client"]:
+        a, b = _state(tmp_path / "p", cid), _state(tmp_path / "s", cid)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5)
+    assert plain["accuracy"]["mean"] == pytest.approx(secure["accuracy"]["mean"], abs=0.02)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_restart_continues_the_ledger_without_double_counting(tmp_path, secure_run):
+    _, config, full = secure_run
+
+    def stop_after_two(number):
+        if number == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_federation(config, tmp_path / "r", Progress(round_done=stop_after_two))
+    for cid in full["privacy"]:
+        assert [e["round"] for e in _ledger(tmp_path / "r", cid)["entries"]] == [1, 2]
+    resumed = run_federation(config, tmp_path / "r", resume=True)
+    for cid, privacy in full["privacy"].items():
+        entries = _ledger(tmp_path / "r", cid)["entries"]
+        assert [e["round"] for e in entries] == [1, 2, 3]
+        assert resumed["privacy"][cid]["epsilon"] == pytest.approx(privacy["epsilon"])
+    assert resumed["accuracy"] == full["accuracy"]  # deterministic: same as uninterrupted
+
+
+def test_budget_exhaustion_stops_clients_cleanly(tmp_path):
+    # a fixed noise multiplier with a budget that lasts about one round
+    config = RunConfig(noise_multiplier=0.8, epsilon=2.0, **dict(SMALL, rounds=4))
+    summary = run_federation(config, tmp_path / "b")
+    metrics = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    statuses = [m["clients"]["client-0"]["status"] for m in metrics]
+    assert "budget exhausted" in statuses
+    assert len(metrics) < 4  # stopped cleanly once nobody could train
+    for privacy in summary["privacy"].values():
+        assert privacy["epsilon"] <= 2.0
