@@ -167,6 +167,22 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_sweep(sub: argparse._SubParsersAction) -> None:
+    from secure_fedsa.sweep.command import register
+
+    register(sub)
+
+
+def _register_audit(sub: argparse._SubParsersAction) -> None:
+    from audits.command import register
+
+    register(sub)
+
+
+# Each adds its subcommand (parser + handler) to the CLI; the core never imports these modules.
+EXTRA_COMMANDS = (_register_sweep, _register_audit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secure-fedsa", description="Privacy-hardened federated fine-tuning (FedSA-LoRA)"
@@ -181,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("directory")
     init.add_argument("--max-clients", type=int, default=RunConfig().max_clients)
     init.set_defaults(handler=cmd_keys_init)
+    for register in EXTRA_COMMANDS:
+        register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Privacy-utility sweeps: many federations, one results table and curve."""
