@@ -1,0 +1,107 @@
+"""Bad input stops `secure-fedsa run` before any training: one line, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from secure_fedsa.cli import main
+
+
+def _csv(path, rows, header=("text", "label")):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+REVIEWS = [
+    ("a moving and funny film", "pos"),
+    ("dull, long and flat", "neg"),
+    ("the cast is wonderful", "pos"),
+    ("i wanted my money back", "neg"),
+    ("sharp writing throughout", "pos"),
+    ("a mess from start to end", "neg"),
+]
+
+
+def _run(tmp_path, capsys, *args):
+    out = tmp_path / "run"
+    code = main(["run", "--num-layers", "1", "--out", str(out), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err, out
+
+
+def _assert_refused(code, err, out, needle):
+    assert code == 2
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], err
+    assert not out.exists(), "nothing may be written for bad input"
+
+
+def test_unknown_method(tmp_path, capsys):
+    _assert_refused(*_run(tmp_path, capsys, "--method", "fedprox"), "unknown method")
+
+
+def test_missing_model_path(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-model")
+    _assert_refused(*_run(tmp_path, capsys, "--model", missing), "does not exist")
+
+
+def test_data_file_without_the_named_columns(tmp_path, capsys):
+    data = _csv(tmp_path / "d.csv", REVIEWS, header=("review", "sentiment"))
+    _assert_refused(*_run(tmp_path, capsys, "--dataset", data), "text")
+
+
+def test_fewer_examples_than_clients(tmp_path, capsys):
+    data = _csv(tmp_path / "d.csv", REVIEWS[:2])
+    _assert_refused(*_run(tmp_path, capsys, "--dataset", data, "--clients", "3"), "clients")
+
+
+def test_client_left_without_test_examples(tmp_path, capsys):
+    data = _csv(tmp_path / "d.csv", REVIEWS)
+    args = ("--dataset", data, "--clients", "3", "--partition", "iid", "--test-fraction", "0.1")
+    _assert_refused(*_run(tmp_path, capsys, *args), "no test split")
+
+
+def test_unknown_label(tmp_path, capsys):
+    data = _csv(tmp_path / "d.csv", [*REVIEWS, ("not sure what to think", "meh")])
+    _assert_refused(*_run(tmp_path, capsys, "--dataset", data, "--labels", "pos,neg"), "meh")
+
+
+def test_delta_not_below_one_over_n(tmp_path, capsys):
+    rows = REVIEWS * 20
+    data = _csv(tmp_path / "d.csv", rows)
+    args = ("--dataset", data, "--clients", "2", "--delta", "0.05", "--partition", "iid")
+    _assert_refused(*_run(tmp_path, capsys, *args), "1/n")
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    code = main(["run", "--num-layers", "1", "--out", str(out)])
+    assert code == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("flag", ["--rounds=0", "--clip=-1", "--epsilon=0"])
+def test_invalid_numbers(tmp_path, capsys, flag):
+    code, err, out = _run(tmp_path, capsys, flag)
+    assert code == 2 and not out.exists()
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "secure_fedsa.cli", "run", "--method", "nope", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method")
