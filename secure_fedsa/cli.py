@@ -109,7 +109,18 @@ def _progress(quiet: bool):  # noqa: ANN202
             bars["rounds"] = tqdm(total=total, initial=number - 1, desc="rounds", unit="round")
         bars["rounds"].set_postfix_str(f"round {number}: training")
 
+    def client_started(client_id: str, steps: int) -> None:
+        if "client" in bars:
+            bars.pop("client").close()
+        bars["client"] = tqdm(total=steps, desc=f"  {client_id}", unit="step", leave=False)
+
+    def step_done() -> None:
+        if "client" in bars:
+            bars["client"].update(1)
+
     def client_done(client_id: str) -> None:
+        if "client" in bars:
+            bars.pop("client").close()
         bars["rounds"].set_postfix_str(f"{client_id} done")
 
     def round_done(number: int) -> None:
@@ -120,6 +131,8 @@ def _progress(quiet: bool):  # noqa: ANN202
         round_started=round_started,
         client_done=client_done,
         round_done=round_done,
+        client_started=client_started,
+        step_done=step_done,
     )
 
 

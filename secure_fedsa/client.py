@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ class Client:
         if self.privacy is not None and self.privacy.budget is not None:
             check_budget(self.privacy.ledger, self.planned_event(), self.privacy.budget)
 
-    def train(self, round_number: int) -> TrainResult:
+    def train(self, round_number: int, on_step: Callable[[], None] | None = None) -> TrainResult:
         if self.trained_round >= round_number:
             # Resuming a round this client finished before an interruption: no new training,
             # no new privacy spent; the update is re-made from the saved post-training state.
@@ -145,6 +146,7 @@ class Client:
                 physical_batch_size=self.plan.physical_batch_size,
                 lr=self.plan.lr,
                 generator=self.generator,
+                on_step=on_step,
             )
             epsilon = None
         else:
@@ -157,6 +159,7 @@ class Client:
                 lr=self.plan.lr,
                 generator=self.generator,
                 mode=self.plan.clipping,
+                on_step=on_step,
             )
             # Privacy is spent the moment training ran: record it before anything else.
             epsilon = self.privacy.ledger.record(

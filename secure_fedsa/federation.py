@@ -47,6 +47,8 @@ class Progress:
     round_started: Callable[[int, int], None] = lambda r, total: None
     client_done: Callable[[str], None] = lambda client_id: None
     round_done: Callable[[int], None] = lambda r: None
+    client_started: Callable[[str, int], None] = lambda client_id, steps: None
+    step_done: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -212,6 +214,9 @@ class Federation:
         start = time.time()
         for warning in self.config.protections:
             self.progress.message(f"WARNING: {warning}")
+        for cid, plan in self.plans.items():
+            for hazard in plan.hazards:
+                self.progress.message(f"DP {hazard.severity} ({cid}): {hazard.message}")
         first = self.rundir.completed_rounds() + 1
         for round_number in range(first, self.config.rounds + 1):
             self.progress.round_started(round_number, self.config.rounds)
@@ -239,8 +244,9 @@ class Federation:
         contributors = []
         for cid, client in self.clients.items():
             entry: dict = {}
+            self.progress.client_started(cid, self.config.local_steps)
             try:
-                result = client.train(round_number)
+                result = client.train(round_number, on_step=self.progress.step_done)
             except BudgetExhausted as exc:
                 entry.update(status="budget exhausted", reason=str(exc))
                 record.clients[cid] = entry

@@ -84,6 +84,7 @@ def train_plain(
     lr: float,
     generator: torch.Generator,
     optimizer: str = "adamw",
+    on_step: Callable[[], None] | None = None,
 ) -> RoundStats:
     """``steps`` optimizer steps on shuffled batches. No privacy."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -109,6 +110,8 @@ def train_plain(
             total_loss += loss.item() * n
         opt.step()
         examples += n
+        if on_step is not None:
+            on_step()
     return RoundStats(steps=steps, examples=examples, mean_loss=total_loss / max(examples, 1))
 
 
@@ -207,6 +210,7 @@ def train_dp(
     generator: torch.Generator,
     optimizer: str = "adamw",
     mode: str = "ghost",
+    on_step: Callable[[], None] | None = None,
 ) -> RoundStats:
     """``steps`` DP-SGD (DP-AdamW by default) steps with Poisson sampling at ``dp.sample_rate``.
 
@@ -255,6 +259,8 @@ def train_dp(
                     dp_optimizer.zero_grad(set_to_none=True)  # keeps the summed clipped gradients
             dp_optimizer.step()
             examples += size
+            if on_step is not None:
+                on_step()
         return RoundStats(steps=steps, examples=examples, mean_loss=total_loss / max(examples, 1))
     finally:
         stepper.close()
