@@ -67,6 +67,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--data", dest="data_files", nargs="+", help="one data file per client")
     parser.add_argument("--labels", help="comma-separated label vocabulary; others are errors")
+    parser.add_argument(
+        "--target-modules",
+        help="comma-separated module names that get LoRA (default: query,value; "
+        "e.g. q_lin,v_lin for DistilBERT)",
+    )
     parser.add_argument("--no-dp", action="store_true", help="turn differential privacy OFF")
     parser.add_argument("--no-encryption", action="store_true", help="turn encryption OFF")
     parser.add_argument("--out", help="run directory (default: runs/<time>-<method>)")
@@ -84,6 +89,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values["data_files"] = tuple(args.data_files)
     if args.labels:
         values["labels"] = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+    if args.target_modules:
+        values["target_modules"] = tuple(
+            x.strip() for x in args.target_modules.split(",") if x.strip()
+        )
     if args.noise_multiplier is not None and args.epsilon is None:
         values["epsilon"] = None
     if args.no_dp:
@@ -97,9 +106,15 @@ def _progress(quiet: bool):  # noqa: ANN202
     from secure_fedsa.federation import Progress
 
     if quiet:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         logger = logging.getLogger("secure_fedsa")
-        return Progress(message=logger.info)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        return Progress(
+            message=logger.info, round_started=lambda r, t: logger.info(f"round {r}/{t}")
+        )
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}

@@ -44,6 +44,7 @@ class RunConfig:
     num_layers: int | None = None
     lora_r: int = 8
     lora_alpha: int = 16
+    target_modules: tuple[str, ...] = ("query", "value")
     max_length: int = 40
     # optimisation
     batch_size: int = 128
@@ -72,6 +73,7 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["data_files"] = list(self.data_files)
         data["labels"] = list(self.labels)
+        data["target_modules"] = list(self.target_modules)
         return data
 
     @classmethod
@@ -89,7 +91,7 @@ class RunConfig:
                 f"{CONFIG_VERSION}); use the secure_fedsa release that wrote it"
             )
         values = dict(data)
-        for key in ("data_files", "labels"):
+        for key in ("data_files", "labels", "target_modules"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -181,3 +183,8 @@ def validate(config: RunConfig) -> None:
             "noise-multiplier must be positive (use --no-dp for no privacy)",
         )
     _check(bool(config.dataset) or bool(config.data_files), "name a dataset or --data files")
+    _check(
+        len(config.target_modules) > 0
+        and all(isinstance(m, str) and m for m in config.target_modules),
+        "target-modules must name at least one module (e.g. query,value)",
+    )

@@ -44,6 +44,7 @@ def model_spec(config: RunConfig) -> ModelSpec:
         num_layers=config.num_layers,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
+        target_modules=tuple(config.target_modules),
     )
 
 

@@ -98,7 +98,16 @@ def test_invalid_numbers(tmp_path, capsys, flag):
 
 def test_console_script_exit_code(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "secure_fedsa.cli", "run", "--method", "nope", "--out", str(tmp_path / "x")],
+        [
+            sys.executable,
+            "-m",
+            "secure_fedsa.cli",
+            "run",
+            "--method",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
