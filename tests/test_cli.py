@@ -1,4 +1,4 @@
-"""Bad input stops `secure-fedsa run` before any training: one line, exit code 2, nothing written."""
+"""Bad input stops `secure-fedsa run` before training: one line, exit code 2, nothing written."""
 
 from __future__ import annotations
 
