@@ -114,3 +114,20 @@ def test_console_script_exit_code(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method")
+
+
+def test_keys_init_writes_a_private_client_bundle_and_a_public_server_bundle(tmp_path, capsys):
+    import json
+    import stat
+
+    from secure_fedsa.crypto.keys import load_client_keys, load_server_keys
+
+    assert main(["keys", "init", str(tmp_path / "k")]) == 0
+    client, server = tmp_path / "k" / "client.keys", tmp_path / "k" / "server.keys"
+    assert stat.S_IMODE(client.stat().st_mode) == 0o600
+    assert "secret_key" not in json.loads(server.read_text())
+    assert load_client_keys(client).fingerprint == load_server_keys(server).fingerprint
+    printed = capsys.readouterr().out
+    assert json.loads(client.read_text())["secret_key"][:40] not in printed
+    # a second init never overwrites the bundles of a running federation
+    assert main(["keys", "init", str(tmp_path / "k")]) == 2

@@ -123,3 +123,14 @@ def test_budget_exhaustion_stops_clients_cleanly(tmp_path):
     assert len(metrics) < 4  # stopped cleanly once nobody could train
     for privacy in summary["privacy"].values():
         assert privacy["epsilon"] <= 2.0
+
+
+def test_a_run_uses_keys_made_with_keys_init(tmp_path):
+    from secure_fedsa.crypto.keys import load_server_keys
+    from secure_fedsa.security import init_keys
+
+    paths = init_keys(tmp_path / "keys", max_clients=8)
+    config = RunConfig(epsilon=8.0, keys_dir=str(tmp_path / "keys"), **dict(SMALL, rounds=1))
+    summary = run_federation(config, tmp_path / "run")
+    assert summary["key_fingerprint"] == load_server_keys(paths["server"]).fingerprint
+    assert not (tmp_path / "run" / "keys").exists()  # no second key set was made

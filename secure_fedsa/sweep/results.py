@@ -1,0 +1,130 @@
+"""``results.csv``: one row per finished cell, rewritten whole and atomically after each cell.
+
+Rewriting the whole file through a temporary file and ``os.replace`` means an interrupt leaves
+either the old table or the new one, never half a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from secure_fedsa.sweep.spec import Cell, format_epsilon
+
+RESULTS_FILE = "results.csv"
+
+COLUMNS = (
+    "cell",
+    "method",
+    "epsilon_target",
+    "epsilon_spent_max",
+    "epsilon_spent_mean",
+    "delta",
+    "noise_multiplier_min",
+    "noise_multiplier_max",
+    "noise_multipliers",
+    "seed",
+    "accuracy_mean",
+    "accuracy_weighted",
+    "accuracy_per_client",
+    "dp",
+    "encryption",
+    "rounds_completed",
+    "wall_seconds",
+)
+
+FLOAT_COLUMNS = (
+    "epsilon_target",
+    "epsilon_spent_max",
+    "epsilon_spent_mean",
+    "delta",
+    "noise_multiplier_min",
+    "noise_multiplier_max",
+    "accuracy_mean",
+    "accuracy_weighted",
+    "wall_seconds",
+)
+
+
+def row_from_summary(cell: Cell, summary: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+    """The CSV row of one finished cell, from the federation's ``summary.json``."""
+    accuracy = summary["accuracy"]
+    privacy = summary.get("privacy")
+    per_client = privacy if isinstance(privacy, dict) else {}
+    spent = [p["epsilon"] for p in per_client.values() if p.get("epsilon") is not None]
+    sigmas = {cid: p.get("noise_multiplier") for cid, p in per_client.items()}
+    known_sigmas = [s for s in sigmas.values() if s is not None]
+    deltas = [p["delta"] for p in per_client.values() if p.get("delta") is not None]
+    return {
+        "cell": cell.name,
+        "method": cell.method,
+        "epsilon_target": format_epsilon(cell.epsilon),
+        "epsilon_spent_max": _number(max(spent) if spent else None),
+        "epsilon_spent_mean": _number(sum(spent) / len(spent) if spent else None),
+        "delta": _number(deltas[0] if deltas else None),
+        "noise_multiplier_min": _number(min(known_sigmas) if known_sigmas else None),
+        "noise_multiplier_max": _number(max(known_sigmas) if known_sigmas else None),
+        "noise_multipliers": json.dumps(sigmas, sort_keys=True) if sigmas else "",
+        "seed": cell.seed,
+        "accuracy_mean": _number(accuracy["mean"]),
+        "accuracy_weighted": _number(accuracy["weighted_mean"]),
+        "accuracy_per_client": json.dumps(accuracy["per_client"], sort_keys=True),
+        "dp": "on" if summary.get("differential_privacy") else "off",
+        "encryption": "on" if summary.get("encryption") else "off",
+        "rounds_completed": summary.get("rounds_completed", ""),
+        "wall_seconds": f"{wall_seconds:.1f}",
+    }
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return repr(float(value))
+
+
+def parse_row(raw: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with numbers as floats (``inf`` for no DP; NaN where a value is absent)."""
+    row: dict[str, Any] = dict(raw)
+    for name in FLOAT_COLUMNS:
+        text = raw.get(name, "")
+        row[name] = float(text) if text not in ("", None) else math.nan
+    row["seed"] = int(raw["seed"])
+    row["accuracy_per_client"] = json.loads(raw.get("accuracy_per_client") or "{}")
+    return row
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The raw rows of a results file (empty when it does not exist)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace the results file with ``rows`` in one atomic step."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(render_csv(rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def upsert(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """``rows`` with ``row`` added, replacing an earlier row of the same cell."""
+    return [r for r in rows if r["cell"] != row["cell"]] + [row]
