@@ -58,7 +58,7 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
 )
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser) -> None:
     defaults = RunConfig()
     for flag, name, kind, text in RUN_OPTIONS:
         default = getattr(defaults, name)
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a federation (DP and encryption on by default)")
-    _add_run_options(run)
+    add_run_options(run)
     run.set_defaults(handler=cmd_run)
     keys = sub.add_parser("keys", help="key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -33,7 +33,8 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
                 value = float(item)
             except ValueError:
                 raise ConfigError(
-                    f"--epsilons: {item!r} is not a number (give positive numbers, or inf for no DP)"
+                    f"--epsilons: {item!r} is not a number "
+                    "(give positive numbers, or inf for no DP)"
                 ) from None
             if not value > 0 or math.isnan(value):
                 raise ConfigError(

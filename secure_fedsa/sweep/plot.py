@@ -1,0 +1,127 @@
+"""The privacy-utility curve: accuracy against epsilon, one line per method.
+
+:func:`build_figure` is pure (rows in, a matplotlib Figure out; no pyplot state, no files), so
+tests can count its lines; :func:`save_curve` writes ``curve.png`` and ``curve.svg``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from secure_fedsa.sweep.spec import format_epsilon
+from secure_fedsa.sweep.stats import group_over_seeds
+
+METHOD_NAMES = {
+    "fedsa": "FedSA-LoRA",
+    "fedit": "FedIT",
+    "ffa": "FFA-LoRA",
+    "local": "local only",
+}
+CURVE_FILES = ("curve.png", "curve.svg")
+
+
+def method_label(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def dodge(index: int, count: int, step: float = 0.015) -> float:
+    """Factor that moves series ``index`` of ``count`` sideways on a log axis (1.0 at the centre).
+
+    Methods often tie at the same budget; a small offset keeps one marker from hiding another.
+    """
+    return 10 ** (step * (index - (count - 1) / 2))
+
+
+def build_figure(
+    rows: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    methods: Sequence[str] | None = None,
+    delta: float | None = None,
+) -> Figure:
+    """Mean accuracy over seeds against target epsilon (log axis), min-max band over seeds.
+
+    Per method: one solid line over the finite budgets and one dashed horizontal line for its
+    no-DP (epsilon = inf) result, so ``len(ax.get_lines())`` is the number of such series.
+    Markers are offset slightly sideways per method (:func:`dodge`); ticks sit at the true budgets.
+    """
+    stats = group_over_seeds(rows)
+    order = list(methods) if methods else list(dict.fromkeys(r["method"] for r in rows))
+    seeds = max((s.n for s in stats.values()), default=0)
+    figure = Figure(figsize=(7.5, 5.0), dpi=120)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    colors = [f"C{i % 10}" for i in range(len(order))]
+    finite: set[float] = set()
+    for number, (method, color) in enumerate(zip(order, colors, strict=True)):
+        points = sorted((e, s) for (m, e), s in stats.items() if m == method and math.isfinite(e))
+        if points:
+            finite.update(e for e, _ in points)
+            xs = [e * dodge(number, len(order)) for e, _ in points]
+            ax.plot(
+                xs,
+                [s.mean for _, s in points],
+                marker="o",
+                color=color,
+                label=method_label(method),
+            )
+            if seeds > 1:
+                ax.fill_between(
+                    xs,
+                    [s.low for _, s in points],
+                    [s.high for _, s in points],
+                    color=color,
+                    alpha=0.15,
+                    linewidth=0,
+                )
+        reference = stats.get((method, math.inf))
+        if reference is not None:
+            ax.axhline(
+                reference.mean,
+                color=color,
+                linestyle="--",
+                linewidth=1.2,
+                label=f"{method_label(method)}, no DP",
+            )
+            if seeds > 1:
+                ax.axhspan(reference.low, reference.high, color=color, alpha=0.06, linewidth=0)
+    ax.set_xscale("log")
+    if finite:
+        ticks = sorted(finite)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([format_epsilon(e) for e in ticks])
+        ax.minorticks_off()
+        ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
+    else:
+        ax.set_xlim(0.5, 16)
+    delta_text = f", δ={delta:g}" if delta is not None else ""
+    ax.set_xlabel(
+        f"privacy budget ε per client (target{delta_text}; log scale; right = less private)"
+    )
+    ax.set_ylabel("test accuracy (unweighted mean over clients)")
+    spread = f"mean over {seeds} seeds, band = min–max" if seeds > 1 else "one seed"
+    spread += "; markers offset sideways to stay visible" if len(order) > 1 else ""
+    ax.set_title(f"Privacy–utility trade-off: {title}\n({spread}; dashed = no DP)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_lines():
+        ax.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def save_curve(figure: Figure, directory: Path) -> list[Path]:
+    """Write the figure as ``curve.png`` and ``curve.svg`` (each via a temporary file)."""
+    paths = []
+    for name in CURVE_FILES:
+        path = directory / name
+        tmp = path.with_name(f".{name}.tmp")
+        figure.savefig(tmp, format=name.rsplit(".", 1)[1])
+        tmp.replace(path)
+        paths.append(path)
+    return paths

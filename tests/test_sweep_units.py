@@ -1,0 +1,202 @@
+"""The sweep's pure parts: list parsing, statistics over seeds, time left, the figure, the table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from secure_fedsa.config import RunConfig
+from secure_fedsa.errors import ConfigError
+from secure_fedsa.sweep.plot import build_figure
+from secure_fedsa.sweep.report import render_summary
+from secure_fedsa.sweep.results import parse_row, render_csv, row_from_summary
+from secure_fedsa.sweep.spec import (
+    Cell,
+    SweepSpec,
+    parse_epsilons,
+    parse_methods,
+    parse_seeds,
+)
+from secure_fedsa.sweep.stats import eta_seconds, format_duration, group_over_seeds, seed_stats
+
+METHODS = ("fedsa", "fedit", "ffa", "local")
+
+
+def test_epsilons_parse_inf_and_numbers():
+    assert parse_epsilons("inf, 8,4,2,1") == (math.inf, 8.0, 4.0, 2.0, 1.0)
+    assert parse_epsilons("8,8.0,INF") == (8.0, math.inf)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "8,-2", "abc", "nan", "", " , "])
+def test_bad_epsilons(text):
+    with pytest.raises(ConfigError, match="--epsilons"):
+        parse_epsilons(text)
+
+
+def test_methods():
+    assert parse_methods("fedsa,ffa", METHODS) == ("fedsa", "ffa")
+    with pytest.raises(ConfigError, match="unknown method 'fedprox'"):
+        parse_methods("fedsa,fedprox", METHODS)
+    with pytest.raises(ConfigError, match="empty"):
+        parse_methods("", METHODS)
+
+
+def test_seeds_count_or_list():
+    assert parse_seeds("3") == (0, 1, 2)
+    assert parse_seeds("5,") == (5,)
+    assert parse_seeds("0,4,4,7") == (0, 4, 7)
+    for bad in ("0", "-2", "x", "", "1,-1"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_cells_set_method_budget_and_seed():
+    spec = SweepSpec(RunConfig(), ("fedsa", "ffa"), (math.inf, 2.0), (0, 1))
+    cells = spec.cells()
+    assert len(cells) == 8 and len({c.name for c in cells}) == 8
+    private = Cell("ffa", 2.0, 1).config(spec.base)
+    assert (private.method, private.seed, private.dp, private.epsilon) == ("ffa", 1, True, 2.0)
+    plain = Cell("fedsa", math.inf, 0).config(spec.base)
+    assert plain.dp is False and plain.epsilon is None and plain.noise_multiplier is None
+    assert Cell("fedsa", math.inf, 0).name == "fedsa-epsinf-seed0"
+    assert Cell("fedsa", 0.5, 2).name == "fedsa-eps0.5-seed2"
+
+
+def test_spec_round_trip():
+    spec = SweepSpec(RunConfig(num_layers=1), METHODS, (math.inf, 8.0, 0.5), (0, 3), "cmd")
+    again = SweepSpec.from_dict(spec.to_dict())
+    assert again == spec and again.digest() == spec.digest()
+    assert spec.digest() != SweepSpec(RunConfig(), METHODS, (8.0,), (0,)).digest()
+
+
+def test_seed_stats_and_eta():
+    stats = seed_stats([0.6, 0.7, 0.8])
+    assert stats.n == 3 and stats.mean == pytest.approx(0.7)
+    assert stats.std == pytest.approx(0.1) and (stats.low, stats.high) == (0.6, 0.8)
+    assert seed_stats([0.5]).std == 0.0
+    assert eta_seconds([], 3) is None
+    assert eta_seconds([10.0, 20.0], 4) == pytest.approx(60.0)
+    assert eta_seconds([10.0], 0) == 0.0
+    assert format_duration(None) == "unknown"
+    assert format_duration(3725) == "1h02m"
+    assert format_duration(65) == "1m05s"
+
+
+def _summary(accuracies, epsilons=None):
+    privacy = (
+        {
+            cid: {"epsilon": e, "delta": 1e-5, "noise_multiplier": 1.0 + i}
+            for i, (cid, e) in enumerate(epsilons.items())
+        }
+        if epsilons
+        else "no differential privacy"
+    )
+    return {
+        "accuracy": {
+            "per_client": accuracies,
+            "mean": sum(accuracies.values()) / len(accuracies),
+            "weighted_mean": 0.5,
+        },
+        "privacy": privacy,
+        "differential_privacy": bool(epsilons),
+        "encryption": True,
+        "rounds_completed": 2,
+    }
+
+
+def _rows(methods, epsilons, seeds):
+    rows = []
+    for method in methods:
+        for eps in epsilons:
+            for seed in seeds:
+                acc = 0.6 + 0.01 * seed + (0.1 if math.isinf(eps) else 0.0)
+                spent = None if math.isinf(eps) else {"client-0": eps * 0.9, "client-1": eps}
+                summary = _summary({"client-0": acc, "client-1": acc}, spent)
+                rows.append(row_from_summary(Cell(method, eps, seed), summary, 12.0))
+    return rows
+
+
+def test_row_from_summary():
+    row = _rows(["fedsa"], [4.0], [0])[0]
+    assert row["epsilon_target"] == "4"
+    assert float(row["epsilon_spent_max"]) == 4.0
+    assert float(row["epsilon_spent_mean"]) == pytest.approx(3.8)
+    assert float(row["noise_multiplier_min"]) == 1.0 and float(row["noise_multiplier_max"]) == 2.0
+    assert row["dp"] == "on" and row["encryption"] == "on"
+    plain = parse_row(_rows(["fedsa"], [math.inf], [0])[0])
+    assert math.isinf(plain["epsilon_target"]) and math.isnan(plain["epsilon_spent_max"])
+    assert plain["accuracy_per_client"] == {"client-0": 0.7, "client-1": 0.7}
+
+
+def test_csv_round_trip_keeps_every_row():
+    import csv
+    import io
+
+    rows = _rows(METHODS, [math.inf, 2.0], [0, 1])
+    back = list(csv.DictReader(io.StringIO(render_csv(rows))))
+    assert [r["cell"] for r in back] == [r["cell"] for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("epsilons", "expected_per_method"),
+    [([math.inf, 8.0, 2.0], 2), ([8.0, 2.0], 1), ([math.inf], 1)],
+)
+def test_figure_has_one_line_per_method_and_reference(epsilons, expected_per_method):
+    rows = [parse_row(r) for r in _rows(METHODS, epsilons, [0, 1, 2])]
+    figure = build_figure(rows, title="test", methods=METHODS, delta=1e-5)
+    ax = figure.axes[0]
+    assert len(ax.get_lines()) == expected_per_method * len(METHODS)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "FedSA-LoRA" in labels or "FedSA-LoRA, no DP" in labels
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() and ax.get_ylabel() and "test" in ax.get_title()
+
+
+def test_figure_mean_over_seeds():
+    rows = [parse_row(r) for r in _rows(["fedsa"], [4.0], [0, 1, 2])]
+    line = build_figure(rows, title="t").axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [4.0]
+    assert line.get_ydata()[0] == pytest.approx(0.61)
+
+
+def test_summary_table():
+    spec = SweepSpec(RunConfig(), ("fedsa", "ffa"), (math.inf, 2.0), (0, 1), "secure-fedsa sweep")
+    rows = [parse_row(r) for r in _rows(["fedsa", "ffa"], [math.inf, 2.0], [0, 1])]
+    text = render_summary(spec, rows)
+    assert "| method | no DP | ε=2 |" in text
+    assert "| FedSA-LoRA | 0.705 ± 0.007 | 0.605 ± 0.007 |" in text
+    assert "secure-fedsa sweep" in text and "encryption on" in text.lower()
+    stats = group_over_seeds(rows)
+    assert stats[("ffa", 2.0)].n == 2
+
+
+def _example_argv(path):
+    import shlex
+
+    text = path.read_text().replace("\\\n", " ")
+    commands = [line for line in text.splitlines() if line.startswith("secure-fedsa sweep")]
+    assert len(commands) == 1, "each example is a single sweep command"
+    words = shlex.split(commands[0])
+    assert words[-1] == "$@"
+    return words[1:-1]
+
+
+@pytest.mark.parametrize(
+    ("script", "cells"),
+    [("privacy_utility_rotten_tomatoes.sh", 12), ("tweets_natural_topics.sh", 8)],
+)
+def test_examples_are_valid_sweeps(script, cells):
+    from pathlib import Path
+
+    from secure_fedsa.cli import build_parser
+    from secure_fedsa.sweep.command import spec_from_args
+
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    argv = _example_argv(path)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sweep_parser = parser._subparsers._group_actions[0].choices["sweep"]
+    spec = spec_from_args(args, sweep_parser)
+    assert len(spec.cells()) == cells
+    assert spec.base.encryption and spec.command.startswith("secure-fedsa sweep")
