@@ -1,9 +1,68 @@
-"""`secure-fedsa audit` (placeholder until the audits land)."""
+"""`secure-fedsa audit RUN_DIR`: check a run directory and write report.json and report.html."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from secure_fedsa.errors import ConfigError
+
+DEFAULT_CANARIES = 1000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("audit", help="audit a run directory (not implemented yet)")
+    """Add the ``audit`` subcommand and its handler."""
+    parser = sub.add_parser(
+        "audit",
+        help="audit a run directory: egress, accounting, encryption, DP hazards (report.html)",
+        description="Re-check a finished or interrupted run from its files alone and write "
+        "report.json and a self-contained report.html (default: RUN_DIR/audit/).",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to audit")
+    parser.add_argument("--out", help="directory for report.json and report.html")
+    parser.add_argument(
+        "--canary",
+        action="store_true",
+        help="also run the empirical one-run canary audit (Steinke et al. 2023); it trains",
+    )
+    parser.add_argument(
+        "--canaries",
+        type=int,
+        default=DEFAULT_CANARIES,
+        help=f"number of canaries m for --canary (default {DEFAULT_CANARIES})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the canary audit")
+    parser.set_defaults(handler=cmd_audit)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Exit 0 on pass or pass-with-warnings, 1 on a failed audit; user errors raise."""
+    from audits.html import render_html
+    from audits.runner import audit_run
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{args.run_dir!r} is not a directory; give a run directory to audit")
+    if args.canaries < 10:
+        raise ConfigError(f"--canaries must be at least 10, got {args.canaries}")
+    extra = ()
+    if args.canary:
+        from audits.check_canary import canary_check
+
+        extra = (canary_check(canaries=args.canaries, seed=args.seed),)
+    out = Path(args.out) if args.out else run_dir / "audit"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output directory {str(out)!r}: {exc}") from exc
+    report = audit_run(run_dir, extra=extra)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
+    for check in report["checks"]:
+        print(f"{check['result'].upper():5}  {check['name']}")
+        for finding in check["findings"][:5]:
+            print(f"       {finding}")
+    print(f"verdict: {report['verdict_text']}")
+    print(f"report: {out / 'report.html'}")
+    return 0 if report["verdict"] in ("pass", "warn") else 1

@@ -30,6 +30,8 @@ class EgressLog:
         encrypted: bool,
         tensors: list[str],
         transport: str,
+        key_fingerprint: str | None = None,
+        manifest_hash: str | None = None,
     ) -> dict:
         entry = {
             "time": time.time(),
@@ -41,6 +43,8 @@ class EgressLog:
             "sha256": hashlib.sha256(payload).hexdigest(),
             "form": "ciphertext" if encrypted else "plaintext",
             "tensors": tensors,
+            "key_fingerprint": key_fingerprint,
+            "manifest_hash": manifest_hash,
         }
         path = self.directory / f"{client_id}.jsonl"
         with open(path, "a", encoding="utf-8") as handle:

@@ -1,0 +1,54 @@
+"""One check's outcome: a name, a plain statement, a result and the evidence behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["pass", "warn", "fail", "error"]
+
+# "error": the check could not be carried out (evidence missing or unreadable). It is never a
+# pass: the overall verdict treats it like a failure.
+SEVERITY: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
+
+
+@dataclass
+class CheckResult:
+    name: str
+    statement: str
+    status: Status = "pass"
+    findings: list[str] = field(default_factory=list)  # why it is not a pass (one per problem)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, message: str) -> None:
+        self._raise_to("fail", message)
+
+    def warn(self, message: str) -> None:
+        self._raise_to("warn", message)
+
+    def error(self, message: str) -> None:
+        self._raise_to("error", message)
+
+    def note(self, message: str) -> None:
+        """A finding that does not change the result (e.g. the limits of what was verified)."""
+        self.findings.append(f"note: {message}")
+
+    def _raise_to(self, status: Status, message: str) -> None:
+        self.findings.append(f"{status}: {message}")
+        if SEVERITY[status] > SEVERITY[self.status]:
+            self.status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "statement": self.statement,
+            "result": self.status,
+            "findings": list(self.findings),
+            "evidence": self.evidence,
+        }
+
+
+def verdict(results: list[CheckResult]) -> Status:
+    """The worst result; "error" (could not verify) counts as "fail" for the verdict."""
+    worst = max((SEVERITY[r.status] for r in results), default=SEVERITY["error"])
+    return "fail" if worst >= SEVERITY["fail"] else ("warn" if worst else "pass")

@@ -1,0 +1,113 @@
+"""The report's plain-language parts: the privacy statement, what was released, the trust model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audits.accountants import merged
+from audits.check_accounting import ledger_history, reported_epsilon
+from audits.evidence import RunEvidence
+from audits.groups import ALLOWED_GROUPS, tensor_group
+
+TRUST_MODEL = {
+    "parties": "K clients (data holders), one honest-but-curious aggregation server (follows the "
+    "protocol, reads everything it receives), an external network observer.",
+    "server": "holds only the server key bundle (parameters and a fingerprint, no secret key); "
+    "it adds ciphertexts and never decrypts.",
+    "known_limit": "All clients share one CKKS secret key. A server that colludes with one client "
+    "can therefore decrypt every individual client's update. The DP guarantee (P4) still holds "
+    "for each update: what a colluding server sees of a client is (ε, δ)-DP with respect to that "
+    "client's records. Pairwise masking or threshold CKKS would remove this limit; neither is "
+    "implemented.",
+    "not_promised": "a cryptographically secure RNG for DP noise (torchcsprng is unmaintained); "
+    "protection against a malicious server or poisoning clients; privacy of the number of "
+    "clients and rounds.",
+}
+
+
+def privacy_statement(run: RunEvidence) -> dict[str, Any]:
+    """What guarantee the run claims, per client, from the ledgers (not from summary.json)."""
+    if run.cfg("dp") is not True:
+        return {"dp": False, "text": "NO DIFFERENTIAL PRIVACY: this run makes no privacy claim."}
+    clients = {}
+    for cid in run.client_ids:
+        ledger = run.ledgers.get(cid)
+        if not isinstance(ledger, dict):
+            clients[cid] = {"ledger": "missing or unreadable: no verified claim"}
+            continue
+        identity = ledger.get("identity") or {}
+        entries = ledger.get("entries") if isinstance(ledger.get("entries"), list) else []
+        history = ledger_history(ledger) or []
+        clients[cid] = {
+            "epsilon": reported_epsilon(entries[-1]) if entries else 0.0,
+            "delta": identity.get("delta"),
+            "records": identity.get("dataset_size"),
+            "accountant": identity.get("accountant"),
+            "versions": identity.get("versions"),
+            "noise_multiplier": sorted({s for s, _, _ in history}),
+            "sample_rate": sorted({q for _, q, _ in history}),
+            "clip": identity.get("clip"),
+            "steps": sum(s for _, _, s in merged(history)),
+            "rounds": len(entries),
+            "secure_mode": identity.get("secure_mode"),
+        }
+    return {
+        "dp": True,
+        "type": "record-level (ε, δ)-differential privacy",
+        "unit": "one training record of one client",
+        "neighbouring": "add or remove one record from one client's training data",
+        "mechanism": "DP-SGD (Opacus): per-record gradients over every trainable parameter "
+        "(LoRA A, B and the task head jointly) clipped to norm `clip`, Gaussian noise of standard "
+        "deviation σ·clip added to their sum, batches Poisson-sampled with rate q",
+        "scope": "everything a client releases over all rounds (its updates, and everything "
+        "computed from them) is (ε, δ)-DP for that client's records",
+        "clients": clients,
+    }
+
+
+def releases(run: RunEvidence) -> dict[str, Any]:
+    """What left each client, to whom, in what form, per round (from the egress records)."""
+    method = run.cfg("method")
+    allowed = sorted(ALLOWED_GROUPS.get(method, frozenset()))
+    per_client = {}
+    for cid in run.client_ids:
+        records = run.egress.get(cid) or []
+        rounds = []
+        for record in records:
+            tensors = record.get("tensors") if isinstance(record.get("tensors"), list) else []
+            rounds.append(
+                {
+                    "round": record.get("round"),
+                    "to": "aggregation server",
+                    "kind": record.get("kind"),
+                    "form": record.get("form"),
+                    "bytes": record.get("bytes"),
+                    "groups": sorted({tensor_group(str(t)) for t in tensors}),
+                    "tensors": tensors,
+                }
+            )
+        per_client[cid] = rounds
+    return {
+        "method": method,
+        "shared_groups_allowed": allowed,
+        "never_released": ["task head"] + (["B"] if "B" not in allowed else []),
+        "recipient": "the aggregation server (which forwards the encrypted sum to the clients)",
+        "per_client": per_client,
+    }
+
+
+def epsilon_series(run: RunEvidence) -> dict[str, list[list[float]]]:
+    """Client -> [[round, cumulative ε], ...] as the ledgers report it (finite values only)."""
+    series = {}
+    for cid, ledger in run.ledgers.items():
+        entries = (ledger or {}).get("entries")
+        if not isinstance(entries, list):
+            continue
+        points = []
+        for entry in entries:
+            eps = reported_epsilon(entry) if isinstance(entry, dict) else None
+            eps = None if eps == float("inf") else eps
+            if isinstance(entry, dict) and isinstance(entry.get("round"), int) and eps is not None:
+                points.append([entry["round"], eps])
+        series[cid] = points
+    return series

@@ -1,0 +1,352 @@
+"""`secure-fedsa audit` on a real (small) federation, and on incomplete or tampered copies of it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from audits.command import register
+from audits.runner import audit_run
+from secure_fedsa.config import RunConfig
+from secure_fedsa.errors import SecureFedsaError
+from secure_fedsa.federation import run_federation
+
+SMALL = dict(
+    num_layers=1,
+    max_examples=1200,
+    num_clients=2,
+    partition="iid",
+    rounds=2,
+    local_steps=2,
+    batch_size=64,
+    physical_batch_size=64,
+    max_length=24,
+    eval_examples_per_round=20,
+    seed=0,
+)
+CHECKS = ("run-directory", "egress", "accounting", "encryption", "dp-hazards")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audited") / "run"
+    run_federation(RunConfig(epsilon=8.0, **SMALL), path)
+    return path
+
+
+@pytest.fixture
+def copy(run_dir, tmp_path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("audit"))
+    return target
+
+
+def audit(argv: list[str]) -> int:
+    """The ``audit`` subcommand alone, parsed and run as the CLI does."""
+    parser = argparse.ArgumentParser(prog="secure-fedsa")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["audit", *argv])
+    return args.handler(args)
+
+
+def results(report: dict) -> dict[str, str]:
+    return {c["name"]: c["result"] for c in report["checks"]}
+
+
+def findings(report: dict, name: str) -> str:
+    return " | ".join(next(c for c in report["checks"] if c["name"] == name)["findings"])
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+# -- a correct run ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_report(run_dir) -> tuple[int, dict, str]:
+    code = audit([str(run_dir)])
+    out = run_dir / "audit"
+    return code, json.loads((out / "report.json").read_text()), (out / "report.html").read_text()
+
+
+def test_a_correct_run_passes_every_check(cli_report):
+    code, report, _ = cli_report
+    assert code == 0
+    got = results(report)
+    assert list(got) == list(CHECKS)
+    assert {got[n] for n in CHECKS if n != "dp-hazards"} == {"pass"}
+    # 480 records per client and no torchcsprng: warnings, not failures
+    assert got["dp-hazards"] == "warn" and "torchcsprng" in findings(report, "dp-hazards")
+    assert report["verdict"] == "warn"
+
+
+def test_the_report_states_the_privacy_claim_and_releases(cli_report):
+    _, report, _ = cli_report
+    statement = report["privacy_statement"]
+    assert statement["unit"] == "one training record of one client"
+    assert "add or remove one record" in statement["neighbouring"]
+    for cid, claim in statement["clients"].items():
+        assert 0 < claim["epsilon"] <= 8.0 and claim["delta"] == 1e-5
+        assert claim["accountant"] == "prv" and "opacus" in claim["versions"]
+        assert claim["steps"] == 4 and claim["rounds"] == 2
+        sent = report["releases"]["per_client"][cid]
+        assert [r["round"] for r in sent] == [1, 2]
+        assert all(r["form"] == "ciphertext" and r["groups"] == ["A"] for r in sent)
+    assert "colludes with one client" in report["trust_model"]["known_limit"]
+
+
+class _Structure(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("src", "href"):
+            value = attrs.get(key) or ""
+            if value and not value.startswith(("data:", "#")):
+                self.external.append(value)
+        if tag in ("link", "script"):
+            self.external.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_the_html_report_is_self_contained_and_complete(cli_report):
+    _, report, html = cli_report
+    page = _Structure()
+    page.feed(html)
+    text = " ".join(page.text)
+    assert {"verdict", "privacy-statement", "epsilon-plot", "trust-model"} <= page.ids
+    assert "Verdict: WARN" in text
+    assert text.index("Verdict") < text.index("Privacy statement")  # verdict first
+    for name in CHECKS:
+        assert f"check-{name}" in page.ids
+    assert "one training record of one client" in text
+    assert page.images and page.images[0].startswith("data:image/png;base64,")
+    assert page.external == []
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="headless Chromium not installed (/usr/bin/chromium)"
+)
+def test_the_html_report_renders_in_headless_chromium(cli_report, run_dir, tmp_path):
+    import subprocess
+
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    url = (run_dir / "audit" / "report.html").as_uri()
+    dom = subprocess.run(
+        [str(CHROMIUM), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert 'id="verdict"' in dom and "Verdict: WARN" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [str(CHROMIUM), *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_the_canary_audit_runs_on_a_real_run(run_dir):
+    from audits.check_canary import canary_check
+
+    report = audit_run(run_dir, extra=(canary_check(canaries=200),))
+    canary = report["checks"][-1]
+    assert canary["name"] == "canary-audit" and canary["result"] == "pass"
+    for outcome in canary["evidence"]["clients"].values():
+        assert outcome["epsilon_lower_bound"] <= outcome["claimed_epsilon"]
+
+
+def test_an_accounting_with_rdp_is_checked_against_pld(copy):
+    from audits.accountants import rdp_epsilon
+
+    edit_json(copy / "config.json", lambda c: c.update(accountant="rdp", epsilon=20.0))
+    for ledger in copy.glob("clients/*/privacy_ledger.json"):
+
+        def to_rdp(doc):
+            doc["identity"]["accountant"] = "rdp"
+            history = []
+            for entry in doc["entries"]:
+                history.append((entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
+                entry.update(accountant="rdp", epsilon=rdp_epsilon(history, 1e-5))
+
+        edit_json(ledger, to_rdp)
+    report = audit_run(copy)
+    assert results(report)["accounting"] == "pass", findings(report, "accounting")
+
+
+# -- bad input: incomplete, old, tampered --------------------------------------------------------
+def test_missing_ledger_fails(copy):
+    (copy / "clients" / "client-0" / "privacy_ledger.json").unlink()
+    report = audit_run(copy)
+    assert results(report)["accounting"] == "fail"
+    assert results(report)["run-directory"] == "fail"
+    assert "client-0: privacy ledger missing" in findings(report, "accounting")
+    assert report["verdict"] == "fail"
+
+
+def test_missing_egress_record_fails(copy):
+    (copy / "egress" / "client-1.jsonl").unlink()
+    report = audit_run(copy)
+    assert results(report)["egress"] == "fail"
+    assert "client-1: egress record missing" in findings(report, "egress")
+
+
+def test_removed_egress_line_fails(copy):
+    path = copy / "egress" / "client-0.jsonl"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    report = audit_run(copy)
+    assert results(report)["egress"] == "fail"
+    assert "no egress record for round 2, which it trained" in findings(report, "egress")
+
+
+def test_b_head_or_plaintext_in_egress_fails(copy):
+    path = copy / "egress" / "client-0.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    lines[0]["tensors"].append("encoder.layer.0.attention.self.query.lora_B.default.weight")
+    lines[1]["tensors"] = ["head.classifier.weight"]
+    lines[1]["form"] = "plaintext"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    text = findings(audit_run(copy), "egress")
+    assert "group(s) B left the client" in text and "group(s) head left" in text
+    assert "'plaintext' message left with encryption on" in text
+
+
+def test_edited_ledger_epsilon_fails(copy):
+    edit_json(
+        copy / "clients" / "client-0" / "privacy_ledger.json",
+        lambda d: d["entries"][-1].update(epsilon=d["entries"][-1]["epsilon"] / 2),
+    )
+    report = audit_run(copy)
+    assert results(report)["accounting"] == "fail"
+    assert "re-computed with Google's PLD" in findings(report, "accounting")
+
+
+def test_edited_ledger_steps_fail(copy):
+    edit_json(
+        copy / "clients" / "client-1" / "privacy_ledger.json",
+        lambda d: d["entries"][0].update(steps=1),
+    )
+    text = findings(audit_run(copy), "accounting")
+    assert "the ledger accounts 1 steps, metrics.jsonl shows 2 executed" in text
+    assert "PLD" in text  # and the ε no longer matches its events
+
+
+def test_older_config_version_fails(copy):
+    edit_json(copy / "config.json", lambda c: c.update(version=0))
+    report = audit_run(copy)
+    assert results(report)["run-directory"] == "fail"
+    assert "configuration version 0" in findings(report, "run-directory")
+
+
+def test_missing_config_is_reported_not_passed(copy):
+    (copy / "config.json").unlink()
+    report = audit_run(copy)
+    got = results(report)
+    assert got["run-directory"] == "fail"
+    assert {got[n] for n in CHECKS if n != "run-directory"} == {"error"}
+    assert report["verdict"] == "fail"
+
+
+def test_protections_off_fail_loudly(copy):
+    edit_json(copy / "config.json", lambda c: c.update(dp=False, encryption=False))
+    report = audit_run(copy)
+    assert "no encryption" in findings(report, "egress")
+    assert "no differential privacy" in findings(report, "accounting")
+    assert "no encryption" in findings(report, "encryption")
+    hazards = findings(report, "dp-hazards")
+    assert "no differential privacy" in hazards and "no encryption" in hazards
+
+
+def test_server_bundle_with_a_secret_or_other_key_fails(copy):
+    edit_json(copy / "keys" / "server.keys", lambda k: k.update(secret_key="AAAA"))
+    edit_json(
+        copy / "clients" / "client-1" / "privacy_ledger.json",
+        lambda d: d["identity"].update(key_fingerprint="0" * 64),
+    )
+    text = findings(audit_run(copy), "encryption")
+    assert "holds secret_key" in text and "clients/client-1 ledger names key" in text
+
+
+def test_garbage_files_never_crash(copy):
+    (copy / "setup.json").write_text("{not json")
+    (copy / "metrics.jsonl").write_text("[1, 2]\nnonsense\n")
+    (copy / "clients" / "client-0" / "privacy_ledger.json").write_text('{"entries": 5}')
+    (copy / "egress" / "client-1.jsonl").write_text('{"round": "x"}\n')
+    report = audit_run(copy)
+    assert report["verdict"] == "fail"
+    assert "pass" not in {results(report)[n] for n in ("run-directory", "egress", "accounting")}
+
+
+def test_an_empty_directory_fails_without_crashing(tmp_path):
+    assert audit([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["verdict"] == "fail"
+    assert (tmp_path / "out" / "report.html").read_text().count("check-") >= len(CHECKS)
+
+
+def test_user_errors_raise_for_the_cli(tmp_path):
+    with pytest.raises(SecureFedsaError, match="not a directory"):
+        audit([str(tmp_path / "nowhere")])
+    with pytest.raises(SecureFedsaError, match="--canaries"):
+        audit([str(tmp_path), "--canary", "--canaries", "3"])
+
+
+def test_the_cli_runs_the_audit_subcommand(tmp_path, capsys):
+    from secure_fedsa.cli import main
+
+    assert main(["audit", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_an_interrupted_run_is_audited_with_warnings(copy):
+    # killed after round 2 was trained, recorded in the ledger and sent, before metrics/summary
+    (copy / "summary.json").unlink()
+    metrics = copy / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    report = audit_run(copy)
+    got = results(report)
+    assert got["run-directory"] == got["egress"] == got["accounting"] == "warn"
+    assert "interrupted round" in findings(report, "accounting")
+    assert report["verdict"] == "warn"
+
+
+def test_a_method_that_shares_nothing_must_send_nothing(copy):
+    edit_json(copy / "config.json", lambda c: c.update(method="local"))
+    text = findings(audit_run(copy), "egress")
+    assert "group(s) A left the client" in text and "which it did not train" in text
+
+
+def test_the_report_never_contains_the_secret_key(cli_report, run_dir):
+    _, report, html = cli_report
+    secret = json.loads((run_dir / "keys" / "client.keys").read_text())["secret_key"]
+    assert secret[:64] not in json.dumps(report) and secret[:64] not in html

@@ -1,0 +1,119 @@
+"""Pure parts of the audits: the one-run ε lower bound, the HE security table, Poisson test."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audits.canary_bound import count_correct, epsilon_lower_bound, guesses, p_value
+from audits.check_encryption import fingerprint, security_ok
+from audits.check_hazards import poisson_z
+from audits.groups import ALLOWED_GROUPS, tensor_group
+from audits.result import CheckResult, verdict
+
+
+def test_p_value_pure_dp_is_the_binomial_tail():
+    # δ = 0: Theorem 3.1, P[Binomial(r, e^ε/(1+e^ε)) ≥ v]
+    q = 1 / (1 + math.exp(-1.0))
+    assert p_value(100, 10, 10, 1.0, 0.0) == pytest.approx(q**10)
+    assert p_value(100, 10, 0, 1.0, 0.0) == 1.0
+
+
+def test_all_correct_guesses_give_the_closed_form_bound():
+    # r = v = 100 at δ = 0: q^100 = 0.05 -> q = 0.05^(1/100), ε = log(q / (1 - q)) ≈ 3.49
+    q = 0.05 ** (1 / 100)
+    expected = math.log(q / (1 - q))
+    assert epsilon_lower_bound(1000, 100, 100, delta=0.0) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_delta_term_only_loosens_the_bound():
+    tight = epsilon_lower_bound(1000, 200, 180, delta=0.0)
+    loose = epsilon_lower_bound(1000, 200, 180, delta=1e-5)
+    assert 0 < loose <= tight
+    # the δ term is 2·m·δ·α with α = max_i P[v−i ≤ W < v]/i: it grows with m·δ
+    assert p_value(1000, 200, 180, 1.0, 1e-3) > p_value(1000, 200, 180, 1.0, 0.0)
+
+
+def test_chance_level_guesses_certify_nothing():
+    assert epsilon_lower_bound(1000, 500, 250, delta=1e-5) == 0.0
+    assert epsilon_lower_bound(1000, 0, 0, delta=1e-5) == 0.0
+
+
+@settings(max_examples=15, deadline=None)
+@given(r=st.integers(1, 300), data=st.data())
+def test_lower_bound_is_monotone_in_correct_guesses(r, data):
+    v = data.draw(st.integers(0, r - 1))
+    low = epsilon_lower_bound(1000, r, v, delta=1e-5)
+    high = epsilon_lower_bound(1000, r, v + 1, delta=1e-5)
+    assert 0 <= low <= high + 1e-9
+    if low > 0:  # the bound is where the p-value crosses 5 %
+        assert p_value(1000, r, v, low, 1e-5) < 0.05
+
+
+def test_p_value_refuses_impossible_counts():
+    with pytest.raises(ValueError):
+        p_value(10, 5, 6, 1.0, 0.0)
+
+
+def test_guesses_and_counting():
+    scores = [0.1, 5.0, -2.0, 3.0, 0.0]
+    g = guesses(scores, 2, 1)
+    assert g == [0, 1, -1, 1, 0]
+    assert count_correct(g, [False, True, False, False, True]) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "n, bits, ok",
+    [
+        (4096, [60, 49], True),
+        (4096, [60, 50], False),
+        (8192, [60, 40, 40, 60], True),
+        (2048, [30, 25], False),
+        (1000, [20], False),
+        (32768, [60] * 14, True),
+    ],
+)
+def test_security_table(n, bits, ok):
+    assert security_ok(n, bits)[0] is ok
+
+
+def test_fingerprint_is_canonical():
+    params = {"coeff_mod_bit_sizes": [60, 49], "poly_modulus_degree": 4096, "scale_bits": 40}
+    same = dict(reversed(list(params.items())))
+    assert fingerprint(params, 64, "ab") == fingerprint(same, 64, "ab")
+    assert fingerprint(params, 64, "ab") != fingerprint(params, 65, "ab")
+
+
+def test_poisson_z():
+    assert poisson_z(1000, 1000, 0.1, 10) == 0.0
+    assert abs(poisson_z(128 * 10, 480, 0.1, 10)) > 6  # fixed batches of 128 at n q = 48
+
+
+def test_groups_are_restated_independently():
+    assert tensor_group("encoder.layer.0.attention.self.query.lora_A.default.weight") == "A"
+    assert tensor_group("encoder.x.lora_B.default.weight") == "B"
+    assert tensor_group("head.classifier.weight") == "head"
+    assert tensor_group("encoder.embeddings.word_embeddings.weight") == "other"
+    assert ALLOWED_GROUPS["fedsa"] == {"A"} and ALLOWED_GROUPS["local"] == set()
+    assert not any("head" in g for g in ALLOWED_GROUPS.values())
+
+
+def test_independent_of_the_sharing_policy_yet_in_agreement():
+    from secure_fedsa.sharing import POLICIES
+
+    assert {m: set(p.shared) for m, p in POLICIES.items()} == {
+        m: set(g) for m, g in ALLOWED_GROUPS.items()
+    }
+
+
+def test_verdict_counts_errors_as_failures():
+    ok, warned, err = CheckResult("a", ""), CheckResult("b", ""), CheckResult("c", "")
+    warned.warn("x")
+    err.error("could not read")
+    assert verdict([ok]) == "pass"
+    assert verdict([ok, warned]) == "warn"
+    assert verdict([ok, warned, err]) == "fail"
+    assert verdict([]) == "fail"
