@@ -16,6 +16,7 @@ STATEMENT = (
     "nothing), never the task head or any other tensor; each was a ciphertext; and each client "
     "sent exactly one update per round it trained, and nothing else."
 )
+REPORT_KIND = "report"
 REQUIRED_FIELDS = ("client", "round", "kind", "bytes", "sha256", "form", "tensors")
 
 
@@ -74,6 +75,7 @@ def _check_client(
         result.fail(f"{cid}: egress record damaged: {problem}")
     encrypted = run.cfg("encryption") is True
     uploads: Counter[int] = Counter()
+    reports = 0
     for index, record in enumerate(records, start=1):
         missing = [f for f in REQUIRED_FIELDS if f not in record]
         if missing:
@@ -102,6 +104,13 @@ def _check_client(
             result.fail(f"{where}: tensors of group(s) {', '.join(forbidden)} left the client")
         if manifest is not None and tensors and list(tensors) != manifest:
             result.fail(f"{where}: tensor names differ from the shared-tensor manifest")
+        if record["kind"] == REPORT_KIND:
+            # Flower sites reply with a small plaintext report (status, epsilon, held-out
+            # accuracy) next to each update. It may carry no tensor at all.
+            if tensors:
+                result.fail(f"{where}: a metrics report carried tensors")
+            reports += 1
+            continue
         if encrypted and record["form"] != "ciphertext":
             result.fail(f"{where}: a {record['form']!r} message left with encryption on")
         if record["kind"] == "update":
@@ -113,6 +122,12 @@ def _check_client(
     )
     _check_uploads(cid, uploads, trained, bool(allowed), result, last_round)
     summary["uploads_per_round"] = {str(r): n for r, n in sorted(uploads.items())}
+    if reports:
+        summary["metrics_reports"] = reports
+        result.warn(
+            f"{cid}: {reports} plaintext metrics report(s) (status, epsilon, held-out accuracy, "
+            "no tensors) left the client; held-out accuracy is outside the DP guarantee"
+        )
     return summary
 
 

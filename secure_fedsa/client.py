@@ -29,10 +29,11 @@ from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
 from secure_fedsa.wire import decode_aggregate, encode_update
 
 STATE_FILE = "state.pt"
-# Aggregation weight = training-set size / WEIGHT_UNIT. The unit keeps weighted values far inside
-# the range CKKS can add without (silent) overflow; clients divide by the summed weight, so the
-# unit cancels. It is public and the same for every client.
-WEIGHT_UNIT = 1000.0
+# Aggregation weight = training-set size / WEIGHT_UNIT. The unit keeps weighted values inside the
+# range CKKS can add without (silent) overflow (|n_k/100 * value| <= 4096 for 64 clients) while the
+# summed weight stays large enough that the CKKS error of the average (~1e-9 / summed weight)
+# stays far below 1e-7; clients divide by the summed weight, so the unit cancels.
+WEIGHT_UNIT = 100.0
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from secure_fedsa.client import Client, ClientPrivacy, TrainingPlan
+from secure_fedsa.client import Client, ClientPrivacy
 from secure_fedsa.config import RunConfig
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import BudgetExhausted, UpdateRejected
+from secure_fedsa.errors import BudgetExhausted
 from secure_fedsa.model import build_model
+from secure_fedsa.node import (
+    client_privacy,
+    new_aggregator,
+    shared_manifest,
+    submit,
+    trainable_names,
+    training_plan,
+)
 from secure_fedsa.prepare import Prepared, model_spec, prepare
-from secure_fedsa.privacy.engine import DPSettings
-from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
 from secure_fedsa.rundir import RunDirectory
 from secure_fedsa.security import Codecs, check_keys_dir, setup_codecs
 from secure_fedsa.server import Aggregator
-from secure_fedsa.sharing import Manifest, get_policy
+from secure_fedsa.sharing import get_policy
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +89,10 @@ class InProcessTransport:
             encrypted=self.encrypted,
             tensors=client.manifest.names,
             transport=self.name,
+            key_fingerprint=client.codec.fingerprint,
+            manifest_hash=client.manifest.digest,
         )
-        try:
-            aggregator.add(payload)
-        except UpdateRejected as exc:
-            return len(payload), exc.reason
-        return len(payload), None
+        return len(payload), submit(aggregator, payload)
 
 
 def plan_all(config: RunConfig, prepared: Prepared, trainable: list[str]) -> dict[str, PrivacyPlan]:
@@ -100,11 +104,6 @@ def plan_all(config: RunConfig, prepared: Prepared, trainable: list[str]) -> dic
         )
         for cid, data in prepared.clients.items()
     }
-
-
-def _trainable_names(model, policy) -> list[str]:  # noqa: ANN001
-    model.set_trainable(policy.trained)
-    return model.trainable_names()
 
 
 class Federation:
@@ -128,23 +127,17 @@ class Federation:
         self.model = build_model(
             model_spec(config), num_labels=len(self.prepared.label_names), seed=config.seed
         )
-        trainable = _trainable_names(self.model, self.policy)
+        trainable = trainable_names(self.model, self.policy)
         self.plans = plan_all(config, self.prepared, trainable)
         # 2. the run directory, keys and clients
         opener = RunDirectory.resume if resume else RunDirectory.create
         self.rundir = opener(run_dir, config)
         self.codecs: Codecs = setup_codecs(config, self.rundir.path / "keys")
         initial = self.model.adapter_state()
-        self.manifest = Manifest.from_state(initial, self.policy.shared_names(list(initial)))
+        self.manifest = shared_manifest(initial, self.policy)
         self.egress = EgressLog(self.rundir.path / "egress")
         self.transport = InProcessTransport(self.egress, encrypted=config.encryption)
-        plan = TrainingPlan(
-            local_steps=config.local_steps,
-            batch_size=config.batch_size,
-            physical_batch_size=config.physical_batch_size,
-            lr=config.lr,
-            clipping=config.clipping,
-        )
+        plan = training_plan(config)
         self.clients: dict[str, Client] = {}
         for number, (cid, data) in enumerate(self.prepared.clients.items()):
             self.clients[cid] = Client(
@@ -180,33 +173,12 @@ class Federation:
         )
 
     def _client_privacy(self, cid: str) -> ClientPrivacy | None:
-        if not self.config.dp:
-            return None
-        plan = self.plans[cid]
-        settings = DPSettings(
-            noise_multiplier=plan.noise_multiplier,
-            clip=self.config.clip,
-            sample_rate=plan.sample_rate,
-            secure_mode=self.config.secure_mode,
-        )
-        self.rundir.client_dir(cid).mkdir(parents=True, exist_ok=True)
-        ledger = PrivacyLedger.open(
-            self.rundir.client_dir(cid) / "privacy_ledger.json",
-            identity=self._ledger_identity(cid, plan),
-        )
-        return ClientPrivacy(settings=settings, ledger=ledger, budget=self.config.epsilon)
-
-    def _ledger_identity(self, cid: str, plan: PrivacyPlan) -> LedgerIdentity:
-        return LedgerIdentity.create(
-            client_id=cid,
-            key_fingerprint=self.codecs.fingerprint,
-            delta=self.config.delta,
-            accountant=self.config.accountant,
-            dataset_size=plan.dataset_size,
-            target_epsilon=self.config.epsilon,
-            noise_multiplier=plan.noise_multiplier,
-            clip=self.config.clip,
-            secure_mode=self.config.secure_mode,
+        return client_privacy(
+            self.config,
+            cid,
+            self.plans.get(cid),
+            self.rundir.client_dir(cid),
+            self.codecs.fingerprint,
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -233,14 +205,7 @@ class Federation:
     def run_round(self, round_number: int) -> RoundRecord:
         record = RoundRecord(round=round_number)
         started = time.time()
-        aggregator = None
-        if self.manifest.size > 0:
-            aggregator = Aggregator(
-                self.codecs.server,
-                manifest_hash=self.manifest.digest,
-                round=round_number,
-                n_values=self.manifest.size,
-            )
+        aggregator = new_aggregator(self.codecs.server, self.manifest, round_number)
         contributors = []
         for cid, client in self.clients.items():
             entry: dict = {}

@@ -73,7 +73,10 @@ def test_encrypted_average_matches_plaintext(ckks, n, weights, scale, seed):
     average, _, _ = federate(client, server, vectors, weights, n)
     assert average.shape == (n,)
     if n:
-        assert np.max(np.abs(average - expected_average(vectors, weights))) < 1e-7
+        # CKKS error grows with the magnitude of the encoded values: 1e-7 absolute holds for
+        # model-sized values (|v| <= 1, the 36 864-value test below); scale it beyond that.
+        tolerance = 1e-7 * max(1.0, scale)
+        assert np.max(np.abs(average - expected_average(vectors, weights))) < tolerance
 
 
 def test_sizes_at_36864_values(ckks):

@@ -1,0 +1,126 @@
+"""The ClientApp: one site's Client, driven by the ServerApp's messages.
+
+Each message runs in a fresh ClientApp process (Flower's subprocess isolation), so the site is
+rebuilt from its files every time: its data file, its ``client.keys`` and its state directory
+(``state.pt`` and ``privacy_ledger.json``, written by :class:`secure_fedsa.client.Client`).
+Every reply is recorded in ``<state-dir>/egress/<client>.jsonl`` before it is returned, in the
+same format as the in-process transport: the update as ``form: ciphertext`` with its tensor
+names, the small report (status, ε, held-out accuracy; never the training loss, which is
+not covered by DP) as ``kind: report`` with no tensors.
+
+``train``: train one round (DP-SGD), reply with the encrypted update and a report.
+``evaluate``: decrypt and apply the aggregate if one came, evaluate, and on the final round
+evaluate the full test split and export the adapter to ``<state-dir>/adapter``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from secure_fedsa.egress import EgressLog
+from secure_fedsa.errors import BudgetExhausted, ConfigError
+from secure_fedsa.flower import protocol as p
+from secure_fedsa.node import Site, build_site
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = ClientApp()
+
+
+def _site(message: Message, context: Context) -> tuple[Site, p.Deployment, EgressLog]:
+    deployment = p.Deployment.from_run_config(dict(context.run_config))
+    expected = message.content[p.CONFIG]["config-digest"]
+    if p.config_digest(deployment.config) != expected:
+        raise ConfigError(
+            "this site derives a different configuration from the run config than the server "
+            "(different secure_fedsa versions?)"
+        )
+    spec = p.site_spec(dict(context.node_config))
+    site = build_site(deployment.config, spec)
+    return site, deployment, EgressLog(spec.state_dir / "egress")
+
+
+def _report(egress: EgressLog, site: Site, round_number: int, values: dict) -> ConfigRecord:
+    """The report that goes back with a reply; recorded in the egress log first."""
+    values = {k: v for k, v in values.items() if v is not None}
+    payload = json.dumps(values, sort_keys=True).encode()
+    egress.record(
+        site.client.client_id,
+        round_number=round_number,
+        kind="report",
+        payload=payload,
+        encrypted=False,
+        tensors=[],
+        transport=p.TRANSPORT,
+    )
+    return ConfigRecord(values)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    site, deployment, egress = _site(message, context)
+    client = site.client
+    round_number = int(message.content[p.CONFIG]["round"])
+    content = RecordDict()
+    report: dict = {"client-id": client.client_id}
+    try:
+        result = client.train(round_number)
+    except BudgetExhausted as exc:
+        report.update(status="budget exhausted", reason=str(exc))
+    else:
+        stats = result.stats
+        report.update(
+            status="trained",
+            resumed=result.resumed,
+            steps=None if stats is None else int(stats.steps),
+            epsilon=result.epsilon,
+        )
+        if site.manifest.size > 0:
+            payload = client.make_update(round_number)
+            egress.record(
+                client.client_id,
+                round_number=round_number,
+                kind="update",
+                payload=payload,
+                encrypted=deployment.config.encryption,
+                tensors=client.manifest.names,
+                transport=p.TRANSPORT,
+                key_fingerprint=client.codec.fingerprint,
+                manifest_hash=client.manifest.digest,
+            )
+            array = Array(
+                dtype=p.ARRAY_DTYPE, shape=(len(payload),), stype=p.ARRAY_STYPE, data=payload
+            )
+            content[p.UPDATE] = ArrayRecord({p.UPDATE: array})
+    content[p.REPORT] = _report(egress, site, round_number, report)
+    return Message(content, reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    site, deployment, egress = _site(message, context)
+    client = site.client
+    settings = message.content[p.CONFIG]
+    round_number = int(settings["round"])
+    record = message.content.array_records.get(p.AGGREGATE)
+    array = None if record is None else record.get(p.AGGREGATE)
+    if array is not None:
+        if array.stype != p.ARRAY_STYPE:
+            raise ConfigError(f"unexpected aggregate array type {array.stype!r}")
+        client.apply_aggregate(array.data, round_number)
+    report: dict = {
+        "client-id": client.client_id,
+        "accuracy": client.evaluate(deployment.config.eval_examples_per_round),
+        "epsilon": client.epsilon_spent,
+        "applied": array is not None,
+    }
+    if bool(settings["final"]):
+        report["final-accuracy"] = client.evaluate()
+        client.export(client.directory / "adapter", list(site.label_names))
+    content = RecordDict({p.REPORT: _report(egress, site, round_number, report)})
+    return Message(content, reply_to=message)

@@ -1,0 +1,399 @@
+"""The ServerApp: per round, train on every connected site, add the updates, send the sum back.
+
+Round r, over Flower's Message API:
+
+1. ``train`` to every connected node; each replies with its encrypted update (an opaque byte
+   array) and a report (status, ε). Each update goes to
+   :meth:`secure_fedsa.server.Aggregator.add`, which validates it or records the rejection.
+2. With at least ``min-clients`` accepted updates, the aggregate (still ciphertext: the server
+   holds ``server.keys`` only and never decrypts) goes back to every site that answered in an
+   ``evaluate`` message; the sites decrypt, apply and report accuracy and ε. With fewer, the round
+   fails: ``summary.json`` says so, nothing of the round enters ``metrics.jsonl``, and the
+   ServerApp exits with an error. Resume with ``--run-config 'resume-dir="RUN_DIR"'``.
+
+A node that does not answer within ``round-timeout`` seconds, or answers with an error (its
+ClientApp raised, or the SuperLink reports it unavailable), is a dropout of that round, recorded
+in ``metrics.jsonl``.
+
+The server's run directory holds ``config.json``, ``deployment.json``, ``setup.json``,
+``metrics.jsonl`` and ``summary.json``: no key that can decrypt, no plaintext update. The sites
+keep their own state, ledgers and egress records.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from secure_fedsa import __version__
+from secure_fedsa.errors import SecureFedsaError
+from secure_fedsa.flower import protocol as p
+from secure_fedsa.node import new_aggregator, server_manifest, submit
+from secure_fedsa.rundir import RunDirectory
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POLL_SECONDS = 1.0
+
+app = ServerApp()
+
+
+class RoundFailed(SecureFedsaError):
+    """Fewer than min-clients sites contributed to a round."""
+
+
+def _server_codec(deployment: p.Deployment):  # noqa: ANN202 - a server codec
+    from secure_fedsa.crypto.plaintext import PlaintextCodec
+
+    if not deployment.config.encryption:
+        return PlaintextCodec()
+    from secure_fedsa.crypto.ckks_server import CKKSServerCodec
+
+    if not deployment.server_keys:
+        raise SecureFedsaError(
+            "encryption is on: give the server's key bundle with run config "
+            'server-keys="PATH/server.keys" (a path on the SuperLink machine)'
+        )
+    return CKKSServerCodec.from_bundle(Path(deployment.server_keys))
+
+
+def exchange(
+    grid: Grid, messages: dict[int, Message], timeout: float
+) -> tuple[dict[int, Message], dict[int, str]]:
+    """Send one message per node; returns (replies, failures) keyed by node id, within timeout."""
+    node_ids = list(messages)
+    pushed = list(grid.push_messages([messages[n] for n in node_ids])) if node_ids else []
+    if len(pushed) != len(node_ids):  # the SuperLink refused the batch (e.g. too large)
+        pushed = [None] * len(node_ids)
+    pending = {mid: n for mid, n in zip(pushed, node_ids, strict=True) if mid}
+    failures = {
+        n: "the SuperLink did not accept the message"
+        for n, mid in zip(node_ids, pushed, strict=True)
+        if not mid
+    }
+    replies: dict[int, Message] = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is None:
+                continue
+            if reply.has_error():
+                failures[node] = f"error {reply.error.code}: {reply.error.reason}"
+            else:
+                replies[node] = reply
+        if pending:
+            time.sleep(POLL_SECONDS)
+    for node in pending.values():
+        failures[node] = f"no reply within {timeout:g} s"
+    return replies, failures
+
+
+class FlowerFederation:
+    """The server side of a deployment: one run directory, one key set, the rounds."""
+
+    def __init__(self, grid: Grid, deployment: p.Deployment) -> None:
+        self.grid = grid
+        self.deployment = deployment
+        self.config = deployment.config
+        self.digest = p.config_digest(self.config)
+        self.codec = _server_codec(deployment)
+        self.manifest = server_manifest(self.config)
+        if deployment.resume_dir:
+            self.rundir = RunDirectory.resume(Path(deployment.resume_dir), self.config)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path(deployment.run_dir or f"runs/{stamp}-flower-{self.config.method}")
+            self.rundir = RunDirectory.create(path, self.config)
+            self.rundir.write_json(
+                "setup.json",
+                {
+                    "transport": p.TRANSPORT,
+                    "manifest": self.manifest.to_list(),
+                    "manifest_hash": self.manifest.digest,
+                    "shared_values": self.manifest.size,
+                    "key_fingerprint": self.codec.fingerprint,
+                    "protections_off": self.config.protections,
+                },
+            )
+        self.rundir.write_json(
+            "deployment.json",
+            {
+                "secure_fedsa": __version__,
+                "min_clients": deployment.min_clients,
+                "clients": deployment.clients,
+                "round_timeout": deployment.round_timeout,
+                "config_digest": self.digest,
+                "server_holds_secret_key": False,
+            },
+        )
+        self.clients: dict[int, str] = {}  # node id -> client id, as reported
+
+    # -- helpers -------------------------------------------------------------------------
+    def _message(self, node: int, kind: str, round_number: int, **extra) -> Message:  # noqa: ANN003
+        content = RecordDict(
+            {p.CONFIG: ConfigRecord({"round": round_number, "config-digest": self.digest, **extra})}
+        )
+        return Message(
+            content,
+            dst_node_id=node,
+            message_type=kind,
+            group_id=str(round_number),
+            ttl=self.deployment.round_timeout,
+        )
+
+    def _name(self, node: int) -> str:
+        return self.clients.get(node, f"node-{node}")
+
+    def wait_for_nodes(self) -> list[int]:
+        want, least = self.deployment.clients, self.deployment.min_clients
+        deadline = time.monotonic() + self.deployment.wait_for_nodes
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= want or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_SECONDS)
+        if len(nodes) < least:
+            raise RoundFailed(
+                f"only {len(nodes)} SuperNode(s) connected after "
+                f"{self.deployment.wait_for_nodes:g} s; min-clients is {least}"
+            )
+        return nodes
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> dict:
+        start = time.time()
+        for warning in self.config.protections:
+            log(WARNING, "WARNING: %s", warning)
+        first = self.rundir.completed_rounds() + 1
+        known: set[int] = set(self.wait_for_nodes())
+        final_sent = False
+        final: dict[str, dict] = {}
+        for round_number in range(first, self.config.rounds + 1):
+            record, final = self.run_round(round_number, known)
+            self.rundir.append_metrics(record)
+            log(INFO, "%s", _round_line(record, self.config.rounds))
+            final_sent = round_number == self.config.rounds
+            if not any(c.get("status") == "trained" for c in record["clients"].values()):
+                log(WARNING, "no client can train within its budget: stopping")
+                break
+        if not final_sent:
+            final = self.final_evaluation(self.rundir.completed_rounds())
+        return self.finish(final, time.time() - start)
+
+    def run_round(self, round_number: int, known: set[int]) -> tuple[dict, dict[str, dict]]:
+        started = time.time()
+        nodes = sorted(self.grid.get_node_ids())
+        record: dict = {
+            "round": round_number,
+            "transport": p.TRANSPORT,
+            "nodes": len(nodes),
+            "clients": {},
+            "rejected": [],
+            "dropouts": [],
+            "upload_bytes": 0,
+            "download_bytes": 0,
+        }
+        gone = known - set(nodes)
+        known.update(nodes)
+        # 1. train
+        aggregator = new_aggregator(self.codec, self.manifest, round_number)
+        messages = {n: self._message(n, MessageType.TRAIN, round_number) for n in nodes}
+        replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
+        answered = []
+        for node, reply in sorted(replies.items()):
+            report = _report(reply)
+            if report is None:
+                failures[node] = "malformed reply (no report)"
+                continue
+            cid = str(report.pop("client-id"))
+            self.clients[node] = cid
+            record["clients"][cid] = report
+            answered.append(node)
+            if aggregator is None or report.get("status") != "trained":
+                continue
+            array = _array(reply.content, p.UPDATE)
+            if array is None:
+                record["rejected"].append({"client": cid, "reason": "no update in the reply"})
+                continue
+            record["upload_bytes"] += len(array.data)
+            reason = (
+                f"unexpected array type {array.stype!r}"
+                if array.stype != p.ARRAY_STYPE
+                else submit(aggregator, array.data)
+            )
+            if reason is not None:
+                record["rejected"].append({"client": cid, "reason": reason})
+        for node in sorted(gone):  # a site that came back has a new node id: not a dropout
+            if self._name(node) in record["clients"]:
+                known.discard(node)
+            else:
+                record["dropouts"].append(
+                    {"client": self._name(node), "phase": "connect", "reason": "not connected"}
+                )
+        for node, reason in sorted(failures.items()):
+            record["dropouts"].append(
+                {"client": self._name(node), "phase": "train", "reason": reason}
+            )
+            log(WARNING, "round %d: %s dropped out: %s", round_number, self._name(node), reason)
+        accepted = len(aggregator.accepted) if aggregator is not None else len(answered)
+        trained = sum(c.get("status") == "trained" for c in record["clients"].values())
+        if trained and accepted < self.deployment.min_clients:
+            self._fail(round_number, record, accepted)
+        # 2. apply and evaluate
+        final_round = round_number == self.config.rounds
+        messages = {
+            n: self._message(n, MessageType.EVALUATE, round_number, final=final_round)
+            for n in answered
+        }
+        if aggregator is not None and aggregator.accepted:
+            aggregate = aggregator.result()
+            array = Array(
+                dtype=p.ARRAY_DTYPE, shape=(len(aggregate),), stype=p.ARRAY_STYPE, data=aggregate
+            )
+            for message in messages.values():
+                message.content[p.AGGREGATE] = ArrayRecord({p.AGGREGATE: array})
+                record["download_bytes"] += len(aggregate)
+        replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
+        final: dict[str, dict] = {}
+        accuracies = []
+        for node, reply in sorted(replies.items()):
+            report = _report(reply)
+            if report is None or "accuracy" not in report:
+                failures[node] = "malformed reply (no report)"
+                continue
+            cid = str(report.pop("client-id"))
+            entry = record["clients"].setdefault(cid, {})
+            entry["accuracy_subset"] = report.get("accuracy")
+            entry["epsilon_spent"] = report.get("epsilon")
+            entry["applied_aggregate"] = report.get("applied")
+            accuracies.append(float(report["accuracy"]))
+            if "final-accuracy" in report:
+                final[cid] = {
+                    "accuracy": report["final-accuracy"],
+                    "epsilon": report.get("epsilon"),
+                }
+        for node, reason in sorted(failures.items()):
+            record["dropouts"].append(
+                {"client": self._name(node), "phase": "evaluate", "reason": reason}
+            )
+        record["contributors"] = accepted
+        record["mean_accuracy"] = sum(accuracies) / len(accuracies) if accuracies else None
+        record["seconds"] = time.time() - started
+        return record, final
+
+    def final_evaluation(self, round_number: int) -> dict[str, dict]:
+        nodes = sorted(self.grid.get_node_ids())
+        messages = {
+            n: self._message(n, MessageType.EVALUATE, max(round_number, 1), final=True)
+            for n in nodes
+        }
+        replies, _ = exchange(self.grid, messages, self.deployment.round_timeout)
+        final = {}
+        for reply in replies.values():
+            report = _report(reply)
+            if report is None or "final-accuracy" not in report:
+                continue
+            final[str(report["client-id"])] = {
+                "accuracy": report["final-accuracy"],
+                "epsilon": report.get("epsilon"),
+            }
+        return final
+
+    def _fail(self, round_number: int, record: dict, accepted: int) -> None:
+        reason = (
+            f"round {round_number} failed: {accepted} accepted update(s), min-clients is "
+            f"{self.deployment.min_clients}"
+        )
+        self.rundir.write_json(
+            "summary.json",
+            {
+                "status": "failed",
+                "failed_round": round_number,
+                "rounds_completed": self.rundir.completed_rounds(),
+                "reason": reason,
+                "round": record,
+                "resume": (
+                    "restart the missing SuperNodes (their state and ledgers are on disk), then "
+                    f"flwr run . CONNECTION --run-config 'resume-dir=\"{self.rundir.path}\"'"
+                ),
+            },
+        )
+        log(ERROR, "%s; resume with run config resume-dir=%s", reason, self.rundir.path)
+        raise RoundFailed(reason)
+
+    def finish(self, final: dict[str, dict], seconds: float) -> dict:
+        accuracies = [v["accuracy"] for v in final.values()]
+        summary = {
+            "status": "completed",
+            "transport": p.TRANSPORT,
+            "method": self.config.method,
+            "dataset": self.config.dataset,
+            "rounds_completed": self.rundir.completed_rounds(),
+            "differential_privacy": self.config.dp,
+            "encryption": self.config.encryption,
+            "protections_off": self.config.protections,
+            "accuracy": {
+                "per_client": {cid: v["accuracy"] for cid, v in final.items()},
+                "mean": sum(accuracies) / len(accuracies) if accuracies else None,
+            },
+            "privacy": {
+                cid: {"epsilon": v["epsilon"], "delta": self.config.delta}
+                for cid, v in final.items()
+            }
+            if self.config.dp
+            else "no differential privacy",
+            "key_fingerprint": self.codec.fingerprint,
+            "seconds": seconds,
+        }
+        self.rundir.write_json("summary.json", summary)
+        log(INFO, "run directory: %s", self.rundir.path)
+        return summary
+
+
+def _array(content: RecordDict, key: str) -> Array | None:
+    record = content.array_records.get(key)
+    return None if record is None else record.get(key)
+
+
+def _report(reply: Message) -> dict | None:
+    """The report record of a reply, or None when the reply has none (a broken or hostile
+    ClientApp must not stop the server)."""
+    if p.REPORT not in reply.content.config_records:
+        return None
+    report = dict(reply.content.config_records[p.REPORT])
+    if not isinstance(report.get("client-id"), str):
+        return None
+    return report
+
+
+def _round_line(record: dict, total: int) -> str:
+    parts = [f"round {record['round']}/{total}"]
+    for cid, c in record["clients"].items():
+        acc = c.get("accuracy_subset")
+        eps = c.get("epsilon_spent")
+        text = f"{cid}: {c.get('status', '?')}"
+        text += f" acc={acc:.3f}" if acc is not None else ""
+        text += f" eps={eps:.2f}" if eps is not None else ""
+        parts.append(text)
+    if record["dropouts"]:
+        parts.append(f"dropouts={len(record['dropouts'])}")
+    if record["rejected"]:
+        parts.append(f"rejected={len(record['rejected'])}")
+    return " | ".join(parts)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    deployment = p.Deployment.from_run_config(dict(context.run_config))
+    FlowerFederation(grid, deployment).run()
+
+
+__all__ = ["FlowerFederation", "RoundFailed", "app", "exchange"]

@@ -1,0 +1,273 @@
+"""One site and one round, shared by both transports (in-process and the Flower apps).
+
+- :func:`training_plan`, :func:`client_privacy`: a client's optimisation plan and its DP settings
+  plus ledger, from the run configuration and that client's privacy plan.
+- :func:`new_aggregator`, :func:`submit`: the server's side of one round (validate and add).
+- :class:`SiteSpec`, :func:`build_site`: everything one site needs, built from what that site
+  alone holds (its data file or a bundled dataset partition, its ``client.keys``, its state
+  directory). This is how a Flower ClientApp makes its :class:`~secure_fedsa.client.Client`.
+
+Nothing here imports Flower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan
+from secure_fedsa.config import RunConfig
+from secure_fedsa.errors import DataError, UpdateRejected
+from secure_fedsa.privacy.engine import DPSettings
+from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
+from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
+from secure_fedsa.server import Aggregator
+from secure_fedsa.sharing import Manifest, SharingPolicy, get_policy
+
+LEDGER_FILE = "privacy_ledger.json"
+
+
+# --------------------------------------------------------------------------- per client
+def training_plan(config: RunConfig) -> TrainingPlan:
+    """The local optimisation every client of ``config`` runs each round."""
+    return TrainingPlan(
+        local_steps=config.local_steps,
+        batch_size=config.batch_size,
+        physical_batch_size=config.physical_batch_size,
+        lr=config.lr,
+        clipping=config.clipping,
+    )
+
+
+def ledger_identity(
+    config: RunConfig, client_id: str, plan: PrivacyPlan, fingerprint: str | None
+) -> LedgerIdentity:
+    return LedgerIdentity.create(
+        client_id=client_id,
+        key_fingerprint=fingerprint,
+        delta=config.delta,
+        accountant=config.accountant,
+        dataset_size=plan.dataset_size,
+        target_epsilon=config.epsilon,
+        noise_multiplier=plan.noise_multiplier,
+        clip=config.clip,
+        secure_mode=config.secure_mode,
+    )
+
+
+def client_privacy(
+    config: RunConfig,
+    client_id: str,
+    plan: PrivacyPlan | None,
+    directory: Path,
+    fingerprint: str | None,
+) -> ClientPrivacy | None:
+    """DP settings and the (re-opened or new) ledger in ``directory``; None without DP."""
+    if not config.dp or plan is None:
+        return None
+    settings = DPSettings(
+        noise_multiplier=plan.noise_multiplier,
+        clip=config.clip,
+        sample_rate=plan.sample_rate,
+        secure_mode=config.secure_mode,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    ledger = PrivacyLedger.open(
+        directory / LEDGER_FILE,
+        identity=ledger_identity(config, client_id, plan, fingerprint),
+    )
+    return ClientPrivacy(settings=settings, ledger=ledger, budget=config.epsilon)
+
+
+def trainable_names(model, policy: SharingPolicy) -> list[str]:  # noqa: ANN001
+    model.set_trainable(policy.trained)
+    return model.trainable_names()
+
+
+def shared_manifest(initial: dict[str, torch.Tensor], policy: SharingPolicy) -> Manifest:
+    """The manifest of the tensors ``policy`` shares (A for FedSA), from the initial state."""
+    return Manifest.from_state(initial, policy.shared_names(list(initial)))
+
+
+# --------------------------------------------------------------------------- per round (server)
+def new_aggregator(codec, manifest: Manifest, round_number: int) -> Aggregator | None:  # noqa: ANN001
+    """The aggregator of one round, or None when the method shares nothing."""
+    if manifest.size == 0:
+        return None
+    return Aggregator(
+        codec, manifest_hash=manifest.digest, round=round_number, n_values=manifest.size
+    )
+
+
+def submit(aggregator: Aggregator, payload: bytes) -> str | None:
+    """Add one update; returns the rejection reason, or None when it was accepted."""
+    try:
+        aggregator.add(payload)
+    except UpdateRejected as exc:
+        return exc.reason
+    return None
+
+
+# --------------------------------------------------------------------------- one site
+@dataclass(frozen=True)
+class SiteSpec:
+    """What one site holds: its data (a file, or a bundled dataset partition), keys and state.
+
+    ``data_file`` is a CSV/JSONL file with the run's text and label columns. Without it,
+    ``partition_id`` of ``num_partitions`` selects this site's part of ``config.dataset``
+    exactly as the in-process federation would split it (for trials and tests).
+    """
+
+    state_dir: Path
+    keys: Path | None = None
+    data_file: Path | None = None
+    partition_id: int | None = None
+    num_partitions: int | None = None
+    client_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.client_id:
+            return self.client_id
+        if self.data_file is not None:
+            return self.data_file.stem
+        return f"client-{self.partition_id}"
+
+    @property
+    def number(self) -> int:
+        """A stable per-site number for seeding local randomness."""
+        if self.partition_id is not None:
+            return self.partition_id
+        return int(hashlib.sha256(self.name.encode()).hexdigest()[:6], 16) % 1000
+
+
+@dataclass
+class Site:
+    client: Client
+    label_names: tuple[str, ...]
+    privacy_plan: PrivacyPlan | None
+    manifest: Manifest
+
+
+def _site_data_from_file(config: RunConfig, spec: SiteSpec) -> tuple[ClientData, tuple[str, ...]]:
+    from secure_fedsa.data import load_file, restrict_labels, train_test_split
+    from secure_fedsa.model import load_tokenizer
+    from secure_fedsa.prepare import model_spec, tokenize
+
+    if not config.labels:
+        raise DataError(
+            "sites with their own data files must number labels alike: give the run's label "
+            'vocabulary (run config labels="a,b,...")'
+        )
+    if spec.data_file is None or not spec.data_file.is_file():
+        raise DataError(f"{spec.name}: data file {str(spec.data_file)!r} not found")
+    dataset = load_file(
+        spec.data_file, text_column=config.text_column, label_column=config.label_column
+    )
+    dataset = restrict_labels(dataset, config.labels)
+    indices = np.arange(len(dataset))
+    if config.max_examples is not None and config.max_examples < len(dataset):
+        rng = np.random.default_rng(config.seed)
+        indices = np.sort(rng.choice(indices, size=config.max_examples, replace=False))
+    seed = int(np.random.SeedSequence([config.seed, spec.number]).generate_state(1)[0])
+    train_idx, test_idx = train_test_split(
+        indices,
+        test_fraction=config.test_fraction,
+        seed=seed,
+        labels=dataset.labels,
+        client=spec.number,
+    )
+    tokenizer = load_tokenizer(model_spec(config))
+    splits = {}
+    for name, idx in (("train", train_idx), ("test", test_idx)):
+        ids, mask = tokenize(tokenizer, [dataset.texts[i] for i in idx], config.max_length)
+        labels = torch.as_tensor(dataset.labels[idx], dtype=torch.long)
+        splits[name] = TensorDataset(ids, mask, labels)
+    return ClientData(train=splits["train"], test=splits["test"]), tuple(dataset.label_names)
+
+
+def _site_data_from_partition(
+    config: RunConfig, spec: SiteSpec
+) -> tuple[ClientData, tuple[str, ...]]:
+    from secure_fedsa.prepare import prepare
+
+    if spec.partition_id is None or spec.num_partitions is None:
+        raise DataError("a site needs data-file, or partition-id and num-partitions")
+    if not 0 <= spec.partition_id < spec.num_partitions:
+        raise DataError(f"partition-id {spec.partition_id} is outside 0..{spec.num_partitions - 1}")
+    prepared = prepare(config.replace(num_clients=spec.num_partitions))
+    return prepared.clients[f"client-{spec.partition_id}"], prepared.label_names
+
+
+def site_data(config: RunConfig, spec: SiteSpec) -> tuple[ClientData, tuple[str, ...]]:
+    """This site's tokenized train and test split and the run's label names."""
+    if spec.data_file is not None:
+        return _site_data_from_file(config, spec)
+    return _site_data_from_partition(config, spec)
+
+
+def client_codec(config: RunConfig, keys: Path | None):  # noqa: ANN201 - a client codec
+    """The site's codec: CKKS from its ``client.keys``, or plaintext with encryption off."""
+    from secure_fedsa.crypto.plaintext import PlaintextCodec
+
+    if not config.encryption:
+        return PlaintextCodec()
+    from secure_fedsa.crypto.ckks_client import CKKSClientCodec
+
+    if keys is None:
+        raise DataError("encryption is on: the site needs its client.keys (node config keys=...)")
+    return CKKSClientCodec.from_bundle(keys)
+
+
+def build_site(config: RunConfig, spec: SiteSpec) -> Site:
+    """A :class:`Client` for one site; its state and ledger live in ``spec.state_dir``."""
+    from secure_fedsa.model import build_model
+    from secure_fedsa.prepare import model_spec
+
+    codec = client_codec(config, spec.keys)
+    data, label_names = site_data(config, spec)
+    policy = get_policy(config.method)
+    torch.manual_seed(config.seed)
+    model = build_model(model_spec(config), num_labels=len(label_names), seed=config.seed)
+    names = trainable_names(model, policy)
+    plan = None
+    if config.dp:
+        plan = plan_privacy(
+            config, client_id=spec.name, dataset_size=data.num_train, trainable_names=names
+        )
+    initial = model.adapter_state()
+    manifest = shared_manifest(initial, policy)
+    client = Client(
+        spec.name,
+        data,
+        model=model,
+        policy=policy,
+        manifest=manifest,
+        plan=training_plan(config),
+        initial_state=initial,
+        directory=spec.state_dir,
+        privacy=client_privacy(config, spec.name, plan, spec.state_dir, codec.fingerprint),
+        codec=codec,
+        seed=config.seed * 1000 + spec.number,
+    )
+    return Site(client=client, label_names=label_names, privacy_plan=plan, manifest=manifest)
+
+
+def server_manifest(config: RunConfig) -> Manifest:
+    """The shared-tensor manifest, built by the server from the configuration alone.
+
+    Shared tensors are LoRA matrices, whose shapes do not depend on the number of labels; the
+    head (which does) is never shared.
+    """
+    from secure_fedsa.model import build_model
+    from secure_fedsa.prepare import model_spec
+
+    policy = get_policy(config.method)
+    num_labels = max(len(config.labels), 2)
+    model = build_model(model_spec(config), num_labels=num_labels, seed=config.seed)
+    return shared_manifest(model.adapter_state(), policy)

@@ -1,0 +1,106 @@
+"""Fast checks of the Flower app wiring: pyproject as a Flower app, run/node config, one site."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import tomli as tomllib
+
+pytest.importorskip("flwr")
+
+from secure_fedsa.config import RunConfig  # noqa: E402
+from secure_fedsa.errors import ConfigError, DataError  # noqa: E402
+from secure_fedsa.flower import protocol as p  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_pyproject_is_a_valid_flower_app():
+    from flwr.common.config import validate_config
+
+    valid, errors, _ = validate_config(_pyproject(), check_module=True, project_dir=REPO)
+    assert valid, errors
+
+
+def test_default_run_config_is_the_cli_default():
+    config = _pyproject()["tool"]["flwr"]["app"]["config"]
+    deployment = p.Deployment.from_run_config(config)
+    assert deployment.config == RunConfig(num_clients=config["clients"])
+    assert set(config) == set(p.RUN_KEYS) | set(p.DEPLOYMENT_KEYS)
+
+
+def test_run_config_conversions_and_errors():
+    d = p.Deployment.from_run_config(
+        {"dp": False, "epsilon": 3.0, "num-layers": 1, "labels": "a, b", "min-clients": 1}
+    )
+    assert not d.config.dp and d.config.epsilon is None and d.config.num_layers == 1
+    assert d.config.labels == ("a", "b") and d.min_clients == 1
+    d = p.Deployment.from_run_config({"noise-multiplier": 1.2, "epsilon": 0})
+    assert d.config.epsilon is None and d.config.noise_multiplier == 1.2
+    with pytest.raises(ConfigError, match="unknown run config"):
+        p.Deployment.from_run_config({"epochs": 3})
+    with pytest.raises(ConfigError, match="integer"):
+        p.Deployment.from_run_config({"rounds": 2.5})
+    with pytest.raises(ConfigError, match="min-clients"):
+        p.Deployment.from_run_config({"min-clients": 4, "clients": 3})
+
+
+def test_node_config():
+    spec = p.site_spec({"data-file": "/d/site-a.csv", "keys": "/k/client.keys", "state-dir": "/s"})
+    assert spec.name == "site-a" and spec.keys == Path("/k/client.keys")
+    spec = p.site_spec({"partition-id": 1, "num-partitions": 3, "state-dir": "/s"})
+    assert spec.name == "client-1" and spec.number == 1
+    with pytest.raises(ConfigError, match="state-dir"):
+        p.site_spec({"data-file": "x.csv"})
+    with pytest.raises(ConfigError, match="unknown node config"):
+        p.site_spec({"state-dir": "/s", "datafile": "x.csv"})
+
+
+def _site_file(path: Path, n: int = 60) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(n):
+            writer.writerow(
+                [f"a {'good' if i % 2 else 'bad'} film number {i}", "pos" if i % 2 else "neg"]
+            )
+    return path
+
+
+def test_a_site_builds_its_client_from_its_own_files(tmp_path):
+    from secure_fedsa.node import SiteSpec, build_site, server_manifest
+
+    config = RunConfig(
+        num_layers=1, max_length=16, labels=("neg", "pos"), dp=False, epsilon=None,
+        encryption=False, batch_size=8, physical_batch_size=8, local_steps=1, rounds=1,
+    )  # fmt: skip
+    spec = SiteSpec(state_dir=tmp_path / "state", data_file=_site_file(tmp_path / "site-x.csv"))
+    site = build_site(config, spec)
+    assert site.client.client_id == "site-x" and site.label_names == ("neg", "pos")
+    assert site.manifest.digest == server_manifest(config).digest
+    assert len(site.client.data.train) == 48 and len(site.client.data.test) == 12
+    site.client.train(1)
+    assert (tmp_path / "state" / "state.pt").exists()
+    # the next message's process rebuilds the site from its files and sees round 1 done
+    again = build_site(config, spec)
+    assert again.client.trained_round == 1
+    with pytest.raises(DataError, match="label vocabulary"):
+        build_site(config.replace(labels=()), spec)
+
+
+def test_server_app_imports_no_decryption_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, secure_fedsa.flower.server_app; "
+        "print(any(m.endswith('ckks_client') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,244 @@
+"""The ServerApp's rounds against the real ClientApp functions, through an in-memory grid.
+
+No processes and no network: a fake Grid hands each message to the ClientApp's ``train`` /
+``evaluate`` with that node's Context, as a SuperNode would. Covers dropouts, a round below
+min-clients and resuming it. The multi-process TLS deployment is tests/test_flower_deployment.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Message, RecordDict  # noqa: E402
+
+SITES = ("site-a", "site-b", "site-c")
+BASE = {
+    "rounds": 2,
+    "local-steps": 1,
+    "num-layers": 1,
+    "max-length": 12,
+    "batch-size": 32,
+    "physical-batch-size": 32,
+    "eval-examples": 8,
+    "epsilon": 8.0,
+    "accountant": "rdp",
+    "labels": "rotten,fresh",
+    "clients": 3,
+    "min-clients": 2,
+    "wait-for-nodes": 0.0,
+    "round-timeout": 0.2,
+}
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch):
+    """Flower's Message needs the identity a real ServerApp/ClientApp process has."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+class FakeGrid:
+    """Delivers each message to the ClientApp of its node; ``down`` nodes never answer."""
+
+    def __init__(self, contexts: dict[int, Context]) -> None:
+        self.contexts = contexts
+        self.down: set[int] = set()
+        self.outbox: dict[str, Message] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = message.object_id
+            self.outbox[message.object_id] = message
+            ids.append(message.object_id)
+        return ids
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        from secure_fedsa.flower import client_app
+
+        replies = []
+        for mid in ids:
+            message = self.outbox[mid]
+            node = message.metadata.dst_node_id
+            if node in self.down:
+                continue
+            handler = getattr(client_app, message.metadata.message_type)
+            # the ClientApp gets its own Message with the same content, as from a SuperNode
+            replies.append(handler(_copy(message), self.contexts[node]))
+            del self.outbox[mid]
+        return replies
+
+
+def _copy(message: Message) -> Message:
+    content = RecordDict(dict(message.content))
+    meta = message.metadata
+    copy = Message(content, dst_node_id=meta.dst_node_id, message_type=meta.message_type, ttl=10)
+    copy.metadata.__dict__["_message_id"] = message.metadata.message_id
+    return copy
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    from secure_fedsa.data import BUNDLED
+    from secure_fedsa.security import init_keys
+
+    root = tmp_path_factory.mktemp("flower-rounds")
+    keys = init_keys(root / "keys", max_clients=8)
+    dataset = BUNDLED["rotten_tomatoes"]()
+    chosen = np.random.default_rng(3).choice(len(dataset), size=160 * len(SITES), replace=False)
+    files = {}
+    for number, site in enumerate(SITES):
+        path = root / f"{site}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            for i in chosen[number * 160 : (number + 1) * 160]:
+                writer.writerow([dataset.texts[i], dataset.label_names[dataset.labels[i]]])
+        files[site] = path
+    return root, keys, files
+
+
+def _contexts(tmp: Path, keys: dict, files: dict, run_config: dict) -> dict[int, Context]:
+    return {
+        100 + n: Context(
+            run_id=1,
+            node_id=100 + n,
+            node_config={
+                "data-file": str(files[site]),
+                "keys": str(keys["client"]),
+                "state-dir": str(tmp / site),
+            },
+            state=RecordDict(),
+            run_config=run_config,
+        )
+        for n, site in enumerate(SITES)
+    }
+
+
+def _run(grid: FakeGrid, run_config: dict) -> dict:
+    from secure_fedsa.flower.protocol import Deployment
+    from secure_fedsa.flower.server_app import FlowerFederation
+
+    return FlowerFederation(grid, Deployment.from_run_config(run_config)).run()
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _ledger_rounds(state_dir: Path) -> list[int]:
+    ledger = json.loads((state_dir / "privacy_ledger.json").read_text())
+    return [e["round"] for e in ledger["entries"]]
+
+
+def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "server-keys": str(keys["server"]), "run-dir": str(run_dir)}
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+
+    original = grid.pull_messages
+
+    def pull(ids):  # site-c crashes once round 1 is over
+        if (run_dir / "metrics.jsonl").exists():
+            grid.down = {102}
+        return original(ids)
+
+    grid.pull_messages = pull
+    summary = _run(grid, config)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    round1, round2 = _metrics(run_dir)
+    assert round1["contributors"] == 3 and not round1["dropouts"]
+    assert round2["contributors"] == 2
+    assert round2["dropouts"] == [
+        {"client": "site-c", "phase": "train", "reason": "no reply within 0.2 s"}
+    ]
+    assert set(summary["accuracy"]["per_client"]) == {"site-a", "site-b"}
+    assert _ledger_rounds(tmp_path / "site-c") == [1]
+    egress = [json.loads(x) for x in (tmp_path / "site-a" / "egress" / "site-a.jsonl").open()]
+    assert {e["form"] for e in egress if e["kind"] == "update"} == {"ciphertext"}
+    # the server's run directory holds no secret and no plaintext update
+    secret = json.loads(Path(keys["client"]).read_text())["secret_key"]
+    assert all(secret[:64] not in p.read_text() for p in run_dir.iterdir())
+
+
+def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
+    from secure_fedsa.flower.server_app import RoundFailed
+
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {
+        **BASE,
+        "rounds": 1,
+        "min-clients": 3,
+        "server-keys": str(keys["server"]),
+        "run-dir": str(run_dir),
+    }
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    grid.down = {102}
+    with pytest.raises(RoundFailed, match="round 1 failed: 2 accepted"):
+        _run(grid, config)
+    failed = json.loads((run_dir / "summary.json").read_text())
+    assert failed["status"] == "failed" and failed["failed_round"] == 1
+    assert "resume-dir" in failed["resume"]
+    assert not (run_dir / "metrics.jsonl").exists()
+    assert _ledger_rounds(tmp_path / "site-a") == [1]
+
+    resumed = {**config, "resume-dir": str(run_dir)}
+    grid = FakeGrid(_contexts(tmp_path, keys, files, resumed))
+    summary = _run(grid, resumed)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 1
+    (record,) = _metrics(run_dir)
+    assert record["contributors"] == 3
+    assert record["clients"]["site-a"]["resumed"] and not record["clients"]["site-c"]["resumed"]
+    for site in SITES:  # privacy spent once for round 1, also by the sites that re-sent it
+        assert _ledger_rounds(tmp_path / site) == [1]
+
+    with pytest.raises(Exception, match="different configuration"):
+        _run(grid, {**resumed, "lr": 0.1})
+
+
+def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "rounds": 1, "server-keys": str(keys["server"]), "run-dir": str(run_dir)}
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    original = grid.pull_messages
+
+    def pull(ids):  # site-c's ClientApp answers with an empty message
+        replies = []
+        for reply in original(ids):
+            if reply.metadata.src_node_id == 102:
+                reply = Message(RecordDict(), reply_to=_stub(reply))
+            replies.append(reply)
+        return replies
+
+    grid.pull_messages = pull
+    summary = _run(grid, config)
+    (record,) = _metrics(run_dir)
+    assert summary["status"] == "completed" and record["contributors"] == 2
+    assert {(d["client"], d["reason"]) for d in record["dropouts"]} == {
+        ("node-102", "malformed reply (no report)")
+    }
+
+
+def _stub(reply: Message) -> Message:
+    """A message whose reply carries the same reply-to id and source as ``reply``."""
+    meta = reply.metadata
+    stub = Message(RecordDict(), dst_node_id=meta.src_node_id, message_type=meta.message_type,
+                   ttl=10)  # fmt: skip
+    stub.metadata.__dict__["_message_id"] = meta.reply_to_message_id
+    return stub
