@@ -325,7 +325,7 @@ def _byte_patterns(
 
 
 # --------------------------------------------------------------------------- tests
-@pytest.mark.slow
+@pytest.mark.deployment
 def test_tls_deployment_with_dp_and_encryption(tmp_path):
     deployment, sites, server_keys = _setup(tmp_path)
     run_dir = tmp_path / "superlink" / "run"
@@ -415,7 +415,7 @@ def _ledger_rounds(node_config: dict[str, str]) -> list[int]:
     return [e["round"] for e in ledger["entries"]]
 
 
-@pytest.mark.slow
+@pytest.mark.deployment
 def test_dropout_round_failure_and_resume(tmp_path):
     """site-c crashes mid-run (round 2 completes with two), site-b stops (round 3 fails below
     min-clients), both come back and the run resumes from the run directory and site files."""
