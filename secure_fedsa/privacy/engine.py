@@ -125,6 +125,18 @@ class _DPStepper:
     empty: Callable[[list[torch.nn.Parameter]], None]  # prepare a step on an empty batch
 
 
+def _noise_settings(dp: DPSettings, expected_batch: int, noise_gen: torch.Generator) -> dict:
+    """Keyword arguments of both Opacus DP optimizers: noise σ·clip on the clipped sum, divided
+    by the expected batch size (the DP-SGD estimator under Poisson sampling)."""
+    return {
+        "noise_multiplier": dp.noise_multiplier,
+        "max_grad_norm": dp.clip,
+        "expected_batch_size": expected_batch,
+        "loss_reduction": "mean",
+        "generator": noise_gen,
+    }
+
+
 def _hooks_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPStepper:  # noqa: ANN001
     """Opacus hooks: materialise per-sample gradients, clip them jointly, sum."""
     from opacus import GradSampleModule
@@ -133,14 +145,7 @@ def _hooks_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPSteppe
     # Per-sample gradients of a summed loss; the optimizer divides the noisy sum by the expected
     # batch size ("mean"), the standard DP-SGD estimator under Poisson sampling.
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
-    optimizer = DPOptimizer(
-        base,
-        noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.clip,
-        expected_batch_size=expected_batch,
-        loss_reduction="mean",
-        generator=noise_gen,
-    )
+    optimizer = DPOptimizer(base, **_noise_settings(dp, expected_batch, noise_gen))
 
     def backward(part: Batch) -> float:
         loss = _loss_sum(wrapped, part)
@@ -170,12 +175,7 @@ def _ghost_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPSteppe
         use_ghost_clipping=True,
     )
     optimizer = DPOptimizerFastGradientClipping(
-        base,
-        noise_multiplier=dp.noise_multiplier,
-        max_grad_norm=dp.clip,
-        expected_batch_size=expected_batch,
-        loss_reduction="mean",
-        generator=noise_gen,
+        base, **_noise_settings(dp, expected_batch, noise_gen)
     )
     criterion = DPLossFastGradientClipping(
         wrapped, optimizer, nn.CrossEntropyLoss(reduction="mean"), loss_reduction="mean"
