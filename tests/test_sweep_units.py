@@ -153,6 +153,20 @@ def test_figure_has_one_line_per_method_and_reference(epsilons, expected_per_met
     assert ax.get_xlabel() and ax.get_ylabel() and "test" in ax.get_title()
 
 
+def test_long_title_and_axis_labels_stay_inside_the_figure():
+    rows = [parse_row(r) for r in _rows(METHODS, [math.inf, 8.0, 2.0], [0, 1])]
+    title = "a_long_user_file_name.jsonl, 64 clients, Dirichlet α=0.05 partition, " * 3
+    figure = build_figure(rows, title=title.strip(), methods=METHODS, delta=1e-5)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    box = figure.bbox
+    ax = figure.axes[0]
+    for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+        extent = text.get_window_extent(renderer)
+        assert extent.x0 >= box.x0 - 0.5 and extent.x1 <= box.x1 + 0.5, text.get_text()
+        assert extent.y0 >= box.y0 - 0.5 and extent.y1 <= box.y1 + 0.5, text.get_text()
+
+
 def test_figure_mean_over_seeds():
     rows = [parse_row(r) for r in _rows(["fedsa"], [4.0], [0, 1, 2])]
     line = build_figure(rows, title="t").axes[0].get_lines()[0]

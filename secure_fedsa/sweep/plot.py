@@ -7,6 +7,7 @@ tests can count its lines; :func:`save_curve` writes ``curve.png`` and ``curve.s
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ METHOD_NAMES = {
     "local": "local only",
 }
 CURVE_FILES = ("curve.png", "curve.svg")
+# Title lines are wrapped at this many characters: at this font size they fit the figure's width.
+TITLE_WIDTH = 80
+TITLE_FONT_SIZE = 10
 
 
 def method_label(method: str) -> str:
@@ -107,7 +111,10 @@ def build_figure(
     ax.set_ylabel("test accuracy (unweighted mean over clients)")
     spread = f"mean over {seeds} seeds, band = min–max" if seeds > 1 else "one seed"
     spread += "; markers offset sideways to stay visible" if len(order) > 1 else ""
-    ax.set_title(f"Privacy–utility trade-off: {title}\n({spread}; dashed = no DP)", fontsize=10)
+    lines = ["Privacy–utility trade-off", title, f"({spread}; dashed = no DP)"]
+    ax.set_title(
+        "\n".join(textwrap.fill(line, TITLE_WIDTH) for line in lines), fontsize=TITLE_FONT_SIZE
+    )
     ax.grid(True, alpha=0.3)
     if ax.get_lines():
         ax.legend(fontsize=8, loc="best")
