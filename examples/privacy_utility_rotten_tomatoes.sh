@@ -6,12 +6,12 @@
 # (alpha = 0.5), CKKS encryption on (it does not change accuracy), one seed.
 # Cells: 4 methods x 3 budgets x 1 seed = 12 federations.
 #
-# Time budget: about 20-25 minutes on 2 CPU cores (the committed run took 25 min 12 s). The full
-# 6-layer encoder costs about 2.5 s per DP step of batch 128 on 2 cores, so the example keeps the
-# first 2 pretrained layers (about 5x cheaper per step) and spends the time on steps instead: each
-# cell trains 8 rounds x 6 steps x batch 128 per client (48 steps per client; 20 steps were too
-# few for DP to move any client off its majority class), evaluates 100 test examples per client
-# per round and each client's full test split (2 561 snippets) at the end. Measured: about
+# Time budget: about 20-25 minutes on 2 CPU cores (the committed run took 25 min 12 s). A DP cell
+# of the full 6-layer encoder took 17-23 minutes for 120 steps per client (docs/results.md), so
+# the example keeps the first 2 pretrained layers and spends the time on steps instead: each cell
+# trains 8 rounds x 6 steps x batch 128 per client (48 steps per client; 20 steps were too few
+# for DP to move any client off its majority class), evaluates 100 test examples per client per
+# round and each client's full test split (2 561 snippets) at the end. Measured: about
 # 1.5 minutes a cell without DP, 2-2.5 minutes with DP.
 # Timings on shared machines vary by 2-4x; the sweep prints its own estimate of the time left.
 # Interrupted? Run the same command again: finished cells are skipped.
