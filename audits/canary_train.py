@@ -1,8 +1,8 @@
 """White-box Dirac gradient canaries trained with secure_fedsa's own DP-SGD engine.
 
-The mechanism under audit is :func:`secure_fedsa.privacy.engine.train_dp` (Opacus per-sample
-gradients, joint clipping, Gaussian noise, Poisson sampling through Opacus' DPDataLoader), run
-with plain SGD on a linear model whose per-record gradient the auditor controls:
+The mechanism under audit is :func:`secure_fedsa.privacy.engine.train_dp` as installed (Opacus
+per-sample gradients, joint clipping, Gaussian noise and Poisson sampling from the OS CSPRNG),
+run with plain SGD on a linear model whose per-record gradient the auditor controls:
 
 * canary i is the record x = 1000·e_i (label 0): with the weights near zero its gradient is
   −(1 − p)·x, of norm ≈ 500 ≫ clip, so after clipping it is exactly −clip·e_i: a Dirac canary on
@@ -73,8 +73,12 @@ def train_canaries(
     mode: str = "hooks",
     seed: int = 0,
 ) -> list[float]:
-    """Train through ``train_dp`` replaying ``events`` (σ, q, steps); return each canary's score."""
+    """Train through ``train_dp`` replaying ``events`` (σ, q, steps); return each canary's score.
+
+    ``seed`` fixes the background records only; noise and sampling come from the OS CSPRNG,
+    exactly as in a run."""
     from secure_fedsa.privacy.engine import DPSettings, train_dp
+    from secure_fedsa.privacy.randomness import OSRandom
 
     generator = torch.Generator().manual_seed(seed)
     data = canary_dataset(included, background, generator)
@@ -88,7 +92,7 @@ def train_canaries(
             dp=settings,
             physical_batch_size=physical_batch_size,
             lr=LEARNING_RATE,
-            generator=generator,
+            randomness=OSRandom(),
             optimizer="sgd",
             mode=mode,
         )

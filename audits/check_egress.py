@@ -14,7 +14,8 @@ STATEMENT = (
     "Every message each client sent (from the egress record written by the transport) carried "
     "only the tensor groups its method shares (fedsa: A; fedit: A and B; ffa: B; local: "
     "nothing), never the task head or any other tensor; each was a ciphertext; and each client "
-    "sent exactly one update per round it trained, and nothing else."
+    "sent one update per round it trained, and nothing else (an update re-sent after an "
+    "interruption counts only when its privacy-ledger entry shows the round was paid for)."
 )
 REPORT_KIND = "report"
 REQUIRED_FIELDS = ("client", "round", "kind", "bytes", "sha256", "form", "tensors")
@@ -75,6 +76,8 @@ def _check_client(
         result.fail(f"{cid}: egress record damaged: {problem}")
     encrypted = run.cfg("encryption") is True
     uploads: Counter[int] = Counter()
+    paid: Counter[int] = Counter()  # uploads that name a ledger entry of their round
+    rounds_of_entries = _ledger_entry_rounds(run, cid)
     reports = 0
     for index, record in enumerate(records, start=1):
         missing = [f for f in REQUIRED_FIELDS if f not in record]
@@ -115,12 +118,14 @@ def _check_client(
             result.fail(f"{where}: a {record['form']!r} message left with encryption on")
         if record["kind"] == "update":
             uploads[record["round"]] += 1
+            if rounds_of_entries.get(record.get("ledger_entry")) == record["round"]:
+                paid[record["round"]] += 1
         else:
             result.fail(f"{where}: unexpected message kind {record['kind']!r}")
     last_round = max(
         (r["round"] for r in run.metrics or [] if isinstance(r.get("round"), int)), default=0
     )
-    _check_uploads(cid, uploads, trained, bool(allowed), result, last_round)
+    _check_uploads(cid, uploads, paid, trained, bool(allowed), result, last_round)
     summary["uploads_per_round"] = {str(r): n for r, n in sorted(uploads.items())}
     if reports:
         summary["metrics_reports"] = reports
@@ -131,9 +136,19 @@ def _check_client(
     return summary
 
 
+def _ledger_entry_rounds(run: RunEvidence, cid: str) -> dict[Any, Any]:
+    """Entry hash -> round, from the client's privacy ledger (empty without one)."""
+    ledger = run.ledgers.get(cid)
+    entries = (ledger or {}).get("entries") if isinstance(ledger, dict) else None
+    if not isinstance(entries, list):
+        return {}
+    return {e.get("hash"): e.get("round") for e in entries if isinstance(e, dict)}
+
+
 def _check_uploads(
     cid: str,
     uploads: Counter[int],
+    paid: Counter[int],
     trained: dict[int, dict] | None,
     sharing: bool,
     result: CheckResult,
@@ -156,8 +171,16 @@ def _check_uploads(
             result.fail(
                 f"{cid}: {count} message(s) in round {round_number}, which it did not train"
             )
+        elif count > 1 and paid.get(round_number, 0) == count:
+            result.note(
+                f"{cid}: {count} uploads in round {round_number}, each paid for by a ledger "
+                "entry of that round (re-sent after an interruption)"
+            )
         elif count > 1:
-            result.fail(f"{cid}: {count} uploads in round {round_number} (expected one)")
+            result.fail(
+                f"{cid}: {count} uploads in round {round_number} (expected one; a re-sent update "
+                "must name the ledger entry that paid for it)"
+            )
 
 
 def _check_round_bytes(run: RunEvidence, result: CheckResult) -> None:

@@ -1,7 +1,8 @@
 """Check (P4): the ways a DP guarantee is silently voided or made useless.
 
-Protections switched off, noise from a non-cryptographic RNG, sampling that is not Poisson,
-trainable parameters outside DP, clients too small for record-level DP.
+Protections switched off, sampling that is not Poisson, trainable parameters outside DP, clients
+too small for record-level DP. (Where the noise came from is checked with the ledger, in
+:mod:`audits.check_ledger`.)
 """
 
 from __future__ import annotations
@@ -14,17 +15,12 @@ from audits.result import CheckResult
 
 NAME = "dp-hazards"
 STATEMENT = (
-    "Every round ran with differential privacy and encryption; noise came from a secure RNG "
-    "(or the report says why not); batches were Poisson-sampled at the rate the accountant "
+    "Every round ran with differential privacy and encryption; batches were Poisson-sampled "
+    "at the rate the accountant "
     "used; DP-SGD covered every trainable parameter; every client has enough training records "
     "for record-level DP to leave a usable model."
 )
 MIN_RECORDS = 1000
-TORCHCSPRNG_REASON = (
-    "secure_mode is off: Opacus' cryptographically secure RNG needs torchcsprng, which is "
-    "unmaintained and not installable; the noise came from PyTorch's default PRNG, which is "
-    "not a cryptographically secure generator"
-)
 # |z| above this for the total number of sampled records is not Poisson sampling at rate q.
 POISSON_Z_LIMIT = 6.0
 
@@ -36,8 +32,6 @@ def check_hazards(run: RunEvidence) -> CheckResult:
         return result
     for what in run.protections_off():
         result.fail(f"{what}: config.json turns it off for every round")
-    if run.cfg("secure_mode") is not True:
-        result.warn(TORCHCSPRNG_REASON)
     result.evidence["clients"] = {}
     for cid in run.client_ids:
         result.evidence["clients"][cid] = _check_client(run, cid, result)

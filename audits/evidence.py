@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_VERSION = 1  # the configuration format this audit understands
+CONFIG_VERSION = 2  # the configuration format this audit understands
 LEDGER_FORMAT = "secure_fedsa.privacy_ledger"
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
 LEDGER_FILE = "privacy_ledger.json"
 MAX_FILE_BYTES = 64 << 20
 

@@ -17,6 +17,7 @@ h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:
 .verdict{font-size:1.3em;font-weight:700;padding:.7em 1em;border-radius:6px;margin:1em 0}
 .pass{background:#e3f5e1;color:#145a12}.warn{background:#fff4d6;color:#6b4b00}
 .fail,.error{background:#fde2e1;color:#8a1410}
+.inconclusive{background:#e8eaf0;color:#2b3550}
 .badge{display:inline-block;min-width:4em;text-align:center;border-radius:4px;padding:.1em .5em;
 font-weight:700;text-transform:uppercase;font-size:.85em}
 table{border-collapse:collapse;width:100%;margin:.5em 0;font-size:.92em}

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["pass", "warn", "fail", "error"]
+Status = Literal["pass", "inconclusive", "warn", "fail", "error"]
 
+# "inconclusive": the check ran but had no power to decide (e.g. a claimed ε above what the
+# chosen number of canaries can certify): never shown as a pass.
 # "error": the check could not be carried out (evidence missing or unreadable). It is never a
 # pass: the overall verdict treats it like a failure.
-SEVERITY: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
+SEVERITY: dict[str, int] = {"pass": 0, "inconclusive": 1, "warn": 2, "fail": 3, "error": 4}
 
 
 @dataclass
@@ -28,6 +30,9 @@ class CheckResult:
 
     def error(self, message: str) -> None:
         self._raise_to("error", message)
+
+    def inconclusive(self, message: str) -> None:
+        self._raise_to("inconclusive", message)
 
     def note(self, message: str) -> None:
         """A finding that does not change the result (e.g. the limits of what was verified)."""
@@ -51,4 +56,6 @@ class CheckResult:
 def verdict(results: list[CheckResult]) -> Status:
     """The worst result; "error" (could not verify) counts as "fail" for the verdict."""
     worst = max((SEVERITY[r.status] for r in results), default=SEVERITY["error"])
-    return "fail" if worst >= SEVERITY["fail"] else ("warn" if worst else "pass")
+    if worst >= SEVERITY["fail"]:
+        return "fail"
+    return next(name for name, rank in SEVERITY.items() if rank == worst)  # type: ignore[return-value]

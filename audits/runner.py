@@ -12,6 +12,7 @@ from audits.check_accounting import check_accounting
 from audits.check_egress import check_egress
 from audits.check_encryption import check_encryption
 from audits.check_hazards import check_hazards
+from audits.check_ledger import check_ledger
 from audits.check_rundir import check_run_directory
 from audits.evidence import RunEvidence, load_run
 from audits.result import CheckResult, verdict
@@ -24,6 +25,7 @@ CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
     check_run_directory,
     check_egress,
     check_accounting,
+    check_ledger,
     check_encryption,
     check_hazards,
 )
@@ -77,8 +79,14 @@ def audit_run(
 def _verdict_text(overall: str, results: list[CheckResult]) -> str:
     bad = [r.name for r in results if r.status in ("fail", "error")]
     warned = [r.name for r in results if r.status == "warn"]
+    undecided = [r.name for r in results if r.status == "inconclusive"]
     if overall == "fail":
         return f"FAIL: {', '.join(bad)} did not verify. Do not rely on this run's privacy claims."
     if overall == "warn":
         return f"PASS WITH WARNINGS: every check verified; warnings in {', '.join(warned)}."
+    if overall == "inconclusive":
+        return (
+            f"INCONCLUSIVE: every other check verified; {', '.join(undecided)} could not decide "
+            "(see its findings)."
+        )
     return "PASS: every check verified from the run's files."

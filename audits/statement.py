@@ -19,9 +19,9 @@ TRUST_MODEL = {
     "for each update: what a colluding server sees of a client is (ε, δ)-DP with respect to that "
     "client's records. Pairwise masking or threshold CKKS would remove this limit; neither is "
     "implemented.",
-    "not_promised": "a cryptographically secure RNG for DP noise (torchcsprng is unmaintained); "
-    "protection against a malicious server or poisoning clients; privacy of the number of "
-    "clients and rounds.",
+    "not_promised": "protection against a malicious server or poisoning clients; privacy of the "
+    "number of clients and rounds, and of each client's number of training records (σ and ε "
+    "are functions of it).",
 }
 
 
@@ -49,7 +49,7 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
             "clip": identity.get("clip"),
             "steps": sum(s for _, _, s in merged(history)),
             "rounds": len(entries),
-            "secure_mode": identity.get("secure_mode"),
+            "noise_source": sorted({str(e.get("noise_source")) for e in entries}),
         }
     return {
         "dp": True,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from secure_fedsa.config import ACCOUNTANTS, CLIPPING_MODES, PARTITIONS, RunConfig
-from secure_fedsa.errors import SecureFedsaError
+from secure_fedsa.errors import ConfigError, SecureFedsaError
 from secure_fedsa.sharing import POLICIES
 
 EXIT_USER_ERROR = 2
@@ -102,15 +102,64 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(**values)
 
 
+def _explicit_values(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
+    """Config field -> (flag, value) for every run option given on the command line."""
+    given: dict[str, tuple[str, object]] = {
+        name: (flag, getattr(args, name))
+        for flag, name, _, _ in RUN_OPTIONS
+        if getattr(args, name) is not None
+    }
+    if args.data_files:
+        given["data_files"] = ("--data", tuple(args.data_files))
+    if args.labels:
+        labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
+        given["labels"] = ("--labels", labels)
+    if args.target_modules:
+        modules = tuple(x.strip() for x in args.target_modules.split(",") if x.strip())
+        given["target_modules"] = ("--target-modules", modules)
+    if args.no_dp:
+        given["dp"] = ("--no-dp", False)
+    if args.no_encryption:
+        given["encryption"] = ("--no-encryption", False)
+    return given
+
+
+def resumed_config(stored: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The configuration to resume with: the stored one, with more rounds if ``--rounds`` asks.
+
+    Any other run option that disagrees with the stored configuration is an error naming it: a
+    resumed run continues exactly as configured (its budget lives in the clients' ledgers).
+    """
+    if args.out:
+        raise ConfigError("--out cannot be combined with --resume: the run continues in RUN_DIR")
+    given = _explicit_values(args)
+    for name, (flag, value) in given.items():
+        if name != "rounds" and getattr(stored, name) != value:
+            shown = "" if isinstance(value, bool) else f" {value}"
+            raise ConfigError(
+                f"{flag}{shown} conflicts with the run's stored configuration ({name} = "
+                f"{getattr(stored, name)!r} in config.json): --resume continues a run exactly as "
+                "it was configured; only --rounds may extend it (within the privacy budget)"
+            )
+    if "rounds" in given:
+        return stored.replace(rounds=given["rounds"][1])
+    return stored
+
+
 def _progress(quiet: bool):  # noqa: ANN202
     from secure_fedsa.federation import Progress
 
     if quiet:
         logger = logging.getLogger("secure_fedsa")
-        if not logger.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-            logger.addHandler(handler)
+        for old in [h for h in logger.handlers if getattr(h, "secure_fedsa_cli", False)]:
+            logger.removeHandler(old)  # one handler, on this call's stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.secure_fedsa_cli = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        # Opacus calls logging.basicConfig at import (a root handler): without this every line
+        # would be printed twice
+        logger.propagate = False
         logger.setLevel(logging.INFO)
         return Progress(
             message=logger.info, round_started=lambda r, t: logger.info(f"round {r}/{t}")
@@ -156,8 +205,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from secure_fedsa.rundir import read_config
 
     if args.resume:
-        config = read_config(Path(args.resume))
         run_dir = Path(args.resume)
+        stored = read_config(run_dir)
+        config = resumed_config(stored, args)
+        if config.rounds != stored.rounds:
+            print(
+                f"extending {run_dir} from {stored.rounds} to {config.rounds} rounds, within "
+                "each client's recorded budget",
+                file=sys.stderr,
+            )
     else:
         config = config_from_args(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")

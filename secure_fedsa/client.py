@@ -5,6 +5,12 @@ model object is shared between clients only as scratch space: a client loads its
 before each use. B and the head never leave this object except through :meth:`Client.export`,
 which writes to the client's own directory.
 
+DP noise and Poisson sampling come from ``randomness`` (the OS CSPRNG unless a test passes
+otherwise); ``seed`` only drives what is not private: the shuffling of training without DP.
+Each round's privacy is recorded in the ledger before anything of the round leaves the client,
+and the hash of the ledger entry that paid for the trained state is kept with it (``state.pt``)
+and with every update sent from it (:attr:`Client.trained_entry`).
+
 The same class serves the in-process federation and the Flower ClientApp.
 """
 
@@ -20,11 +26,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from secure_fedsa.errors import LedgerError
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
+from secure_fedsa.privacy.continuity import Release
 from secure_fedsa.privacy.engine import DPSettings, RoundStats, train_dp, train_plain
 from secure_fedsa.privacy.ledger import PrivacyLedger, check_budget
+from secure_fedsa.privacy.randomness import OSRandom, RandomSource
 from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
 from secure_fedsa.wire import decode_aggregate, encode_update
 
@@ -86,6 +93,7 @@ class Client:
         privacy: ClientPrivacy | None,
         codec,  # noqa: ANN001 - a client-side codec (plaintext or CKKS)
         seed: int,
+        randomness: RandomSource | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -96,13 +104,16 @@ class Client:
         self.directory = directory
         self.privacy = privacy
         self.codec = codec
+        # not private: shuffling without DP; DP noise and sampling come from ``randomness``
         self.generator = torch.Generator().manual_seed(seed)
+        self.randomness = randomness if randomness is not None else OSRandom()
         self.directory.mkdir(parents=True, exist_ok=True)
         # state: current tensors; trained: tensors right after the last local training (what
         # this round's update is made of, also after the aggregate was applied).
         self.state = {k: v.clone() for k, v in initial_state.items()}
         self.trained = self.state
         self.trained_round = 0
+        self.trained_entry: str | None = None  # ledger entry that paid for ``trained``
         self.last_stats: RoundStats | None = None
         saved = self.directory / STATE_FILE
         if saved.exists():
@@ -127,14 +138,12 @@ class Client:
     def train(self, round_number: int, on_step: Callable[[], None] | None = None) -> TrainResult:
         if self.trained_round >= round_number:
             # Resuming a round this client finished before an interruption: no new training,
-            # no new privacy spent; the update is re-made from the saved post-training state.
+            # no new privacy spent; the update is re-made from the saved post-training state,
+            # which the ledger entry ``trained_entry`` already paid for.
             return TrainResult(stats=self.last_stats, epsilon=self.epsilon_spent, resumed=True)
-        if self.privacy is not None and self.privacy.ledger.last_round >= round_number:
-            raise LedgerError(
-                f"{self.client_id}: the ledger records round {round_number} but the client's "
-                "state after it was not saved (the process died between the two writes); that "
-                "round's privacy is spent and its result lost: start a new run directory"
-            )
+        # If the ledger already records this round, the process died after charging it but
+        # before saving its result: nothing of it was released, and it is trained again with
+        # fresh noise and charged again (counting a round twice is safe, zero times never is).
         self.check_budget()
         self.model.load_adapter_state(self.state)
         self.model.set_trainable(self.policy.trained)
@@ -158,14 +167,19 @@ class Client:
                 dp=self.privacy.settings,
                 physical_batch_size=self.plan.physical_batch_size,
                 lr=self.plan.lr,
-                generator=self.generator,
+                randomness=self.randomness,
                 mode=self.plan.clipping,
                 on_step=on_step,
             )
-            # Privacy is spent the moment training ran: record it before anything else.
+            # Privacy is spent the moment training ran: record it before anything else, and
+            # above all before anything computed in this round can leave the client.
             epsilon = self.privacy.ledger.record(
-                round_number, self.planned_event(), clip=self.privacy.settings.clip
+                round_number,
+                self.planned_event(),
+                clip=self.privacy.settings.clip,
+                noise_source=self.randomness.name,
             )
+            self.trained_entry = self.privacy.ledger.head
         self.state = self.model.adapter_state()
         self.trained = self.state
         self.trained_round = round_number
@@ -239,7 +253,8 @@ class Client:
             "trained": self.trained,
             "trained_round": self.trained_round,
             "stats": None if self.last_stats is None else dataclasses.asdict(self.last_stats),
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state(),  # no-DP shuffling only; never DP noise
+            "trained_entry": self.trained_entry,
         }
         torch.save(payload, tmp)
         os.replace(tmp, target)
@@ -252,3 +267,19 @@ class Client:
         stats = payload["stats"]
         self.last_stats = None if stats is None else RoundStats(**stats)
         self.generator.set_state(payload["generator"])
+        self.trained_entry = payload.get("trained_entry")
+
+
+def saved_release(directory: Path) -> Release | None:
+    """What a client's saved state says it kept: its last trained round and the ledger entry
+    that paid for it (None when the client has not trained, or trained without DP)."""
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    payload = torch.load(path, weights_only=True)
+    round_number = int(payload.get("trained_round", 0))
+    if round_number <= 0:
+        return None
+    return Release(
+        round_number, payload.get("trained_entry"), f"{path.name} (round {round_number})"
+    )

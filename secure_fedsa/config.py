@@ -14,7 +14,7 @@ from typing import Any
 
 from secure_fedsa.errors import ConfigError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("ghost", "hooks")
 PARTITIONS = ("iid", "dirichlet", "natural")
@@ -59,7 +59,6 @@ class RunConfig:
     clip: float = 1.0
     accountant: str = "prv"
     clipping: str = "ghost"
-    secure_mode: bool = False
     # encryption
     encryption: bool = True
     keys_dir: str | None = None

@@ -1,8 +1,9 @@
 """The egress record: every message a client sends, written by the transport as it sends it.
 
 One JSON line per message in ``<run>/egress/<client>.jsonl``: round, kind, byte count, SHA-256 of
-the bytes, whether the payload is encrypted, and the names of the tensors it carries (from the
-manifest the client encoded against). Auditors read these files; they are append-only and never
+the bytes, whether the payload is encrypted, the names of the tensors it carries (from the
+manifest the client encoded against) and, for a DP update, the hash of the privacy-ledger entry
+that paid for it. Auditors read these files; they are append-only and never
 hold the payload itself.
 """
 
@@ -32,6 +33,7 @@ class EgressLog:
         transport: str,
         key_fingerprint: str | None = None,
         manifest_hash: str | None = None,
+        ledger_entry: str | None = None,
     ) -> dict:
         entry = {
             "time": time.time(),
@@ -45,6 +47,8 @@ class EgressLog:
             "tensors": tensors,
             "key_fingerprint": key_fingerprint,
             "manifest_hash": manifest_hash,
+            # the privacy-ledger entry that paid for this update (None without DP)
+            "ledger_entry": ledger_entry,
         }
         path = self.directory / f"{client_id}.jsonl"
         with open(path, "a", encoding="utf-8") as handle:

@@ -22,21 +22,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from secure_fedsa.client import Client, ClientPrivacy
+from secure_fedsa.client import Client
 from secure_fedsa.config import RunConfig
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import BudgetExhausted
 from secure_fedsa.model import build_model
 from secure_fedsa.node import (
+    PrivacyHistory,
     client_privacy,
+    client_releases,
     new_aggregator,
+    plan_client,
+    privacy_history,
     shared_manifest,
     submit,
-    trainable_names,
     training_plan,
 )
-from secure_fedsa.prepare import Prepared, model_spec, prepare
-from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
+from secure_fedsa.prepare import model_spec, prepare
+from secure_fedsa.privacy.continuity import metrics_releases
+from secure_fedsa.privacy.plan import PrivacyPlan
+from secure_fedsa.privacy.randomness import OSRandom, RandomSource
 from secure_fedsa.rundir import RunDirectory
 from secure_fedsa.security import Codecs, check_keys_dir, setup_codecs
 from secure_fedsa.server import Aggregator
@@ -91,23 +96,17 @@ class InProcessTransport:
             transport=self.name,
             key_fingerprint=client.codec.fingerprint,
             manifest_hash=client.manifest.digest,
+            ledger_entry=client.trained_entry,
         )
         return len(payload), submit(aggregator, payload)
 
 
-def plan_all(config: RunConfig, prepared: Prepared, trainable: list[str]) -> dict[str, PrivacyPlan]:
-    if not config.dp:
-        return {}
-    return {
-        cid: plan_privacy(
-            config, client_id=cid, dataset_size=data.num_train, trainable_names=trainable
-        )
-        for cid, data in prepared.clients.items()
-    }
-
-
 class Federation:
-    """Set up once (all checks first), then :meth:`run` the rounds."""
+    """Set up once (all checks first), then :meth:`run` the rounds.
+
+    ``dp_randomness`` (client id -> source of DP noise and sampling) exists for tests that need
+    reproducible noise; left out, as by the CLI, every client draws from the OS CSPRNG.
+    """
 
     def __init__(
         self,
@@ -116,6 +115,7 @@ class Federation:
         *,
         progress: Progress | None = None,
         resume: bool = False,
+        dp_randomness: Callable[[str], RandomSource] | None = None,
     ) -> None:
         self.config = config
         self.progress = progress or Progress()
@@ -127,11 +127,16 @@ class Federation:
         self.model = build_model(
             model_spec(config), num_labels=len(self.prepared.label_names), seed=config.seed
         )
-        trainable = trainable_names(self.model, self.policy)
-        self.plans = plan_all(config, self.prepared, trainable)
+        existing = RunDirectory.resume(run_dir, config) if resume else None
+        histories = self._histories(existing)
+        self.plans = {
+            cid: plan_client(config, cid, data.num_train, histories[cid])
+            for cid, data in self.prepared.clients.items()
+            if config.dp
+        }
         # 2. the run directory, keys and clients
-        opener = RunDirectory.resume if resume else RunDirectory.create
-        self.rundir = opener(run_dir, config)
+        self.rundir = existing or RunDirectory.create(run_dir, config)
+        self.rundir.save_config(config)
         self.codecs: Codecs = setup_codecs(config, self.rundir.path / "keys")
         initial = self.model.adapter_state()
         self.manifest = shared_manifest(initial, self.policy)
@@ -149,9 +154,17 @@ class Federation:
                 plan=plan,
                 initial_state=initial,
                 directory=self.rundir.client_dir(cid),
-                privacy=self._client_privacy(cid),
+                privacy=client_privacy(
+                    config,
+                    cid,
+                    self.plans.get(cid),
+                    self.rundir.client_dir(cid),
+                    self.codecs.fingerprint,
+                    histories[cid],
+                ),
                 codec=self.codecs.client,
                 seed=config.seed * 1000 + number,
+                randomness=dp_randomness(cid) if dp_randomness else OSRandom(),
             )
         self.rundir.write_json(
             "setup.json",
@@ -172,14 +185,21 @@ class Federation:
             },
         )
 
-    def _client_privacy(self, cid: str) -> ClientPrivacy | None:
-        return client_privacy(
-            self.config,
-            cid,
-            self.plans.get(cid),
-            self.rundir.client_dir(cid),
-            self.codecs.fingerprint,
-        )
+    def _histories(self, existing: RunDirectory | None) -> dict[str, PrivacyHistory]:
+        """Each client's spent privacy, checked against everything the run shows it released
+        (its state, its egress records, metrics.jsonl); empty for a new run."""
+        if existing is None or not self.config.dp:
+            return {cid: PrivacyHistory() for cid in self.prepared.clients}
+        egress = EgressLog(existing.path / "egress")
+        metrics = existing.metrics()
+        return {
+            cid: privacy_history(
+                existing.client_dir(cid),
+                client_releases(existing.client_dir(cid), egress.read(cid))
+                + metrics_releases(metrics, cid),
+            )
+            for cid in self.prepared.clients
+        }
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -189,6 +209,15 @@ class Federation:
         for cid, plan in self.plans.items():
             for hazard in plan.hazards:
                 self.progress.message(f"DP {hazard.severity} ({cid}): {hazard.message}")
+            if plan.prior_steps:
+                client = self.clients[cid]
+                budget = client.privacy.budget if client.privacy else None
+                self.progress.message(
+                    f"{cid}: ε = {client.epsilon_spent:.3f} already spent "
+                    f"({plan.prior_steps} steps in its ledger); σ = {plan.noise_multiplier:.4g} "
+                    f"for the rounds left, planned ε = {plan.planned_epsilon:.3f}"
+                    + (f" of the budget {budget:g}" if budget is not None else "")
+                )
         first = self.rundir.completed_rounds() + 1
         for round_number in range(first, self.config.rounds + 1):
             self.progress.round_started(round_number, self.config.rounds)
@@ -270,14 +299,9 @@ class Federation:
                 "test_examples": sizes,
             },
             "privacy": {
-                cid: {
-                    "epsilon": c.epsilon_spent,
-                    "delta": self.config.delta,
-                    "noise_multiplier": self.plans[cid].noise_multiplier,
-                    "sample_rate": self.plans[cid].sample_rate,
-                }
+                cid: _privacy_summary(c, self.config.delta)
                 for cid, c in self.clients.items()
-                if cid in self.plans
+                if c.privacy is not None
             }
             if self.config.dp
             else "no differential privacy",
@@ -288,12 +312,41 @@ class Federation:
         return summary
 
 
+def _privacy_summary(client: Client, delta: float) -> dict:
+    """ε spent and every DP event of the client's history, from its ledger."""
+    ledger = client.privacy.ledger  # type: ignore[union-attr]
+    entries = ledger.entries
+    return {
+        "epsilon": client.epsilon_spent,
+        "delta": delta,
+        "budget": ledger.identity.target_epsilon,
+        # one per ledger entry (a round retried after a crash appears twice)
+        "history": [
+            {
+                "round": e.round,
+                "noise_multiplier": e.noise_multiplier,
+                "sample_rate": e.sample_rate,
+                "steps": e.steps,
+                "epsilon": e.epsilon,
+            }
+            for e in entries
+        ],
+        "noise_multipliers": sorted({e.noise_multiplier for e in entries}),
+        "noise_multiplier": entries[-1].noise_multiplier if entries else None,
+        "sample_rate": entries[-1].sample_rate if entries else None,
+        "noise_source": sorted({e.noise_source for e in entries}),
+        "ledger_head": ledger.head,
+    }
+
+
 def _plan_dict(plan: PrivacyPlan) -> dict:
     return {
         "dataset_size": plan.dataset_size,
         "sample_rate": plan.sample_rate,
         "noise_multiplier": plan.noise_multiplier,
         "planned_steps": plan.planned_steps,
+        "prior_steps": plan.prior_steps,
+        "rounds_within_budget": plan.rounds_within_budget,
         "planned_epsilon": plan.planned_epsilon,
         "hazards": [h.__dict__ if hasattr(h, "__dict__") else h._asdict() for h in plan.hazards],
     }
@@ -312,10 +365,19 @@ def _round_line(record: RoundRecord, total: int) -> str:
 
 
 def run_federation(
-    config: RunConfig, run_dir: Path, progress: Progress | None = None, *, resume: bool = False
+    config: RunConfig,
+    run_dir: Path,
+    progress: Progress | None = None,
+    *,
+    resume: bool = False,
+    dp_randomness: Callable[[str], RandomSource] | None = None,
 ) -> dict:
-    """Set up (validating everything first) and run a federation; returns the summary."""
-    return Federation(config, run_dir, progress=progress, resume=resume).run()
+    """Set up (validating everything first) and run a federation; returns the summary.
+
+    ``dp_randomness`` is for tests only (see :class:`Federation`)."""
+    return Federation(
+        config, run_dir, progress=progress, resume=resume, dp_randomness=dp_randomness
+    ).run()
 
 
 def load_summary(run_dir: Path) -> dict:

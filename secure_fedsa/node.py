@@ -1,7 +1,8 @@
 """One site and one round, shared by both transports (in-process and the Flower apps).
 
-- :func:`training_plan`, :func:`client_privacy`: a client's optimisation plan and its DP settings
-  plus ledger, from the run configuration and that client's privacy plan.
+- :func:`training_plan`, :func:`privacy_history`, :func:`plan_client`, :func:`client_privacy`:
+  a client's optimisation plan; the privacy it already spent (its ledger, checked against what it
+  released); its privacy plan, calibrated against that history; its DP settings plus ledger.
 - :func:`new_aggregator`, :func:`submit`: the server's side of one round (validate and add).
 - :class:`SiteSpec`, :func:`build_site`: everything one site needs, built from what that site
   alone holds (its data file or a bundled dataset partition, its ``client.keys``, its state
@@ -13,6 +14,7 @@ Nothing here imports Flower.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +22,15 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan
+from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan, saved_release
 from secure_fedsa.config import RunConfig
+from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import DataError, UpdateRejected
+from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
 from secure_fedsa.privacy.engine import DPSettings
 from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
+from secure_fedsa.privacy.randomness import OSRandom
 from secure_fedsa.server import Aggregator
 from secure_fedsa.sharing import Manifest, SharingPolicy, get_policy
 
@@ -56,7 +61,53 @@ def ledger_identity(
         target_epsilon=config.epsilon,
         noise_multiplier=plan.noise_multiplier,
         clip=config.clip,
-        secure_mode=config.secure_mode,
+    )
+
+
+@dataclass(frozen=True)
+class PrivacyHistory:
+    """What a client has spent before this process: its verified ledger (None for a client that
+    has never trained) and the rounds whose training it kept (``state.pt``)."""
+
+    ledger: PrivacyLedger | None = None
+    rounds_done: int = 0
+
+
+def client_releases(directory: Path, egress: Sequence[dict] = ()) -> list[Release]:
+    """What a client kept (``state.pt``) and sent (its egress records), as releases."""
+    saved = saved_release(directory)
+    return ([saved] if saved is not None else []) + egress_releases(egress)
+
+
+def privacy_history(directory: Path, releases: Sequence[Release]) -> PrivacyHistory:
+    """The client's ledger in ``directory``, checked against ``releases``.
+
+    Raises :class:`~secure_fedsa.errors.LedgerError` (and changes nothing) when the ledger is
+    missing, corrupt, or does not pay for every release: a client that has trained never gets
+    a fresh ledger.
+    """
+    ledger = open_history(directory / LEDGER_FILE, releases)
+    saved = saved_release(directory)
+    return PrivacyHistory(ledger=ledger, rounds_done=0 if saved is None else saved.round)
+
+
+def plan_client(
+    config: RunConfig,
+    client_id: str,
+    dataset_size: int,
+    history: PrivacyHistory,
+) -> PrivacyPlan:
+    """The client's privacy plan: σ calibrated for the rounds left, against its history."""
+    if history.ledger is None:
+        return plan_privacy(config, client_id=client_id, dataset_size=dataset_size)
+    return plan_privacy(
+        config,
+        client_id=client_id,
+        dataset_size=dataset_size,
+        prior=history.ledger.events,
+        rounds_done=history.rounds_done,
+        planned_sigma=history.ledger.identity.noise_multiplier,
+        retrying=history.ledger.last_round > history.rounds_done,
     )
 
 
@@ -66,27 +117,25 @@ def client_privacy(
     plan: PrivacyPlan | None,
     directory: Path,
     fingerprint: str | None,
+    history: PrivacyHistory | None = None,
 ) -> ClientPrivacy | None:
-    """DP settings and the (re-opened or new) ledger in ``directory``; None without DP."""
+    """DP settings and the client's ledger (``history``'s, or a new one for a client that has
+    never trained) in ``directory``; None without DP. The budget is the ledger's."""
     if not config.dp or plan is None:
         return None
     settings = DPSettings(
         noise_multiplier=plan.noise_multiplier,
         clip=config.clip,
         sample_rate=plan.sample_rate,
-        secure_mode=config.secure_mode,
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    ledger = PrivacyLedger.open(
-        directory / LEDGER_FILE,
-        identity=ledger_identity(config, client_id, plan, fingerprint),
-    )
-    return ClientPrivacy(settings=settings, ledger=ledger, budget=config.epsilon)
-
-
-def trainable_names(model, policy: SharingPolicy) -> list[str]:  # noqa: ANN001
-    model.set_trainable(policy.trained)
-    return model.trainable_names()
+    identity = ledger_identity(config, client_id, plan, fingerprint)
+    if history is not None and history.ledger is not None:
+        history.ledger.require_identity(identity)
+        ledger = history.ledger
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        ledger = PrivacyLedger.open(directory / LEDGER_FILE, identity=identity)
+    return ClientPrivacy(settings=settings, ledger=ledger, budget=ledger.identity.target_epsilon)
 
 
 def shared_manifest(initial: dict[str, torch.Tensor], policy: SharingPolicy) -> Manifest:
@@ -234,12 +283,11 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
     policy = get_policy(config.method)
     torch.manual_seed(config.seed)
     model = build_model(model_spec(config), num_labels=len(label_names), seed=config.seed)
-    names = trainable_names(model, policy)
-    plan = None
+    plan = history = None
     if config.dp:
-        plan = plan_privacy(
-            config, client_id=spec.name, dataset_size=data.num_train, trainable_names=names
-        )
+        records = EgressLog(spec.state_dir / "egress").read(spec.name)
+        history = privacy_history(spec.state_dir, client_releases(spec.state_dir, records))
+        plan = plan_client(config, spec.name, data.num_train, history)
     initial = model.adapter_state()
     manifest = shared_manifest(initial, policy)
     client = Client(
@@ -251,9 +299,10 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         plan=training_plan(config),
         initial_state=initial,
         directory=spec.state_dir,
-        privacy=client_privacy(config, spec.name, plan, spec.state_dir, codec.fingerprint),
+        privacy=client_privacy(config, spec.name, plan, spec.state_dir, codec.fingerprint, history),
         codec=codec,
         seed=config.seed * 1000 + spec.number,
+        randomness=OSRandom(),
     )
     return Site(client=client, label_names=label_names, privacy_plan=plan, manifest=manifest)
 

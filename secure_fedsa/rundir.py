@@ -51,19 +51,35 @@ class RunDirectory:
             )
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        run.write_json(CONFIG_FILE, {"secure_fedsa": __version__, **config.to_dict()})
+        run.save_config(config)
         return run
 
     @classmethod
     def resume(cls, path: Path, config: RunConfig) -> RunDirectory:
-        """An existing run directory whose config equals ``config``."""
+        """An existing run directory whose config equals ``config``, except possibly for more
+        rounds (extending a run; the clients' ledgers decide whether the budget allows it).
+        Reads only: nothing is written until :meth:`save_config`."""
         saved = read_config(path)
-        if saved != config:
+        if saved.replace(rounds=config.rounds) != config:
             raise ConfigError(
                 f"{str(path)!r} was made with a different configuration; resume it without "
                 "changing options, or start a new run"
             )
-        return cls(path)
+        run = cls(path)
+        done = run.completed_rounds()
+        if config.rounds < done:
+            raise ConfigError(
+                f"--rounds {config.rounds} is fewer than the {done} rounds {str(path)!r} has "
+                "completed; a run can be extended, not shortened"
+            )
+        return run
+
+    def save_config(self, config: RunConfig) -> None:
+        """Write ``config`` as the run's configuration if it differs from the stored one."""
+        file = self.path / CONFIG_FILE
+        if file.is_file() and read_config(self.path) == config:
+            return
+        self.write_json(CONFIG_FILE, {"secure_fedsa": __version__, **config.to_dict()})
 
     def client_dir(self, client_id: str) -> Path:
         return self.path / "clients" / client_id

@@ -29,7 +29,7 @@ SMALL = dict(
     eval_examples_per_round=20,
     seed=0,
 )
-CHECKS = ("run-directory", "egress", "accounting", "encryption", "dp-hazards")
+CHECKS = ("run-directory", "egress", "accounting", "ledger-integrity", "encryption", "dp-hazards")
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,9 @@ def test_a_correct_run_passes_every_check(cli_report):
     got = results(report)
     assert list(got) == list(CHECKS)
     assert {got[n] for n in CHECKS if n != "dp-hazards"} == {"pass"}
-    # 480 records per client and no torchcsprng: warnings, not failures
-    assert got["dp-hazards"] == "warn" and "torchcsprng" in findings(report, "dp-hazards")
+    # 480 records per client: a warning, not a failure; the noise came from the OS CSPRNG
+    assert got["dp-hazards"] == "warn" and "480 training records" in findings(report, "dp-hazards")
+    assert "torchcsprng" not in json.dumps(report)
     assert report["verdict"] == "warn"
 
 
@@ -176,14 +177,122 @@ def test_the_html_report_renders_in_headless_chromium(cli_report, run_dir, tmp_p
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
-def test_the_canary_audit_runs_on_a_real_run(run_dir):
+def test_the_mechanism_test_is_inconclusive_above_its_ceiling(run_dir):
     from audits.check_canary import canary_check
 
     report = audit_run(run_dir, extra=(canary_check(canaries=200),))
     canary = report["checks"][-1]
-    assert canary["name"] == "canary-audit" and canary["result"] == "pass"
+    # claimed ε ≈ 8 is far above what 200 canaries can certify: never a PASS badge
+    assert canary["name"] == "dp-mechanism-test" and canary["result"] == "inconclusive"
+    assert "not a replay of the run" in canary["statement"]
     for outcome in canary["evidence"]["clients"].values():
         assert outcome["epsilon_lower_bound"] <= outcome["claimed_epsilon"]
+        assert outcome["max_certifiable_epsilon"] < outcome["claimed_epsilon"]
+        assert outcome["outcome"] == "inconclusive"
+    text = findings(report, "dp-mechanism-test")
+    assert "ε_LB" in text and "can certify at most" in text
+    assert report["verdict"] == "warn"  # dp-hazards warns; inconclusive never reads as pass
+
+
+def test_the_mechanism_test_passes_a_claim_it_can_certify(copy):
+    """A history whose claimed ε is below the ceiling: the test has power, and passes."""
+    from audits.accountants import pld_epsilon
+    from audits.check_canary import canary_check
+
+    def low_epsilon(doc):
+        history = []
+        for entry in doc["entries"]:
+            entry.update(noise_multiplier=2.0, sample_rate=0.1, steps=15)
+            history.append((2.0, 0.1, 15))
+            entry["epsilon"] = pld_epsilon(history, 1e-5)
+
+    for ledger in copy.glob("clients/*/privacy_ledger.json"):
+        edit_json(ledger, low_epsilon)
+    report = audit_run(copy, extra=(canary_check(canaries=1000),))
+    canary = report["checks"][-1]
+    assert canary["result"] == "pass", canary["findings"]
+    for outcome in canary["evidence"]["clients"].values():
+        assert outcome["claimed_epsilon"] < outcome["max_certifiable_epsilon"]
+
+
+def test_the_mechanism_test_warns_when_versions_differ(copy):
+    from audits.check_canary import _check_versions
+    from audits.evidence import load_run
+    from audits.result import CheckResult
+
+    edit_json(
+        copy / "clients" / "client-0" / "privacy_ledger.json",
+        lambda d: d["identity"]["versions"].update(opacus="0.0.1"),
+    )
+    result = CheckResult("dp-mechanism-test", "")
+    _check_versions(load_run(copy), result)
+    assert result.status == "warn" and "opacus 0.0.1 in the run" in result.findings[0]
+
+
+def test_a_run_with_test_only_seeded_noise_fails(tmp_path):
+    from secure_fedsa.privacy.randomness import SeededTestRandom
+
+    path = tmp_path / "seeded"
+    run_federation(
+        RunConfig(epsilon=8.0, **{**SMALL, "rounds": 1}),
+        path,
+        dp_randomness=lambda cid: SeededTestRandom(0),
+    )
+    report = audit_run(path)
+    assert results(report)["ledger-integrity"] == "fail"
+    assert "not DP against anyone who knows the seed" in findings(report, "ledger-integrity")
+    assert report["verdict"] == "fail"
+
+
+def test_a_ledger_rewritten_after_the_fact_fails(copy):
+    from secure_fedsa.privacy.ledger import canonical_hash
+
+    def rewrite(doc):  # raise σ, recompute ε and the whole chain: consistent in itself
+        from audits.accountants import pld_epsilon
+
+        history, link = [], canonical_hash(doc["identity"])
+        for entry in doc["entries"]:
+            entry["noise_multiplier"] *= 3
+            history.append((entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
+            entry.update(epsilon=pld_epsilon(history, 1e-5), previous=link)
+            entry["hash"] = link = canonical_hash(entry)
+
+    edit_json(copy / "clients" / "client-0" / "privacy_ledger.json", rewrite)
+    report = audit_run(copy)
+    assert results(report)["ledger-integrity"] == "fail"
+    assert "names no ledger entry of that round" in findings(report, "ledger-integrity")
+
+
+def test_an_edited_ledger_entry_breaks_the_chain(copy):
+    edit_json(
+        copy / "clients" / "client-1" / "privacy_ledger.json",
+        lambda d: d["entries"][0].update(timestamp="2020-01-01T00:00:00+00:00"),
+    )
+    report = audit_run(copy)
+    assert "hash chain broken" in findings(report, "ledger-integrity")
+
+
+def test_a_resent_update_paid_by_its_ledger_entry_passes(copy):
+    """After a crash the resumed client re-sends the update of a round it had already charged."""
+    path = copy / "egress" / "client-0.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[-1]]) + "\n")  # the same round, the same entry
+    edit_json(copy / "summary.json", lambda s: None)
+    metrics = copy / "metrics.jsonl"
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
+    records[-1]["upload_bytes"] += json.loads(lines[-1])["bytes"]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = audit_run(copy)
+    assert results(report)["egress"] == "pass", findings(report, "egress")
+    assert "re-sent after an interruption" in findings(report, "egress")
+    assert results(report)["ledger-integrity"] == "pass"
+    # without a ledger entry, the same second upload is not legitimate
+    unpaid = [json.loads(x) for x in path.read_text().splitlines()]
+    unpaid[-1]["ledger_entry"] = None
+    path.write_text("".join(json.dumps(r) + "\n" for r in unpaid))
+    report = audit_run(copy)
+    assert results(report)["egress"] == "fail"
+    assert results(report)["ledger-integrity"] == "fail"
 
 
 def test_an_accounting_with_rdp_is_checked_against_pld(copy):

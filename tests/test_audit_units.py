@@ -117,3 +117,41 @@ def test_verdict_counts_errors_as_failures():
     assert verdict([ok, warned]) == "warn"
     assert verdict([ok, warned, err]) == "fail"
     assert verdict([]) == "fail"
+
+
+def test_an_undecided_check_makes_the_verdict_inconclusive_never_pass():
+    ok, undecided, warned = CheckResult("a", "s"), CheckResult("b", "s"), CheckResult("c", "s")
+    undecided.inconclusive("the test had no power")
+    warned.warn("w")
+    assert verdict([ok, undecided]) == "inconclusive"
+    assert verdict([ok, undecided, warned]) == "warn"
+    from audits.runner import _verdict_text
+
+    assert _verdict_text("inconclusive", [ok, undecided]).startswith("INCONCLUSIVE: ")
+
+
+def test_the_ledger_chain_is_recomputed_independently():
+    """The audit's own hash matches the library's, and catches an edit the library would."""
+    import json as _json
+    import tempfile
+    from pathlib import Path
+
+    from audits.check_ledger import chain_problems
+    from secure_fedsa.privacy.accounting import DPEvent
+    from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.json"
+        identity = LedgerIdentity.create(
+            client_id="c", key_fingerprint=None, delta=1e-5, accountant="rdp",
+            dataset_size=1000, target_epsilon=8.0, noise_multiplier=1.0, clip=1.0,
+        )  # fmt: skip
+        ledger = PrivacyLedger.open(path, identity=identity)
+        for r in (1, 2):
+            ledger.record(r, DPEvent(1.0, 0.1, 5), clip=1.0, noise_source="os-csprng")
+        doc = _json.loads(path.read_text())
+    assert chain_problems(doc) == []
+    doc["entries"][0]["steps"] = 4
+    assert any("edited" in p for p in chain_problems(doc))
+    del doc["entries"][0]
+    assert any("does not follow" in p for p in chain_problems(doc))

@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 
 from secure_fedsa.errors import PrivacyError
 from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
+from secure_fedsa.privacy.randomness import OSRandom
 
 
 def _batch(tokenizer, n=6):
@@ -74,7 +75,7 @@ def test_zero_noise_dp_step_equals_per_example_reference(tiny_model, tokenizer, 
         dp=DPSettings(noise_multiplier=0.0, clip=clip, sample_rate=1.0),
         physical_batch_size=4,  # two physical pieces: checks the accumulation path too
         lr=1.0,
-        generator=torch.Generator().manual_seed(0),
+        randomness=OSRandom(),
         optimizer="sgd",
         mode=mode,
     )
@@ -95,7 +96,7 @@ def test_opacus_hooks_are_removed_after_a_round(tiny_model, tokenizer, mode):
         dp=DPSettings(noise_multiplier=1.0, clip=1.0, sample_rate=0.5),
         physical_batch_size=8,
         lr=1e-3,
-        generator=torch.Generator().manual_seed(0),
+        randomness=OSRandom(),
         mode=mode,
     )
     hooks = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in tiny_model.modules())
@@ -115,7 +116,7 @@ def test_empty_poisson_batch_still_takes_a_noisy_step(tiny_model, tokenizer, mod
         dp=DPSettings(noise_multiplier=1.0, clip=1.0, sample_rate=1e-9),
         physical_batch_size=8,
         lr=1e-2,
-        generator=torch.Generator().manual_seed(0),
+        randomness=OSRandom(),
         optimizer="sgd",
         mode=mode,
     )

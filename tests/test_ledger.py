@@ -1,4 +1,4 @@
-"""The privacy ledger: survives restarts, refuses corrupt or foreign files, never forgets.
+"""The privacy ledger: survives restarts, refuses corrupt, edited or foreign files, never forgets.
 
 Uses the RDP accountant (cheap) except where PRV matters; same code path for both.
 """
@@ -13,14 +13,15 @@ import pytest
 
 from secure_fedsa.errors import BudgetExhausted, LedgerError
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
-from secure_fedsa.privacy.hazards import INSECURE_RNG_NOTE
 from secure_fedsa.privacy.ledger import (
     FORMAT_VERSION,
     MATCHED_FIELDS,
     LedgerIdentity,
     PrivacyLedger,
     check_budget,
+    identity_hash,
 )
+from secure_fedsa.privacy.randomness import OS_CSPRNG
 
 EVENT = DPEvent(noise_multiplier=1.0, sample_rate=0.04, steps=10)
 
@@ -35,7 +36,6 @@ def identity(**overrides) -> LedgerIdentity:
         "target_epsilon": 8.0,
         "noise_multiplier": 1.0,
         "clip": 1.0,
-        "secure_mode": False,
     }
     return LedgerIdentity.create(**{**base, **overrides})
 
@@ -49,7 +49,7 @@ def path(tmp_path):
 def three_rounds(path):
     ledger = PrivacyLedger.open(path, identity=identity())
     for r in (1, 2, 3):
-        ledger.record(r, EVENT, clip=1.0)
+        ledger.record(r, EVENT, clip=1.0, noise_source=OS_CSPRNG)
     return ledger
 
 
@@ -60,11 +60,10 @@ def test_new_ledger_is_written_at_once_with_its_identity(path):
     assert doc["format_version"] == FORMAT_VERSION
     assert doc["entries"] == []
     ident = doc["identity"]
-    assert ident["secure_mode"] is False and ident["secure_mode_note"] == INSECURE_RNG_NOTE
+    assert ident["target_epsilon"] == 8.0  # the budget lives in the ledger
     assert set(ident["versions"]) == {"opacus", "torch", "secure_fedsa"}
     assert ledger.epsilon_spent == 0.0 and ledger.steps_total == 0 and ledger.events == ()
-    on = identity(secure_mode=True)
-    assert on.secure_mode_note is None
+    assert ledger.head == identity_hash(ledger.identity)
 
 
 def test_rounds_accumulate_and_survive_a_restart(path, three_rounds):
@@ -79,25 +78,38 @@ def test_rounds_accumulate_and_survive_a_restart(path, three_rounds):
     assert reopened.entries == three_rounds.entries  # exact JSON round trip, floats included
     assert reopened.epsilon_spent == expected
     # continuing after the restart adds to what was spent, never starts again at zero
-    after = reopened.record(4, EVENT, clip=1.0)
+    after = reopened.record(4, EVENT, clip=1.0, noise_source=OS_CSPRNG)
     assert after == epsilon([EVENT] * 4, delta=1e-5, accountant="rdp") > expected
     assert PrivacyLedger.open(path, identity=identity()).steps_total == 40
 
 
-def test_a_restarted_round_is_not_counted_twice(path, three_rounds):
+def test_rounds_are_recorded_in_order_and_a_retried_round_is_charged_again(path, three_rounds):
     reopened = PrivacyLedger.open(path, identity=identity())
     before = path.read_bytes()
-    for r in (3, 2, -1):
-        with pytest.raises(LedgerError, match="recorded once"):
-            reopened.record(r, EVENT, clip=1.0)
+    for r in (2, 1, -1):
+        with pytest.raises(LedgerError, match="in order"):
+            reopened.record(r, EVENT, clip=1.0, noise_source=OS_CSPRNG)
     assert path.read_bytes() == before
-    assert reopened.steps_total == 30
+    # round 3 trained again after a crash lost its result: charged a second time, never zero
+    again = reopened.record(3, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    assert again == epsilon([EVENT] * 4, delta=1e-5, accountant="rdp")
+    assert [e.round for e in PrivacyLedger.open(path, identity=identity()).entries] == [1, 2, 3, 3]
+
+
+def test_entries_form_a_hash_chain_anchored_in_the_identity(path, three_rounds):
+    entries = three_rounds.entries
+    assert entries[0].previous == identity_hash(three_rounds.identity)
+    assert [e.previous for e in entries[1:]] == [e.hash for e in entries[:-1]]
+    assert three_rounds.head == entries[-1].hash
+    assert three_rounds.entry(entries[1].hash) == entries[1]
+    assert three_rounds.entry("0" * 64) is None
+    assert {e.noise_source for e in entries} == {OS_CSPRNG}
 
 
 def test_float_values_round_trip_exactly(path):
     awkward = DPEvent(noise_multiplier=0.1 + 0.2, sample_rate=1 / 3, steps=7)
     ledger = PrivacyLedger.open(path, identity=identity(delta=1 / 3e5, clip=0.1 + 0.7))
-    ledger.record(1, awkward, clip=0.1 + 0.7)
+    ledger.record(1, awkward, clip=0.1 + 0.7, noise_source=OS_CSPRNG)
     reopened = PrivacyLedger.open(path, identity=identity(delta=1 / 3e5, clip=0.1 + 0.7))
     assert reopened.events == (awkward,)
     assert reopened.identity == ledger.identity
@@ -106,9 +118,12 @@ def test_float_values_round_trip_exactly(path):
 
 def test_infinite_epsilon_is_recorded_as_portable_json(path):
     ledger = PrivacyLedger.open(path, identity=identity())
-    assert ledger.record(1, DPEvent(noise_multiplier=0.0, sample_rate=0.04, steps=1), clip=1.0) == (
-        math.inf
-    )
+    assert ledger.record(
+        1,
+        DPEvent(noise_multiplier=0.0, sample_rate=0.04, steps=1),
+        clip=1.0,
+        noise_source=OS_CSPRNG,
+    ) == (math.inf)
     text = path.read_text()
     assert "Infinity" not in text and '"inf"' in text
     assert PrivacyLedger.open(path, identity=identity()).epsilon_spent == math.inf
@@ -142,6 +157,35 @@ def _swap_rounds(doc):
     doc["entries"][0]["round"], doc["entries"][1]["round"] = 2, 1
 
 
+def _drop_middle(doc):
+    del doc["entries"][1]
+
+
+def _consistent_forgery(doc):
+    """Raise σ of round 1 and recompute every ε so the accounting itself is consistent."""
+    from secure_fedsa.privacy.accounting import DPEvent as Event
+
+    entries = doc["entries"]
+    entries[0]["noise_multiplier"] = 4.0
+    events = []
+    for entry in entries:
+        events.append(Event(entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
+        entry["epsilon"] = epsilon(events, delta=1e-5, accountant="rdp")
+
+
+def _rechain_after_edit(doc):
+    """An edit whose own hash is recomputed: the next entry's link no longer matches."""
+    from secure_fedsa.privacy.ledger import canonical_hash
+
+    entry = doc["entries"][1]
+    entry["timestamp"] = "2020-01-01T00:00:00+00:00"
+    entry["hash"] = canonical_hash(entry)
+
+
+def _edit_identity_budget(doc):
+    doc["identity"]["noise_multiplier"] = 9.0
+
+
 @pytest.mark.parametrize(
     "corrupt, reason",
     [
@@ -157,6 +201,11 @@ def _swap_rounds(doc):
         (lambda p: _rewrite(p, _edit_last("steps", "10")), "wrong type"),
         (lambda p: _rewrite(p, _edit_last("accountant", "prv")), "other accountant"),
         (lambda p: _rewrite(p, _set("entries", {})), "entries not a list"),
+        (lambda p: _rewrite(p, _drop_middle), "entry removed"),
+        (lambda p: _rewrite(p, _consistent_forgery), "sigma forged consistently"),
+        (lambda p: _rewrite(p, _rechain_after_edit), "entry re-hashed"),
+        (lambda p: _rewrite(p, _edit_identity_budget), "identity edited"),
+        (lambda p: _rewrite(p, _edit_last("noise_source", "seeded")), "noise source edited"),
     ],
     ids=lambda x: x if isinstance(x, str) else "",
 )
@@ -177,6 +226,7 @@ def test_a_corrupt_ledger_is_refused_and_left_untouched(path, three_rounds, corr
         ("accountant", "prv"),
         ("dataset_size", 3201),
         ("clip", 0.5),
+        ("target_epsilon", 16.0),
     ],
 )
 def test_a_ledger_of_another_client_or_configuration_is_refused(path, three_rounds, field, value):
@@ -185,18 +235,25 @@ def test_a_ledger_of_another_client_or_configuration_is_refused(path, three_roun
     with pytest.raises(LedgerError) as info:
         PrivacyLedger.open(path, identity=identity(**{field: value}))
     message = str(info.value)
-    assert field in message and repr(value) in message
+    assert repr(value) in message
     assert repr(getattr(three_rounds.identity, field)) in message
-    assert "fresh run directory" in message
+    if field == "target_epsilon":  # the budget: a resume can never change it
+        assert "budget" in message and "authority" in message
+    else:
+        assert field in message and "fresh run directory" in message
     assert path.read_bytes() == before
 
 
-def test_planning_fields_may_change_on_resume(path, three_rounds):
-    # recalibration after prior spending changes σ; a new budget is the user's decision
-    reopened = PrivacyLedger.open(
-        path, identity=identity(noise_multiplier=1.3, target_epsilon=10.0, secure_mode=True)
-    )
+def test_the_planned_sigma_may_change_on_resume(path, three_rounds):
+    # recalibration against the history changes σ; the budget does not change
+    reopened = PrivacyLedger.open(path, identity=identity(noise_multiplier=1.3))
     assert reopened.identity == three_rounds.identity  # the stored identity is kept
+
+
+def test_a_missing_ledger_is_never_recreated_for_a_client_that_trained(path):
+    with pytest.raises(LedgerError, match="never created"):
+        PrivacyLedger.open(path, identity=identity(), create=False)
+    assert not path.exists()
 
 
 def test_writes_leave_no_temporary_files(path, three_rounds):
@@ -213,7 +270,7 @@ def test_a_failed_write_changes_neither_memory_nor_disk(path, three_rounds, monk
 
     monkeypatch.setattr(ledger_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        three_rounds.record(4, EVENT, clip=1.0)
+        three_rounds.record(4, EVENT, clip=1.0, noise_source=OS_CSPRNG)
     assert three_rounds.last_round == 3
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
@@ -225,7 +282,7 @@ def test_budget_check_refuses_the_round_that_would_exceed(path):
     exceeded, projected = ledger.would_exceed(big, budget=5.0)
     assert not exceeded and projected < 5.0  # ε ≈ 4.2 after one such round (RDP)
     assert check_budget(ledger, big, 5.0) == projected
-    ledger.record(1, big, clip=1.0)
+    ledger.record(1, big, clip=1.0, noise_source=OS_CSPRNG)
     exceeded, projected = ledger.would_exceed(big, budget=5.0)
     assert exceeded and projected > 5.0  # ε ≈ 5.1 after two
     with pytest.raises(BudgetExhausted) as info:
@@ -248,7 +305,7 @@ def test_calibrated_plan_is_carried_out_to_the_last_round(path):
     event = DPEvent(noise_multiplier=sigma, sample_rate=q, steps=steps)
     for r in range(1, rounds + 1):
         check_budget(ledger, event, 8.0)
-        ledger.record(r, event, clip=1.0)
+        ledger.record(r, event, clip=1.0, noise_source=OS_CSPRNG)
     assert 7.99 <= ledger.epsilon_spent <= 8.0
     with pytest.raises(BudgetExhausted):
         check_budget(ledger, event, 8.0)
@@ -263,9 +320,11 @@ def test_identity_and_arguments_are_validated(path):
         PrivacyLedger.open(path, identity=dataclasses.asdict(identity()))
     ledger = PrivacyLedger.open(path, identity=identity())
     with pytest.raises(LedgerError, match="clip"):
-        ledger.record(1, EVENT, clip=0.0)
+        ledger.record(1, EVENT, clip=0.0, noise_source=OS_CSPRNG)
+    with pytest.raises(LedgerError, match="noise_source"):
+        ledger.record(1, EVENT, clip=1.0, noise_source="")
     with pytest.raises(Exception, match="DPEvent"):
-        ledger.record(1, (1.0, 0.04, 10), clip=1.0)
+        ledger.record(1, (1.0, 0.04, 10), clip=1.0, noise_source=OS_CSPRNG)
     with pytest.raises(Exception, match="budget"):
         ledger.would_exceed(EVENT, budget=0)
     assert ledger.last_round == 0

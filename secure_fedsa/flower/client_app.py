@@ -92,6 +92,7 @@ def train(message: Message, context: Context) -> Message:
                 transport=p.TRANSPORT,
                 key_fingerprint=client.codec.fingerprint,
                 manifest_hash=client.manifest.digest,
+                ledger_entry=client.trained_entry,
             )
             array = Array(
                 dtype=p.ARRAY_DTYPE, shape=(len(payload),), stype=p.ARRAY_STYPE, data=payload

@@ -5,6 +5,13 @@ trainable set are clipped together to norm ``clip``, Gaussian noise of std ``sig
 added to their sum, and batches are Poisson-sampled with rate ``q = batch_size / n``, which is what
 the accountant assumes. Each call wraps the model with Opacus hooks and removes them afterwards, so
 one model object can serve several clients in turn.
+
+The noise and the Poisson sampling come from a
+:class:`~secure_fedsa.privacy.randomness.RandomSource`
+(the OS CSPRNG in every run; see that module), never from a seeded generator. Before the first
+noisy step of a round, :func:`~secure_fedsa.privacy.hazards.check_mechanism` is fed what this
+function actually built (the sampler, the optimizer's batch normalisation, the parameters that
+received per-sample gradients in the first backward pass) and stops the round on any hazard.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from secure_fedsa.errors import PrivacyError
+from secure_fedsa.privacy.hazards import check_mechanism
+from secure_fedsa.privacy.randomness import RandomSource, gaussian, poisson_indices
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -39,7 +48,6 @@ class DPSettings:
     noise_multiplier: float
     clip: float
     sample_rate: float
-    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier >= 0:
@@ -115,17 +123,71 @@ def train_plain(
     return RoundStats(steps=steps, examples=examples, mean_loss=total_loss / max(examples, 1))
 
 
+class PoissonSampler:
+    """Poisson sampling: every record joins a batch independently with probability ``rate``,
+    which is what the accountant assumes. Draws come from ``source`` (the OS CSPRNG)."""
+
+    poisson = True
+
+    def __init__(self, size: int, rate: float, source: RandomSource) -> None:
+        self.size = size
+        self.rate = rate
+        self.source = source
+
+    def draw(self) -> torch.Tensor:
+        return poisson_indices(self.source, self.size, self.rate)
+
+
+def _add_secure_noise(optimizer, source: RandomSource) -> None:  # noqa: ANN001
+    """Opacus' ``add_noise`` with the noise drawn from ``source`` instead of torch's PRNG."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    std = optimizer.noise_multiplier * optimizer.max_grad_norm
+    for p in optimizer.params:
+        _check_processed_flag(p.summed_grad)
+        noise = gaussian(source, p.summed_grad.shape, std, dtype=p.summed_grad.dtype)
+        p.grad = (p.summed_grad + noise).view_as(p)
+        _mark_as_processed(p.summed_grad)
+
+
+def _with_secure_noise(base: type, source: RandomSource, **kwargs) -> torch.optim.Optimizer:  # noqa: ANN003
+    """An instance of the Opacus optimizer class ``base`` whose noise comes from ``source``."""
+
+    class SecureNoise(base):  # type: ignore[misc, valid-type]
+        def add_noise(self) -> None:
+            _add_secure_noise(self, source)
+
+    SecureNoise.__name__ = f"SecureNoise{base.__name__}"
+    return SecureNoise(**kwargs)
+
+
 @dataclass
 class _DPStepper:
     """How one clipping mode computes clipped per-sample gradients of a batch piece."""
 
     backward: Callable[[Batch], float]  # forward + backward of one piece; returns summed loss
-    optimizer: torch.optim.Optimizer  # an Opacus DPOptimizer (adds noise at the real step)
+    optimizer: torch.optim.Optimizer  # an Opacus DP optimizer (adds noise at the real step)
     close: Callable[[], None]
     empty: Callable[[list[torch.nn.Parameter]], None]  # prepare a step on an empty batch
 
 
-def _noise_settings(dp: DPSettings, expected_batch: int, noise_gen: torch.Generator) -> dict:
+# Called with the names of the trainable parameters that got per-sample gradients (or, with
+# ghost clipping, per-sample norms) for a piece, before anything of it is clipped or applied;
+# raises PrivacyError if that is not all of them.
+CoverageCheck = Callable[[list[str]], None]
+
+
+def _with_rows(model: nn.Module, attribute: str, rows: int) -> list[str]:
+    """Trainable parameters whose ``attribute`` is a tensor with ``rows`` per-sample rows."""
+    return [
+        name
+        for name, p in _trainable(model)
+        if isinstance(getattr(p, attribute, None), torch.Tensor)
+        and getattr(p, attribute).shape[0] == rows
+    ]
+
+
+def _noise_settings(dp: DPSettings, expected_batch: int) -> dict:
     """Keyword arguments of both Opacus DP optimizers: noise σ·clip on the clipped sum, divided
     by the expected batch size (the DP-SGD estimator under Poisson sampling)."""
     return {
@@ -133,11 +195,14 @@ def _noise_settings(dp: DPSettings, expected_batch: int, noise_gen: torch.Genera
         "max_grad_norm": dp.clip,
         "expected_batch_size": expected_batch,
         "loss_reduction": "mean",
-        "generator": noise_gen,
     }
 
 
-def _hooks_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPStepper:  # noqa: ANN001
+def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _hooks_mode(model, params, base, dp, expected_batch, source, check) -> _DPStepper:  # noqa: ANN001
     """Opacus hooks: materialise per-sample gradients, clip them jointly, sum."""
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
@@ -145,12 +210,14 @@ def _hooks_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPSteppe
     # Per-sample gradients of a summed loss; the optimizer divides the noisy sum by the expected
     # batch size ("mean"), the standard DP-SGD estimator under Poisson sampling.
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
-    optimizer = DPOptimizer(base, **_noise_settings(dp, expected_batch, noise_gen))
+    optimizer = _with_secure_noise(
+        DPOptimizer, source, optimizer=base, **_noise_settings(dp, expected_batch)
+    )
 
     def backward(part: Batch) -> float:
         loss = _loss_sum(wrapped, part)
         loss.backward()
-        _check_covered(model)
+        check(_with_rows(model, "grad_sample", part[0].shape[0]))
         return loss.item()
 
     def empty(ps: list[torch.nn.Parameter]) -> None:
@@ -160,7 +227,7 @@ def _hooks_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPSteppe
     return _DPStepper(backward, optimizer, wrapped._close, empty)
 
 
-def _ghost_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPStepper:  # noqa: ANN001
+def _ghost_mode(model, params, base, dp, expected_batch, source, check) -> _DPStepper:  # noqa: ANN001
     """Opacus ghost clipping: per-sample gradient norms without materialising the gradients,
     then a second backward pass on the loss reweighted by each example's clipping factor."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
@@ -174,15 +241,30 @@ def _ghost_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPSteppe
         max_grad_norm=dp.clip,
         use_ghost_clipping=True,
     )
-    optimizer = DPOptimizerFastGradientClipping(
-        base, **_noise_settings(dp, expected_batch, noise_gen)
+    optimizer = _with_secure_noise(
+        DPOptimizerFastGradientClipping,
+        source,
+        optimizer=base,
+        **_noise_settings(dp, expected_batch),
     )
     criterion = DPLossFastGradientClipping(
         wrapped, optimizer, nn.CrossEntropyLoss(reduction="mean"), loss_reduction="mean"
     )
+    rows = [0]
+    norm_sample = wrapped.get_norm_sample
+
+    def checked_norm_sample() -> torch.Tensor:
+        # Opacus calls this between the two backward passes, before clipping anything.
+        check(_with_rows(model, "_norm_sample", rows[0]))
+        return norm_sample()
+
+    wrapped.get_norm_sample = checked_norm_sample
 
     def backward(part: Batch) -> float:
         input_ids, attention_mask, labels = part
+        for p in params:  # no stale norms from an earlier piece: coverage is read from this one
+            p._norm_sample = None
+        rows[0] = input_ids.shape[0]
         loss = criterion(wrapped(input_ids, attention_mask), labels)
         loss.backward()
         return float(loss.loss_per_sample.detach().sum())
@@ -195,8 +277,13 @@ def _ghost_mode(model, params, base, dp, expected_batch, noise_gen) -> _DPSteppe
 
 
 # Clipping modes, both checked against a per-example reference loop in tests/test_engine.py.
-# benchmarks/bench_dp.py measured ghost at 1.5x and hooks at 3.8x the time of a non-DP step.
 DP_MODES: dict[str, Callable[..., _DPStepper]] = {"ghost": _ghost_mode, "hooks": _hooks_mode}
+
+
+def _refuse_hazards(hazards: list) -> None:  # noqa: ANN001
+    errors = [h for h in hazards if h.severity == "error"]
+    if errors:
+        raise PrivacyError(f"{errors[0].code}: {errors[0].message}")
 
 
 def train_dp(
@@ -207,52 +294,67 @@ def train_dp(
     dp: DPSettings,
     physical_batch_size: int,
     lr: float,
-    generator: torch.Generator,
+    randomness: RandomSource,
     optimizer: str = "adamw",
     mode: str = "ghost",
     on_step: Callable[[], None] | None = None,
+    sampler: PoissonSampler | None = None,
 ) -> RoundStats:
     """``steps`` DP-SGD (DP-AdamW by default) steps with Poisson sampling at ``dp.sample_rate``.
 
-    Logical batches larger than ``physical_batch_size`` are processed in pieces whose clipped
-    per-sample gradients are summed before the single noisy step, so memory stays bounded while
-    the sampling stays exactly Poisson (no gradient accumulation across logical batches).
-    """
-    from opacus.data_loader import DPDataLoader
+    Noise and sampling come from ``randomness`` (pass :class:`OSRandom` outside tests). Logical
+    batches larger than ``physical_batch_size`` are processed in pieces whose clipped per-sample
+    gradients are summed before the single noisy step, so memory stays bounded while the
+    sampling stays exactly Poisson (no gradient accumulation across logical batches).
 
-    if dp.secure_mode:
-        raise PrivacyError(
-            "secure_mode needs torchcsprng, which is unmaintained and not installable here; "
-            "run without --secure-mode (the ledger records that noise came from torch's PRNG)"
-        )
+    Before the first noisy step the mechanism's hazards are checked with what was built and
+    observed; on any, :class:`PrivacyError` is raised and no parameter has changed.
+    """
     if mode not in DP_MODES:
         raise PrivacyError(f"unknown clipping mode {mode!r}: choose one of {', '.join(DP_MODES)}")
     n = len(data)
+    sampler = sampler if sampler is not None else PoissonSampler(n, dp.sample_rate, randomness)
     expected_batch = max(1, round(dp.sample_rate * n))
-    params = [p for p in model.parameters() if p.requires_grad]
-    seed = int(torch.randint(0, 2**31, (1,), generator=generator))
-    sample_gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator().manual_seed(seed + 1)
+    named = _trainable(model)
+    params = [p for _, p in named]
     base = OPTIMIZERS[optimizer](params, lr)
-    stepper = DP_MODES[mode](model, params, base, dp, expected_batch, noise_gen)
-    dp_optimizer = stepper.optimizer
-    try:
-        batches = _cycle(
-            lambda: DPDataLoader(data, sample_rate=dp.sample_rate, generator=sample_gen)
+    built: list[torch.optim.Optimizer] = []
+
+    def hazards(covered: list[str] | None) -> list:  # noqa: ANN202
+        return check_mechanism(
+            dataset_size=n,
+            accountant_rate=dp.sample_rate,
+            sampler_rate=float(getattr(sampler, "rate", float("nan"))),
+            poisson=bool(getattr(sampler, "poisson", False)),
+            optimizer_expected_batch=built[0].expected_batch_size,
+            trainable_names=[name for name, _ in named],
+            covered_names=covered,
         )
+
+    def check_covered(covered: list[str]) -> None:
+        _refuse_hazards(hazards(covered))
+
+    stepper = DP_MODES[mode](model, params, base, dp, expected_batch, randomness, check_covered)
+    dp_optimizer = stepper.optimizer
+    built.append(dp_optimizer)
+    try:
+        _refuse_hazards(hazards(None))
         total_loss, examples = 0.0, 0
         model.train()
         for _ in range(steps):
-            batch = next(batches)
+            index = sampler.draw()
+            batch: Batch = tuple(t[index] for t in data.tensors)  # type: ignore[assignment]
             dp_optimizer.zero_grad(set_to_none=True)
             size = batch[0].shape[0]
             if size == 0:
                 # An empty Poisson batch still takes a (pure-noise) step: the accountant counts it.
                 stepper.empty(params)
             parts = list(_split(batch, physical_batch_size))
-            for index, part in enumerate(parts):
+            for number, part in enumerate(parts):
+                # checks, before clipping, that every trainable parameter got per-sample
+                # gradients in this piece (else DP does not cover it)
                 total_loss += stepper.backward(part)
-                if index < len(parts) - 1:
+                if number < len(parts) - 1:
                     # Clip and sum this piece; the noisy step happens after the last piece.
                     dp_optimizer.signal_skip_step(do_skip=True)
                     dp_optimizer.step()
@@ -268,20 +370,7 @@ def train_dp(
             p.grad_sample = None
             p.grad = None
             p.summed_grad = None
-
-
-def _check_covered(model: nn.Module) -> None:
-    """Every trainable parameter must have per-sample gradients, or DP does not cover it."""
-    missing = [
-        name
-        for name, p in model.named_parameters()
-        if p.requires_grad and getattr(p, "grad_sample", None) is None
-    ]
-    if missing:
-        raise PrivacyError(
-            f"DP-SGD did not compute per-sample gradients for {missing[:3]}: these parameters "
-            "would be trained without privacy; freeze them or use a supported layer type"
-        )
+            p._norm_sample = None
 
 
 def _loss_sum(model: nn.Module, batch: Batch) -> torch.Tensor:

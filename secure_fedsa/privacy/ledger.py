@@ -1,30 +1,40 @@
 """The per-client privacy ledger (promise P5: privacy spent is never forgotten).
 
-One JSON file per client records who the ledger belongs to (its identity) and one entry per
-trained round: the DP event of that round and the cumulative ε after it. The file is written
-atomically after every round and read back and checked on restart, so a restarted client
+One JSON file per client records who the ledger belongs to and what it may spend (its identity:
+client, δ, accountant, dataset size and the budget ε) and one entry per trained round: the DP
+event of that round, where its noise came from, and the cumulative ε after it. The file is
+written atomically as soon as a round has trained, before anything computed in that round leaves
+the client ("charge before release"), and read back and checked on restart, so a restarted client
 continues from the privacy it has already spent instead of starting again at zero.
 
-A ledger is never silently replaced: a corrupt file, one whose recorded ε does not match a
-recomputation from its events, or one that belongs to another client or configuration raises
-:class:`LedgerError` and leaves the file untouched.
+The entries form a hash chain: each carries the SHA-256 of the previous entry (the first, of the
+identity) and its own hash. The client records the hash of the entry that paid for each release
+next to it (``state.pt``, the egress record), so a ledger that was deleted, emptied, trimmed or
+rewritten no longer explains those releases and is refused (:mod:`secure_fedsa.privacy.continuity`).
+A round trained again after a crash is recorded again, as a new entry with the same round number:
+counting a round twice is safe, counting it zero times never is.
+
+A ledger is never silently replaced: a corrupt file, a broken chain, one whose recorded ε does not
+match a recomputation from its events, or one that belongs to another client or configuration
+(including another budget: a resume can never raise it) raises :class:`LedgerError` and leaves
+the file untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from secure_fedsa.errors import BudgetExhausted, LedgerError, PrivacyError
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
-from secure_fedsa.privacy.hazards import INSECURE_RNG_NOTE
 
 __all__ = [
     "FORMAT",
@@ -33,10 +43,11 @@ __all__ = [
     "LedgerIdentity",
     "PrivacyLedger",
     "check_budget",
+    "identity_hash",
 ]
 
 FORMAT = "secure_fedsa.privacy_ledger"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # A recorded ε must equal its recomputation to within this (absolute + relative) tolerance. The
 # recomputation is deterministic; the slack only absorbs numerical differences between machines.
@@ -44,10 +55,19 @@ EPSILON_ABS_TOLERANCE = 1e-4
 EPSILON_REL_TOLERANCE = 1e-4
 
 # Identity fields that must match when a ledger is reopened: they decide what the recorded ε
-# means (δ, accountant), whose records it covers (client, dataset size, key) and the sensitivity
-# of each step (clip). The planned σ and the target ε may change on resume (recalibration after
-# prior spending); versions and the secure-mode note describe the run that created the ledger.
-MATCHED_FIELDS = ("client_id", "key_fingerprint", "delta", "accountant", "dataset_size", "clip")
+# means (δ, accountant), whose records it covers (client, dataset size, key), the sensitivity of
+# each step (clip) and what may be spent (the budget: a resume can never raise it). The planned σ
+# may change on resume (recalibration against the history); versions describe the run that
+# created the ledger.
+MATCHED_FIELDS = (
+    "client_id",
+    "key_fingerprint",
+    "delta",
+    "accountant",
+    "dataset_size",
+    "clip",
+    "target_epsilon",
+)
 
 
 def _library_versions() -> dict[str, str]:
@@ -72,11 +92,9 @@ class LedgerIdentity:
     delta: float
     accountant: str
     dataset_size: int  # training records of this client
-    target_epsilon: float | None  # None when σ is given directly
+    target_epsilon: float | None  # the budget; None when σ is given without one
     noise_multiplier: float  # planned σ
     clip: float
-    secure_mode: bool
-    secure_mode_note: str | None
     versions: dict[str, str] = field(hash=False)
 
     @classmethod
@@ -91,7 +109,6 @@ class LedgerIdentity:
         target_epsilon: float | None,
         noise_multiplier: float,
         clip: float,
-        secure_mode: bool,
     ) -> LedgerIdentity:
         """The identity of a new ledger, with this process's library versions."""
         return cls(
@@ -103,8 +120,6 @@ class LedgerIdentity:
             target_epsilon=None if target_epsilon is None else float(target_epsilon),
             noise_multiplier=float(noise_multiplier),
             clip=float(clip),
-            secure_mode=secure_mode,
-            secure_mode_note=None if secure_mode else INSECURE_RNG_NOTE,
             versions=_library_versions(),
         )
 
@@ -142,8 +157,6 @@ def _identity_problems(identity: LedgerIdentity) -> list[str]:
             "noise_multiplier must be finite and >= 0",
         ),
         (_is_number(i.clip) and math.isfinite(i.clip) and i.clip > 0, "clip must be > 0"),
-        (isinstance(i.secure_mode, bool), "secure_mode must be a bool"),
-        (i.secure_mode_note is None or isinstance(i.secure_mode_note, str), "bad secure_mode_note"),
         (
             isinstance(i.versions, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in i.versions.items()),
@@ -165,6 +178,9 @@ class LedgerEntry:
     accountant: str
     epsilon: float  # cumulative, after this round; inf when no finite bound exists
     timestamp: str  # ISO 8601, UTC
+    noise_source: str  # where noise and sampling came from ("os-csprng" in every private run)
+    previous: str  # SHA-256 of the previous entry (of the identity, for the first entry)
+    hash: str  # SHA-256 of this entry (every field but this one)
 
     @property
     def event(self) -> DPEvent:
@@ -190,13 +206,33 @@ def _decode_epsilon(value: Any) -> float:
     return float(value)
 
 
+def _entry_json(entry: LedgerEntry) -> dict[str, Any]:
+    return {**asdict(entry), "epsilon": _encode_epsilon(entry.epsilon)}
+
+
 def _document(identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "identity": asdict(identity),
-        "entries": [{**asdict(e), "epsilon": _encode_epsilon(e.epsilon)} for e in entries],
+        "entries": [_entry_json(e) for e in entries],
     }
+
+
+# --- the hash chain -------------------------------------------------------------------------
+# hash = SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of the object as written
+# to the file, without its "hash" field. Auditors recompute it with any JSON library.
+
+
+def canonical_hash(document: dict[str, Any]) -> str:
+    body = {k: v for k, v in document.items() if k != "hash"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def identity_hash(identity: LedgerIdentity) -> str:
+    """The chain's anchor: the first entry's ``previous``."""
+    return canonical_hash(asdict(identity))
 
 
 def _require(mapping: Any, keys: tuple[str, ...], what: str) -> None:
@@ -237,6 +273,9 @@ def _parse_entry(raw: Any, index: int) -> LedgerEntry:
         )
     except PrivacyError as exc:
         raise ValueError(f"{what}: {exc}") from None
+    for name in ("noise_source", "previous", "hash"):
+        if not isinstance(raw[name], str) or not raw[name]:
+            raise ValueError(f"{what}: {name} must be a non-empty string")
     return LedgerEntry(
         round=raw["round"],
         noise_multiplier=event.noise_multiplier,
@@ -246,6 +285,9 @@ def _parse_entry(raw: Any, index: int) -> LedgerEntry:
         accountant=raw["accountant"],
         epsilon=_decode_epsilon(raw["epsilon"]),
         timestamp=raw["timestamp"],
+        noise_source=raw["noise_source"],
+        previous=raw["previous"],
+        hash=raw["hash"],
     )
 
 
@@ -268,10 +310,20 @@ def _parse(text: str) -> tuple[LedgerIdentity, tuple[LedgerEntry, ...]]:
 
 
 def _check_consistent(identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]) -> None:
-    """Rounds increase, ε never decreases, and the last ε equals its recomputation."""
+    """The chain is intact, rounds never go back (a retried round repeats its number), ε never
+    decreases, and the last ε equals its recomputation."""
     previous_round, previous_eps = 0, 0.0
+    link = identity_hash(identity)
     for entry in entries:
-        if entry.round <= previous_round:
+        if entry.previous != link:
+            raise ValueError(
+                f"the hash chain is broken at round {entry.round}: the entry does not follow "
+                "the one before it (an entry was removed, inserted, reordered or edited)"
+            )
+        if canonical_hash(_entry_json(entry)) != entry.hash:
+            raise ValueError(f"the entry of round {entry.round} was edited (its hash differs)")
+        link = entry.hash
+        if entry.round < previous_round:
             raise ValueError(f"round {entry.round} follows round {previous_round}")
         if entry.epsilon < previous_eps:
             raise ValueError(f"ε decreases at round {entry.round}")
@@ -347,8 +399,11 @@ class PrivacyLedger:
         self._entries = entries
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, identity: LedgerIdentity) -> PrivacyLedger:
-        """Read and check the ledger at ``path``, or create it (written at once) if absent.
+    def open(
+        cls, path: str | os.PathLike[str], *, identity: LedgerIdentity, create: bool = True
+    ) -> PrivacyLedger:
+        """Read and check the ledger at ``path``, or create it (written at once) if absent and
+        ``create`` is true (callers pass false for a client that has trained before).
 
         Raises :class:`LedgerError` if the file is corrupt or inconsistent, or was created for
         another client or configuration; the file is then left exactly as it was.
@@ -357,11 +412,28 @@ class PrivacyLedger:
             raise TypeError(f"identity must be a LedgerIdentity, got {type(identity).__name__}")
         path = Path(path)
         if not path.exists():
+            if not create:
+                raise LedgerError(
+                    f"{path}: the privacy ledger is missing, but this client has trained before: "
+                    "the privacy it spent cannot be recovered. Restore the ledger from a backup; "
+                    "a new ledger is never created for a client that has trained"
+                )
             if not path.parent.is_dir():
                 raise LedgerError(f"{path}: directory {path.parent} does not exist")
             ledger = cls(path, identity, ())
             ledger._write(ledger._entries)
             return ledger
+        ledger = cls.read(path)
+        ledger.require_identity(identity)
+        return ledger
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
+        """The existing, verified ledger at ``path`` (chain, order and ε all checked).
+
+        Raises :class:`LedgerError` if it is missing, unreadable, corrupt or inconsistent.
+        """
+        path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -375,15 +447,27 @@ class PrivacyLedger:
                 "restore it from a backup, or start a fresh run directory (spent privacy is "
                 "then no longer tracked for this data)"
             ) from None
-        for name in MATCHED_FIELDS:
-            ours, theirs = getattr(stored, name), getattr(identity, name)
-            if ours != theirs:
-                raise LedgerError(
-                    f"{path}: this privacy ledger belongs to another configuration: {name} is "
-                    f"{ours!r} in the ledger but {theirs!r} now. Use a fresh run directory, or "
-                    "the configuration the ledger was created with"
-                )
         return cls(path, stored, entries)
+
+    def require_identity(self, identity: LedgerIdentity) -> None:
+        """Raise :class:`LedgerError` unless ``identity`` matches this ledger's
+        :data:`MATCHED_FIELDS` (same client, key, δ, accountant, data size, clip and budget)."""
+        for name in MATCHED_FIELDS:
+            ours, theirs = getattr(self._identity, name), getattr(identity, name)
+            if ours == theirs:
+                continue
+            if name == "target_epsilon":
+                raise LedgerError(
+                    f"{self._path}: the ledger's budget is ε = {ours!r} but the configuration "
+                    f"asks for ε = {theirs!r}. The ledger is the authority on the budget: a "
+                    "resumed run keeps the budget it was started with (restore config.json, or "
+                    "start a new run directory for a new budget)"
+                )
+            raise LedgerError(
+                f"{self._path}: this privacy ledger belongs to another configuration: {name} is "
+                f"{ours!r} in the ledger but {theirs!r} now. Use a fresh run directory, or "
+                "the configuration the ledger was created with"
+            )
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -416,6 +500,15 @@ class PrivacyLedger:
         """The last recorded round number (0 before any)."""
         return self._entries[-1].round if self._entries else 0
 
+    @property
+    def head(self) -> str:
+        """Hash of the last entry (of the identity before any): what releases are tied to."""
+        return self._entries[-1].hash if self._entries else identity_hash(self._identity)
+
+    def entry(self, entry_hash: str) -> LedgerEntry | None:
+        """The entry with this hash, or None."""
+        return next((e for e in self._entries if e.hash == entry_hash), None)
+
     def projected_epsilon(self, event: DPEvent) -> float:
         """Cumulative ε if ``event`` were recorded next."""
         if not isinstance(event, DPEvent):
@@ -432,23 +525,27 @@ class PrivacyLedger:
         return projected > budget, projected
 
     # -- writing -------------------------------------------------------------------------------
-    def record(self, round: int, event: DPEvent, *, clip: float) -> float:
+    def record(self, round: int, event: DPEvent, *, clip: float, noise_source: str) -> float:
         """Append the round just trained, write the file atomically, return the cumulative ε.
 
-        Call it as soon as training ran: the privacy is spent whether or not anything else
-        succeeds afterwards.
+        Call it as soon as training ran and before anything computed in the round leaves the
+        client: the privacy is spent whether or not anything else succeeds afterwards. A round
+        trained again (after a crash lost its result) is recorded again: ``round`` may equal
+        the last recorded round, never precede it.
         """
         if not isinstance(round, int) or isinstance(round, bool):
             raise LedgerError(f"round must be an int, got {round!r}")
-        if round <= self.last_round:
+        if round < self.last_round:
             raise LedgerError(
-                f"{self._path}: round {round} is not after the last recorded round "
-                f"{self.last_round}; a round is recorded once"
+                f"{self._path}: round {round} is before the last recorded round "
+                f"{self.last_round}; rounds are recorded in order"
             )
+        if not isinstance(noise_source, str) or not noise_source:
+            raise LedgerError(f"noise_source must name the randomness used, got {noise_source!r}")
         if not _is_number(clip) or not (math.isfinite(clip) and clip > 0):
             raise LedgerError(f"clip must be a finite number > 0, got {clip!r}")
         cumulative = self.projected_epsilon(event)
-        entry = LedgerEntry(
+        unsigned = LedgerEntry(
             round=round,
             noise_multiplier=event.noise_multiplier,
             sample_rate=event.sample_rate,
@@ -457,7 +554,11 @@ class PrivacyLedger:
             accountant=self._identity.accountant,
             epsilon=cumulative,
             timestamp=_now(),
+            noise_source=noise_source,
+            previous=self.head,
+            hash="",
         )
+        entry = replace(unsigned, hash=canonical_hash(_entry_json(unsigned)))
         entries = (*self._entries, entry)
         self._write(entries)
         self._entries = entries
