@@ -108,8 +108,8 @@ def _check_client(
         if manifest is not None and tensors and list(tensors) != manifest:
             result.fail(f"{where}: tensor names differ from the shared-tensor manifest")
         if record["kind"] == REPORT_KIND:
-            # Flower sites reply with a small plaintext report (status, epsilon, held-out
-            # accuracy) next to each update. It may carry no tensor at all.
+            # Flower sites reply with a small plaintext report (status, epsilon, a status code
+            # about the aggregate) next to each update. It may carry no tensor at all.
             if tensors:
                 result.fail(f"{where}: a metrics report carried tensors")
             reports += 1
@@ -130,8 +130,9 @@ def _check_client(
     if reports:
         summary["metrics_reports"] = reports
         result.warn(
-            f"{cid}: {reports} plaintext metrics report(s) (status, epsilon, held-out accuracy, "
-            "no tensors) left the client; held-out accuracy is outside the DP guarantee"
+            f"{cid}: {reports} plaintext metrics report(s) (training status, epsilon, the "
+            "aggregate's status code, no tensors) left the client; with report-accuracy they "
+            "also carry held-out accuracy, which is outside the DP guarantee"
         )
     return summary
 
@@ -184,17 +185,24 @@ def _check_uploads(
 
 
 def _check_round_bytes(run: RunEvidence, result: CheckResult) -> None:
-    """metrics.jsonl's upload bytes per round equal the sum of the egress records."""
+    """metrics.jsonl's upload bytes per round equal the sum of the egress records of the
+    updates that round counted: each client's last update of the round (an earlier one was
+    re-sent after an interruption, and the audit notes it above)."""
     for record in run.metrics or []:
         round_number, expected = record.get("round"), record.get("upload_bytes")
         if not isinstance(expected, int):
             continue
-        sent = sum(
-            m.get("bytes", 0)
-            for records in run.egress.values()
-            for m in records or []
-            if m.get("round") == round_number and isinstance(m.get("bytes"), int)
-        )
+        last_update: dict[str, int] = {}
+        other = 0
+        for cid, records in run.egress.items():
+            for m in records or []:
+                if m.get("round") != round_number or not isinstance(m.get("bytes"), int):
+                    continue
+                if m.get("kind") == "update":
+                    last_update[cid] = m["bytes"]
+                else:
+                    other += m["bytes"]
+        sent = sum(last_update.values()) + other
         if sent != expected:
             result.fail(
                 f"round {round_number}: metrics report {expected} bytes uploaded, the egress "

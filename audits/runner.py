@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from audits.check_accounting import check_accounting
+from audits.check_aggregates import check_aggregates
 from audits.check_egress import check_egress
 from audits.check_encryption import check_encryption
 from audits.check_hazards import check_hazards
@@ -26,6 +27,7 @@ CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
     check_egress,
     check_accounting,
     check_ledger,
+    check_aggregates,
     check_encryption,
     check_hazards,
 )

@@ -4,15 +4,17 @@ For each vector size, ``--clients`` clients each send ``weight * values`` and ``
 server sums; one client decrypts and divides. Compared:
 
 - ``secure_fedsa``: this library (seeded symmetric CKKS, both slot halves, rounded ``c0``,
-  N=4096, primes (60, 49), scale 2^40), measured through the full message envelope and
-  :class:`~secure_fedsa.server.Aggregator` validation;
+  N=4096, primes (60, 49), scale 2^40), measured through the full signed message envelope and
+  :class:`~secure_fedsa.server.Aggregator` validation (signature verification included);
 - ``FLARE default``: a TenSEAL ``CKKSVector`` at NVIDIA FLARE's default parameters
   (N=8192, primes [60, 40, 40], scale 2^40), serialized with TenSEAL's own format;
 - ``plain fp32``: float32 arrays, no encryption.
 
 Columns: bytes per value up (per client) and down (the aggregate), encryption time per client,
 server time per client (parse, validate, add), server time to serialize the sum, decryption
-time (one client), and the largest absolute error of the decrypted average.
+time (one client), and the largest absolute error of the decrypted average. For secure_fedsa,
+also the Ed25519 cost of one message (sign + verify, median of 200) and its share of the round's
+HE time per client (encrypt + add + its share of result + decrypt).
 
 Usage::
 
@@ -36,6 +38,7 @@ import numpy as np
 
 DEFAULT_SIZES = (36_864, 393_216, 4_200_000)
 MANIFEST = "be" * 32
+SESSION = "5e" * 16
 WEIGHTS = (1.161, 0.279, 3.36, 2.0, 0.5)  # thousands of training examples
 
 
@@ -50,6 +53,8 @@ class Row:
     server_result: float
     decrypt: float
     error: float
+    clients: int = 1
+    sign_verify: float | None = None  # seconds per message, secure_fedsa only
 
 
 def client_values(n: int, k: int) -> np.ndarray:
@@ -102,6 +107,7 @@ def run_round(
         t_result,
         t_dec,
         error,
+        clients,
     )
 
 
@@ -110,6 +116,7 @@ def bench_ours(n: int, clients: int) -> Row:
     from secure_fedsa.crypto.ckks_server import CKKSServerCodec
     from secure_fedsa.crypto.keys import create_key_bundles
     from secure_fedsa.crypto.params import CKKSParams
+    from secure_fedsa.crypto.signing import Roster, SigningKey
     from secure_fedsa.server import Aggregator
     from secure_fedsa.wire import decode_aggregate, encode_update
 
@@ -117,18 +124,51 @@ def bench_ours(n: int, clients: int) -> Row:
         client_path, server_path = create_key_bundles(directory, CKKSParams(), max_clients=64)
         client = CKKSClientCodec.from_bundle(client_path)
         server = CKKSServerCodec.from_bundle(server_path)
-    aggregator = Aggregator(server, manifest_hash=MANIFEST, round=0, n_values=n)
-    return run_round(
+    signers = {k: SigningKey.generate(f"client-{k}") for k in range(clients)}
+    server_key = SigningKey.generate("server")
+    roster = Roster({s.owner: s.public_bytes for s in signers.values()}, server_key.public_bytes)
+    aggregator = Aggregator(
+        server, manifest_hash=MANIFEST, round=0, n_values=n, session=SESSION, roster=roster,
+        key=server_key,
+    )  # fmt: skip
+
+    def decode(data: bytes) -> np.ndarray:
+        result = decode_aggregate(
+            client, data, manifest_hash=MANIFEST, round=0, session=SESSION, n_values=n,
+            server_key=server_key.public_bytes,
+        )  # fmt: skip
+        return result.total / result.total_weight
+
+    row = run_round(
         "secure_fedsa",
         n,
         clients,
         lambda v, w, k: encode_update(
-            client, v, w, manifest_hash=MANIFEST, round=0, client_id=f"client-{k}"
+            client, v, w, manifest_hash=MANIFEST, round=0, session=SESSION, key=signers[k]
         ),
         aggregator.add,
         aggregator.result,
-        lambda data: decode_aggregate(client, data, manifest_hash=MANIFEST, round=0, n_values=n),
+        decode,
     )
+    row.sign_verify = sign_verify_seconds(signers[0])
+    return row
+
+
+def sign_verify_seconds(key) -> float:  # noqa: ANN001
+    """Median seconds to sign one message digest and verify the signature (Ed25519)."""
+    import hashlib
+    import statistics
+
+    from secure_fedsa.crypto.signing import verify
+
+    digest = hashlib.sha256(b"a message").digest()
+    times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        signature = key.sign("update", digest)
+        assert verify(key.public_bytes, signature, "update", digest)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def bench_flare(n: int, clients: int) -> Row:
@@ -194,13 +234,19 @@ METHODS: dict[str, Callable[[int, int], Row]] = {
 def table(rows: list[Row]) -> str:
     lines = [
         "| method | values | B/value up | B/value down | encrypt s/client | server add s/client "
-        "| server result s | decrypt s | max error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server result s | decrypt s | max error | sign+verify s/message | share of HE time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        signing = "—", "—"
+        if r.sign_verify is not None:
+            # per client: its encryption, its addition, its share of the result, a decryption
+            he = r.encrypt + r.server_add + r.decrypt + r.server_result / r.clients
+            signing = f"{r.sign_verify:.6f}", f"{r.sign_verify / he:.2%}"
         lines.append(
             f"| {r.method} | {r.n:,} | {r.up:.2f} | {r.down:.2f} | {r.encrypt:.3f} | "
-            f"{r.server_add:.3f} | {r.server_result:.3f} | {r.decrypt:.3f} | {r.error:.1e} |"
+            f"{r.server_add:.3f} | {r.server_result:.3f} | {r.decrypt:.3f} | {r.error:.1e} | "
+            f"{signing[0]} | {signing[1]} |"
         )
     return "\n".join(lines)
 

@@ -246,8 +246,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_keys_init(args: argparse.Namespace) -> int:
     from secure_fedsa.security import init_keys
 
-    paths = init_keys(Path(args.directory), max_clients=args.max_clients)
+    ids = [x.strip() for x in args.client_ids.split(",") if x.strip()] if args.client_ids else None
+    paths = init_keys(Path(args.directory), max_clients=args.max_clients, client_ids=ids)
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from secure_fedsa.crypto.signing import revoke
+
+    roster = revoke(Path(args.directory), args.client_id)
+    print(
+        f"revoked {args.client_id}: its updates are rejected from now on. Give the server the "
+        f"new {Path(args.directory) / 'roster.json'} (digest {roster.digest[:16]}…)"
+    )
     return 0
 
 
@@ -280,7 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     init = keys_sub.add_parser("init", help="create client and server key bundles")
     init.add_argument("directory")
     init.add_argument("--max-clients", type=int, default=RunConfig().max_clients)
+    init.add_argument(
+        "--client-ids",
+        help="comma-separated client ids, one signing identity each (default: client-0 .. "
+        "client-(max-clients - 1), the ids of the in-process federation)",
+    )
     init.set_defaults(handler=cmd_keys_init)
+    revoke = keys_sub.add_parser("revoke", help="remove a client from the roster")
+    revoke.add_argument("directory")
+    revoke.add_argument("client_id")
+    revoke.set_defaults(handler=cmd_keys_revoke)
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser

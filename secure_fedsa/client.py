@@ -11,6 +11,12 @@ Each round's privacy is recorded in the ledger before anything of the round leav
 and the hash of the ledger entry that paid for the trained state is kept with it (``state.pt``)
 and with every update sent from it (:attr:`Client.trained_entry`).
 
+Updates are signed with the client's own identity; the aggregate must carry the server's
+signature, and its decrypted values must be ones honest clients can produce
+(:mod:`secure_fedsa.aggregate_check`): an aggregate that fails is not loaded, the client keeps the
+shared tensors it started the round with (its B and head keep their training), and the
+federation goes on.
+
 The same class serves the in-process federation and the Flower ClientApp.
 """
 
@@ -26,6 +32,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
+from secure_fedsa.aggregate_check import Bounds, aggregate_problems, round_change_bound
+from secure_fedsa.crypto.signing import Identity
+from secure_fedsa.errors import SecureFedsaError
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
 from secure_fedsa.privacy.continuity import Release
@@ -93,6 +102,7 @@ class Client:
         privacy: ClientPrivacy | None,
         codec,  # noqa: ANN001 - a client-side codec (plaintext or CKKS)
         seed: int,
+        identity: Identity,
         randomness: RandomSource | None = None,
     ) -> None:
         self.client_id = client_id
@@ -104,6 +114,15 @@ class Client:
         self.directory = directory
         self.privacy = privacy
         self.codec = codec
+        if identity.key.owner != client_id:
+            raise SecureFedsaError(
+                f"{client_id} was given the signing identity of {identity.key.owner}"
+            )
+        self.identity = identity
+        self.bounds = Bounds(
+            round_change=round_change_bound(lr=plan.lr, steps=plan.local_steps),
+            max_weight=codec.value_bound if codec.value_bound is not None else float("inf"),
+        )
         # not private: shuffling without DP; DP noise and sampling come from ``randomness``
         self.generator = torch.Generator().manual_seed(seed)
         self.randomness = randomness if randomness is not None else OSRandom()
@@ -111,6 +130,11 @@ class Client:
         # state: current tensors; trained: tensors right after the last local training (what
         # this round's update is made of, also after the aggregate was applied).
         self.state = {k: v.clone() for k, v in initial_state.items()}
+        # what every client starts the federation with (the aggregate check's reference)
+        self.initial_shared = flatten(self.state, manifest)
+        # the shared tensors this client started its last trained round with (kept when that
+        # round's aggregate is rejected)
+        self.start_shared = self.initial_shared
         self.trained = self.state
         self.trained_round = 0
         self.trained_entry: str | None = None  # ledger entry that paid for ``trained``
@@ -145,6 +169,7 @@ class Client:
         # before saving its result: nothing of it was released, and it is trained again with
         # fresh noise and charged again (counting a round twice is safe, zero times never is).
         self.check_budget()
+        self.start_shared = flatten(self.state, self.manifest)
         self.model.load_adapter_state(self.state)
         self.model.set_trainable(self.policy.trained)
         if self.privacy is None:
@@ -192,8 +217,9 @@ class Client:
         return None if self.privacy is None else self.privacy.ledger.epsilon_spent
 
     # -- exchange with the server --------------------------------------------------------
-    def make_update(self, round_number: int) -> bytes:
-        """The only bytes that leave this client: its shared tensors, weighted and encoded."""
+    def make_update(self, round_number: int, session: str) -> bytes:
+        """The only bytes that leave this client: its shared tensors, weighted, encoded and
+        signed for this round of the run ``session``."""
         values = flatten(self.trained, self.manifest)
         return encode_update(
             self.codec,
@@ -201,20 +227,45 @@ class Client:
             self.data.num_train / WEIGHT_UNIT,
             manifest_hash=self.manifest.digest,
             round=round_number,
-            client_id=self.client_id,
+            session=session,
+            key=self.identity.key,
         )
 
-    def apply_aggregate(self, data: bytes, round_number: int) -> None:
-        """Decrypt the summed update, divide, and load it as the shared tensors."""
-        average = decode_aggregate(
-            self.codec,
-            data,
-            manifest_hash=self.manifest.digest,
-            round=round_number,
-            n_values=self.manifest.size,
-        )
-        self.state = {**self.trained, **unflatten(average, self.manifest)}
+    def apply_aggregate(self, data: bytes, round_number: int, session: str) -> list[str]:
+        """Verify, decrypt and check the server's aggregate; load it as the shared tensors if
+        honest clients could have produced it. Returns why it was rejected (empty: loaded).
+
+        A rejected aggregate is not loaded: the shared tensors go back to what this client
+        started the round with, its B and head keep their training. Nothing here raises for a
+        bad aggregate: an honest client never fails because of someone else's update.
+        """
+        try:
+            aggregate = decode_aggregate(
+                self.codec,
+                data,
+                manifest_hash=self.manifest.digest,
+                round=round_number,
+                session=session,
+                n_values=self.manifest.size,
+                server_key=self.identity.server_key,
+            )
+            problems = aggregate_problems(
+                aggregate.total,
+                aggregate.total_weight,
+                aggregate.contributors,
+                initial=self.initial_shared,
+                round=round_number,
+                bounds=self.bounds,
+            )
+        except SecureFedsaError as exc:
+            problems = [str(exc)]
+        if problems:
+            shared = unflatten(self.start_shared, self.manifest)
+        else:
+            shared = unflatten(aggregate.total / aggregate.total_weight, self.manifest)
+        self.state = {**self.trained, **shared}
         self._save()
+        return problems
 
     # -- evaluation and export -----------------------------------------------------------
     def evaluate(self, limit: int | None = None) -> float:
@@ -255,6 +306,7 @@ class Client:
             "stats": None if self.last_stats is None else dataclasses.asdict(self.last_stats),
             "generator": self.generator.get_state(),  # no-DP shuffling only; never DP noise
             "trained_entry": self.trained_entry,
+            "start_shared": torch.from_numpy(self.start_shared),
         }
         torch.save(payload, tmp)
         os.replace(tmp, target)
@@ -268,6 +320,7 @@ class Client:
         self.last_stats = None if stats is None else RoundStats(**stats)
         self.generator.set_state(payload["generator"])
         self.trained_entry = payload.get("trained_entry")
+        self.start_shared = payload["start_shared"].numpy()
 
 
 def saved_release(directory: Path) -> Release | None:

@@ -4,7 +4,9 @@ Round r, as data flows (design.md section 3):
 
     each client: DP-SGD on (A, B, head) -> shared tensors -> weighted, encrypted bytes
     server:      validate each update, add ciphertexts -> aggregate bytes
-    each client: decrypt, divide, load as its shared tensors; B and head untouched
+    each client: verify the server's signature, decrypt, divide, check the values are ones
+                 honest clients can produce, load as its shared tensors (or keep the round's
+                 starting ones if not); B and head untouched
 
 Transport is the :class:`InProcessTransport` below; the Flower apps use the same Client and
 Aggregator with another transport.
@@ -32,6 +34,7 @@ from secure_fedsa.node import (
     client_privacy,
     client_releases,
     new_aggregator,
+    new_session,
     plan_client,
     privacy_history,
     shared_manifest,
@@ -43,7 +46,13 @@ from secure_fedsa.privacy.continuity import metrics_releases
 from secure_fedsa.privacy.plan import PrivacyPlan
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
 from secure_fedsa.rundir import RunDirectory
-from secure_fedsa.security import Codecs, check_keys_dir, setup_codecs
+from secure_fedsa.security import (
+    Codecs,
+    Identities,
+    check_keys_dir,
+    setup_codecs,
+    setup_identities,
+)
 from secure_fedsa.server import Aggregator
 from secure_fedsa.sharing import get_policy
 
@@ -67,6 +76,7 @@ class RoundRecord:
     round: int
     clients: dict[str, dict] = field(default_factory=dict)
     rejected: list[dict] = field(default_factory=list)
+    aggregate: dict = field(default_factory=dict)
     upload_bytes: int = 0
     download_bytes: int = 0
     seconds: float = 0.0
@@ -85,7 +95,7 @@ class InProcessTransport:
     def send_update(
         self, client: Client, round_number: int, aggregator: Aggregator
     ) -> tuple[int, str | None]:
-        payload = client.make_update(round_number)
+        payload = client.make_update(round_number, aggregator.session)
         self.egress.record(
             client.client_id,
             round_number=round_number,
@@ -121,8 +131,8 @@ class Federation:
         self.progress = progress or Progress()
         self.policy = get_policy(config.method)
         # 1. every check that can fail on user input, before anything is written
-        check_keys_dir(config)
         self.prepared = prepare(config)
+        check_keys_dir(config, list(self.prepared.clients))
         torch.manual_seed(config.seed)
         self.model = build_model(
             model_spec(config), num_labels=len(self.prepared.label_names), seed=config.seed
@@ -138,6 +148,10 @@ class Federation:
         self.rundir = existing or RunDirectory.create(run_dir, config)
         self.rundir.save_config(config)
         self.codecs: Codecs = setup_codecs(config, self.rundir.path / "keys")
+        self.identities: Identities = setup_identities(
+            config, self.rundir.path / "keys", list(self.prepared.clients)
+        )
+        self.session = (existing and existing.stored_session()) or new_session()
         initial = self.model.adapter_state()
         self.manifest = shared_manifest(initial, self.policy)
         self.egress = EgressLog(self.rundir.path / "egress")
@@ -164,6 +178,7 @@ class Federation:
                 ),
                 codec=self.codecs.client,
                 seed=config.seed * 1000 + number,
+                identity=self.identities.clients[cid],
                 randomness=dp_randomness(cid) if dp_randomness else OSRandom(),
             )
         self.rundir.write_json(
@@ -181,6 +196,12 @@ class Federation:
                 },
                 "privacy": {cid: _plan_dict(p) for cid, p in self.plans.items()},
                 "key_fingerprint": self.codecs.fingerprint,
+                "roster_digest": self.identities.roster.digest,
+                "session": self.session,
+                "aggregate_bounds": {
+                    "round_change": next(iter(self.clients.values())).bounds.round_change,
+                    "max_weight": self.codecs.client.value_bound,
+                },
                 "protections_off": config.protections,
             },
         )
@@ -234,7 +255,14 @@ class Federation:
     def run_round(self, round_number: int) -> RoundRecord:
         record = RoundRecord(round=round_number)
         started = time.time()
-        aggregator = new_aggregator(self.codecs.server, self.manifest, round_number)
+        aggregator = new_aggregator(
+            self.codecs.server,
+            self.manifest,
+            round_number,
+            session=self.session,
+            roster=self.identities.roster,
+            key=self.identities.server.key,
+        )
         contributors = []
         for cid, client in self.clients.items():
             entry: dict = {}
@@ -265,9 +293,22 @@ class Federation:
             self.progress.client_done(cid)
         if aggregator is not None and aggregator.accepted:
             aggregate = aggregator.result()
-            for client in self.clients.values():
-                client.apply_aggregate(aggregate, round_number)
+            rejected_by: dict[str, list[str]] = {}
+            for cid, client in self.clients.items():
+                problems = client.apply_aggregate(aggregate, round_number, self.session)
                 record.download_bytes += len(aggregate)
+                record.clients[cid]["aggregate"] = "rejected" if problems else "applied"
+                if problems:
+                    rejected_by[cid] = problems
+                    self.progress.message(
+                        f"round {round_number}: {cid} REJECTED the aggregate and kept its "
+                        f"previous shared tensors: {problems[0]}"
+                    )
+            record.aggregate = {
+                "contributors": list(aggregator.accepted),
+                "status": "rejected" if rejected_by else "applied",
+                "rejected_by": rejected_by,
+            }
         accuracies = []
         for cid, client in self.clients.items():
             acc = client.evaluate(self.config.eval_examples_per_round)
@@ -306,6 +347,11 @@ class Federation:
             if self.config.dp
             else "no differential privacy",
             "key_fingerprint": self.codecs.fingerprint,
+            "rejected_aggregates": [
+                {"round": m["round"], "rejected_by": m["aggregate"]["rejected_by"]}
+                for m in self.rundir.metrics()
+                if (m.get("aggregate") or {}).get("status") == "rejected"
+            ],
             "seconds": seconds,
         }
         self.rundir.write_json("summary.json", summary)
@@ -361,6 +407,8 @@ def _round_line(record: RoundRecord, total: int) -> str:
     parts.append(f"mean acc={record.mean_accuracy:.3f}")
     if record.rejected:
         parts.append(f"rejected={len(record.rejected)}")
+    if record.aggregate.get("status") == "rejected":
+        parts.append(f"aggregate REJECTED by {len(record.aggregate['rejected_by'])}")
     return " | ".join(parts)
 
 

@@ -14,6 +14,7 @@ Nothing here imports Flower.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan, saved_release
 from secure_fedsa.config import RunConfig
+from secure_fedsa.crypto.signing import Roster, SigningKey, load_identity
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import DataError, UpdateRejected
 from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
@@ -144,13 +146,33 @@ def shared_manifest(initial: dict[str, torch.Tensor], policy: SharingPolicy) -> 
 
 
 # --------------------------------------------------------------------------- per round (server)
-def new_aggregator(codec, manifest: Manifest, round_number: int) -> Aggregator | None:  # noqa: ANN001
+def new_aggregator(
+    codec,  # noqa: ANN001 - a server codec
+    manifest: Manifest,
+    round_number: int,
+    *,
+    session: str,
+    roster: Roster,
+    key: SigningKey,
+) -> Aggregator | None:
     """The aggregator of one round, or None when the method shares nothing."""
     if manifest.size == 0:
         return None
     return Aggregator(
-        codec, manifest_hash=manifest.digest, round=round_number, n_values=manifest.size
+        codec,
+        manifest_hash=manifest.digest,
+        round=round_number,
+        n_values=manifest.size,
+        session=session,
+        roster=roster,
+        key=key,
     )
+
+
+def new_session() -> str:
+    """A run's random session id: bound into every signed message, so that messages of another
+    run (under the same keys) are rejected as replays. Public; kept in the run's setup."""
+    return secrets.token_hex(16)
 
 
 def submit(aggregator: Aggregator, payload: bytes) -> str | None:
@@ -174,6 +196,7 @@ class SiteSpec:
 
     state_dir: Path
     keys: Path | None = None
+    identity: Path | None = None
     data_file: Path | None = None
     partition_id: int | None = None
     num_partitions: int | None = None
@@ -279,6 +302,12 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
     from secure_fedsa.prepare import model_spec
 
     codec = client_codec(config, spec.keys)
+    if spec.identity is None:
+        raise DataError(
+            f"{spec.name}: the site needs its signing identity (node config "
+            "identity=PATH/identities/<client-id>.key from `secure-fedsa keys init`)"
+        )
+    identity = load_identity(spec.identity)
     data, label_names = site_data(config, spec)
     policy = get_policy(config.method)
     torch.manual_seed(config.seed)
@@ -302,6 +331,7 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         privacy=client_privacy(config, spec.name, plan, spec.state_dir, codec.fingerprint, history),
         codec=codec,
         seed=config.seed * 1000 + spec.number,
+        identity=identity,
         randomness=OSRandom(),
     )
     return Site(client=client, label_names=label_names, privacy_plan=plan, manifest=manifest)

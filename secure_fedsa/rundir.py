@@ -99,6 +99,20 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def stored_session(self) -> str | None:
+        """The session id ``setup.json`` records (None before the setup was written); a run
+        keeps its session across restarts so that its messages stay valid."""
+        path = self.path / "setup.json"
+        if not path.exists():
+            return None
+        try:
+            session = json.loads(path.read_text())["session"]
+        except (OSError, ValueError, KeyError, TypeError):
+            session = None
+        if not isinstance(session, str):
+            raise ConfigError(f"{path} records no session: the run cannot be resumed")
+        return session
+
     def completed_rounds(self) -> int:
         rounds = [m["round"] for m in self.metrics()]
         return max(rounds, default=0)

@@ -1,10 +1,12 @@
 """The aggregation server: validate each update completely, then add it. Never decrypts.
 
 :class:`Aggregator` serves one round. ``add`` checks an update before touching the running sum:
-envelope, key fingerprint, manifest hash, round, duplicate client, client limit, encrypted flag,
-number and size of chunks, and every chunk's ciphertext parameters. A rejected update leaves the
-sum exactly as it was and is recorded in ``rejections``. Updates are added as they arrive, so
-memory does not grow with the number of clients.
+envelope, the sender's signature (against the roster: an unknown or revoked client, a relabelled
+id, or any altered byte fails), key fingerprint, manifest hash, round, session (a replay from
+another run fails), duplicate client, client limit, encrypted flag, number and size of chunks,
+and every chunk's ciphertext parameters. A rejected update leaves the sum exactly as it was and is
+recorded in ``rejections``. Updates are added as they arrive, so memory does not grow with the
+number of clients. The aggregate is signed with the server's identity.
 
 This module imports no decryption code: it works with any ``ServerCodec`` (``CKKSServerCodec``
 from ``server.keys``, or ``PlaintextCodec``).
@@ -16,6 +18,7 @@ import logging
 
 from secure_fedsa import wire
 from secure_fedsa.crypto.codec import ServerCodec
+from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,15 @@ class Aggregator:
     """Sums the validated updates of one round for one manifest and key set."""
 
     def __init__(
-        self, codec: ServerCodec, *, manifest_hash: str, round: int, n_values: int
+        self,
+        codec: ServerCodec,
+        *,
+        manifest_hash: str,
+        round: int,
+        n_values: int,
+        session: str,
+        roster: Roster,
+        key: SigningKey,
     ) -> None:
         if not isinstance(manifest_hash, str) or not wire.MANIFEST_PATTERN.fullmatch(manifest_hash):
             raise ConfigError("manifest_hash must be 8-128 lowercase hex characters")
@@ -33,6 +44,13 @@ class Aggregator:
             raise ConfigError(f"round must be an integer in 0..{wire.MAX_ROUND}")
         if type(n_values) is not int or not 0 <= n_values <= wire.MAX_N_VALUES:
             raise ConfigError(f"n_values must be an integer in 0..{wire.MAX_N_VALUES}")
+        if not isinstance(session, str) or not wire.SESSION_PATTERN.fullmatch(session):
+            raise ConfigError("session must be 32 lowercase hex characters")
+        if key.owner != wire.SERVER_ID or key.public_bytes != roster.server:
+            raise ConfigError("the aggregator needs the server's identity from this roster")
+        self.session = session
+        self.roster = roster
+        self._key = key
         self.codec = codec
         self.manifest_hash = manifest_hash
         self.round = round
@@ -48,7 +66,8 @@ class Aggregator:
         client_id: str | None = None
         try:
             message = wire.unpack(data)
-            client_id = message.client_id
+            wire.verify_sender(message, self.roster.key_of(message.client_id))
+            client_id = message.client_id  # authenticated from here on
             self._check(message)
             validated = [self.codec.validate_chunk(chunk) for chunk in message.chunks]
             self._sum.add(validated)
@@ -72,6 +91,7 @@ class Aggregator:
             encrypted=self.codec.encrypted,
             manifest_hash=self.manifest_hash,
             round=self.round,
+            session=self.session,
             n_values=self.n_values,
             chunk_sizes=self._chunk_sizes,
         )
@@ -101,10 +121,12 @@ class Aggregator:
                 fingerprint=self.codec.fingerprint,
                 manifest_hash=self.manifest_hash,
                 round=self.round,
+                session=self.session,
                 client_id=wire.SERVER_ID,
                 encrypted=self.codec.encrypted,
                 n_values=self.n_values,
                 contributors=len(self.accepted),
                 chunks=tuple(self._sum.result()),
-            )
+            ),
+            self._key,
         )

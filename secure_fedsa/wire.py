@@ -1,18 +1,23 @@
-"""The update message envelope shared by both codecs, and every wire name in one place.
+"""The signed message envelope shared by both codecs, and every wire name in one place.
 
 Layout (integers little-endian)::
 
     magic "SFSA" | wire version u16 | header length u32 | header (UTF-8 JSON)
     | chunk 0 | chunk 1 | ... | SHA-256 of everything before it (32 bytes)
+    | Ed25519 signature of that digest (64 bytes)
 
 The header names the protocol version, message kind, key fingerprint (or ``"plaintext"``),
-manifest hash, round, client id (``"server"`` on aggregates), encrypted flag, number of values,
-number and byte size of each chunk, and the number of contributing clients. The digest catches
-corruption in transit; it is not authentication (anyone can recompute it).
+manifest hash, round, the run's session, client id (``"server"`` on aggregates), encrypted flag,
+number of values, number and byte size of each chunk, and the number of contributing clients.
+The digest catches corruption in transit; the signature (by the client named in the header, or by
+the server for an aggregate; :mod:`secure_fedsa.crypto.signing`) authenticates the header and
+every ciphertext byte, so a message altered in any way, relabelled with another client, round,
+manifest or session, or replayed from another run is rejected.
 
 :func:`unpack` is strict: exact field set and types, sizes checked against limits and against
 the message length before anything is sliced, and any problem is ``UpdateRejected("malformed
-...")`` and nothing else.
+...")`` and nothing else. It does not verify the signature: :func:`verify_sender` does, with the
+key the receiver expects for the sender the header names.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from typing import Any
 import numpy as np
 
 from secure_fedsa.crypto.codec import ClientCodec
-from secure_fedsa.errors import ConfigError, CryptoError, UpdateRejected
+from secure_fedsa.crypto.signing import SIGNATURE_BYTES, SigningKey, verify
+from secure_fedsa.errors import ConfigError, UpdateRejected
 
 MAGIC = b"SFSA"
-WIRE_VERSION = 1
-PROTOCOL_VERSION = 1
+WIRE_VERSION = 2
+PROTOCOL_VERSION = 2
 PLAINTEXT_FINGERPRINT = "plaintext"
 SERVER_ID = "server"
 KIND_UPDATE = "update"
@@ -44,6 +50,7 @@ F_KIND = "kind"
 F_FINGERPRINT = "fingerprint"
 F_MANIFEST = "manifest_hash"
 F_ROUND = "round"
+F_SESSION = "session"
 F_CLIENT = "client_id"
 F_ENCRYPTED = "encrypted"
 F_N_VALUES = "n_values"
@@ -57,6 +64,7 @@ HEADER_FIELDS = frozenset(
         F_FINGERPRINT,
         F_MANIFEST,
         F_ROUND,
+        F_SESSION,
         F_CLIENT,
         F_ENCRYPTED,
         F_N_VALUES,
@@ -79,6 +87,7 @@ DIGEST_BYTES = 32
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MANIFEST_PATTERN = re.compile(r"[0-9a-f]{8,128}")
 FINGERPRINT_PATTERN = re.compile(r"[0-9a-f]{64}")
+SESSION_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -87,22 +96,29 @@ class Message:
     fingerprint: str
     manifest_hash: str
     round: int
+    session: str  # the run's random id: a message of another run is a replay
     client_id: str
     encrypted: bool
     n_values: int
     contributors: int
     chunks: tuple[bytes, ...]
+    digest: bytes = b""  # set by unpack: SHA-256 of header and chunks
+    signature: bytes = b""  # set by unpack: the sender's signature of the digest
 
 
 # -- packing ------------------------------------------------------------------------------------
-def pack(message: Message) -> bytes:
-    """Serialize a message (fields are checked the same way :func:`unpack` checks them)."""
+def pack(message: Message, key: SigningKey) -> bytes:
+    """Serialize and sign a message (fields are checked the same way :func:`unpack` checks
+    them). ``key`` is the sender's: the client named in the header, or the server."""
+    if key.owner != message.client_id:
+        raise ConfigError(f"{key.owner} cannot sign a message from {message.client_id}")
     header = {
         F_PROTOCOL: PROTOCOL_VERSION,
         F_KIND: message.kind,
         F_FINGERPRINT: message.fingerprint,
         F_MANIFEST: message.manifest_hash,
         F_ROUND: message.round,
+        F_SESSION: message.session,
         F_CLIENT: message.client_id,
         F_ENCRYPTED: message.encrypted,
         F_N_VALUES: message.n_values,
@@ -115,7 +131,8 @@ def pack(message: Message) -> bytes:
         raise ConfigError(f"cannot send this message: {problem}")
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii")
     body = b"".join([_PREFIX.pack(MAGIC, WIRE_VERSION, len(text)), text, *message.chunks])
-    return body + hashlib.sha256(body).digest()
+    digest = hashlib.sha256(body).digest()
+    return body + digest + key.sign(message.kind, digest)
 
 
 def unpack(data: bytes) -> Message:
@@ -123,16 +140,18 @@ def unpack(data: bytes) -> Message:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise UpdateRejected("malformed message: not bytes")
     view = memoryview(data).cast("B")
-    if len(view) < _PREFIX.size + DIGEST_BYTES:
+    if len(view) < _PREFIX.size + DIGEST_BYTES + SIGNATURE_BYTES:
         raise UpdateRejected("malformed message: too short")
     magic, version, header_len = _PREFIX.unpack_from(view)
     if magic != MAGIC or version != WIRE_VERSION:
         raise UpdateRejected("malformed message: not a secure_fedsa message of this version")
-    body_end = len(view) - DIGEST_BYTES
+    digest_end = len(view) - SIGNATURE_BYTES
+    body_end = digest_end - DIGEST_BYTES
     header_end = _PREFIX.size + header_len
     if header_len > MAX_HEADER_BYTES or header_end > body_end:
         raise UpdateRejected("malformed message: header length out of range")
-    if hashlib.sha256(view[:body_end]).digest() != view[body_end:]:
+    digest = hashlib.sha256(view[:body_end]).digest()
+    if digest != view[body_end:digest_end]:
         raise UpdateRejected("malformed message: checksum mismatch (corrupted in transit)")
     header = _parse_header(view[_PREFIX.size : header_end])
     problem = _header_problem(header)
@@ -150,11 +169,14 @@ def unpack(data: bytes) -> Message:
         fingerprint=header[F_FINGERPRINT],
         manifest_hash=header[F_MANIFEST],
         round=header[F_ROUND],
+        session=header[F_SESSION],
         client_id=header[F_CLIENT],
         encrypted=header[F_ENCRYPTED],
         n_values=header[F_N_VALUES],
         contributors=header[F_CONTRIBUTORS],
         chunks=tuple(chunks),
+        digest=digest,
+        signature=bytes(view[digest_end:]),
     )
 
 
@@ -208,6 +230,8 @@ def _header_problem(h: Any) -> str | None:
         return "manifest hash must be 8-128 lowercase hex characters"
     if not _is_int(h[F_ROUND], 0, MAX_ROUND):
         return "round out of range"
+    if not _matches(SESSION_PATTERN, h[F_SESSION]):
+        return "session must be 32 lowercase hex characters"
     if not _matches(CLIENT_ID_PATTERN, h[F_CLIENT]):
         return "client id must be 1-128 characters from A-Z a-z 0-9 . _ : @ -"
     if not _is_int(h[F_N_VALUES], 0, MAX_N_VALUES):
@@ -238,10 +262,12 @@ def check_message(
     encrypted: bool,
     manifest_hash: str,
     round: int,
+    session: str,
     n_values: int,
     chunk_sizes: Sequence[int],
 ) -> None:
-    """Raise UpdateRejected(reason) unless the message belongs where it arrived."""
+    """Raise UpdateRejected(reason) unless the message belongs where it arrived (its signature
+    is checked separately, by :func:`verify_sender`)."""
     if message.kind != kind:
         raise UpdateRejected(f"expected an {kind} message, got {message.kind}")
     if message.encrypted != encrypted:
@@ -256,6 +282,8 @@ def check_message(
         raise UpdateRejected("manifest hash mismatch: built for different shared tensors")
     if message.round != round:
         raise UpdateRejected(f"wrong round: message is for round {message.round}, not {round}")
+    if message.session != session:
+        raise UpdateRejected("wrong session: a message of another run (a replay)")
     if message.n_values != n_values:
         raise UpdateRejected(f"wrong number of values: {message.n_values}, expected {n_values}")
     if len(message.chunks) != len(chunk_sizes):
@@ -266,6 +294,17 @@ def check_message(
         raise UpdateRejected("wrong chunk sizes for these parameters")
 
 
+def verify_sender(message: Message, public_key: bytes | None) -> None:
+    """Raise UpdateRejected unless ``message`` carries a valid signature by ``public_key``
+    (the key the receiver holds for the sender the header names; None: an unknown sender)."""
+    if public_key is None:
+        raise UpdateRejected(f"unknown sender {message.client_id!r}: not in the roster")
+    if not verify(public_key, message.signature, message.kind, message.digest):
+        raise UpdateRejected(
+            f"bad signature: the message was altered or not signed by {message.client_id}"
+        )
+
+
 # -- client helpers -----------------------------------------------------------------------------
 def encode_update(
     codec: ClientCodec,
@@ -274,9 +313,11 @@ def encode_update(
     *,
     manifest_hash: str,
     round: int,
-    client_id: str,
+    session: str,
+    key: SigningKey,
 ) -> bytes:
-    """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec``."""
+    """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec`` and
+    signed with the client's ``key`` (whose owner is the client id in the header)."""
     chunks = codec.encrypt(values, weight)
     return pack(
         Message(
@@ -284,24 +325,47 @@ def encode_update(
             fingerprint=codec.fingerprint,
             manifest_hash=manifest_hash,
             round=round,
-            client_id=client_id,
+            session=session,
+            client_id=key.owner,
             encrypted=codec.encrypted,
             n_values=int(np.asarray(values).shape[0]),
             contributors=1,
             chunks=tuple(chunks),
-        )
+        ),
+        key,
     )
 
 
-def decode_aggregate(
-    codec: ClientCodec, data: bytes, *, manifest_hash: str, round: int, n_values: int
-) -> np.ndarray:
-    """The weighted average ``Σ w·v / Σ w`` from the server's aggregate message.
+@dataclass(frozen=True)
+class Aggregate:
+    """A decrypted aggregate: the weighted sum, the summed weight, and how many contributed."""
 
-    Raises UpdateRejected if the message is malformed or belongs to another key set, manifest,
-    round or size. The decrypted values must never be sent back to the server (rule P6).
+    total: np.ndarray
+    total_weight: float
+    contributors: int
+
+
+def decode_aggregate(
+    codec: ClientCodec,
+    data: bytes,
+    *,
+    manifest_hash: str,
+    round: int,
+    session: str,
+    n_values: int,
+    server_key: bytes,
+) -> Aggregate:
+    """Verify the server's signed aggregate message and decrypt it.
+
+    Raises UpdateRejected if the message is malformed, not signed by the server, or belongs to
+    another key set, manifest, round, session or size. Whether its values are plausible is the
+    caller's check (:mod:`secure_fedsa.aggregate_check`). The decrypted values must never be
+    sent back to the server (rule P6).
     """
     message = unpack(data)
+    if message.client_id != SERVER_ID:
+        raise UpdateRejected("an aggregate comes from the server")
+    verify_sender(message, server_key)
     check_message(
         message,
         kind=KIND_AGGREGATE,
@@ -309,13 +373,9 @@ def decode_aggregate(
         encrypted=codec.encrypted,
         manifest_hash=manifest_hash,
         round=round,
+        session=session,
         n_values=n_values,
         chunk_sizes=codec.aggregate_chunk_sizes(n_values),
     )
     total, total_weight = codec.decrypt_sum(message.chunks, n_values)
-    if not np.isfinite(total_weight) or total_weight <= 0:
-        raise CryptoError(
-            "the aggregate decrypts to a non-positive total weight: it was corrupted or made "
-            "under other keys"
-        )
-    return total / total_weight
+    return Aggregate(np.asarray(total), float(total_weight), message.contributors)

@@ -131,3 +131,39 @@ def test_keys_init_writes_a_private_client_bundle_and_a_public_server_bundle(tmp
     assert json.loads(client.read_text())["secret_key"][:40] not in printed
     # a second init never overwrites the bundles of a running federation
     assert main(["keys", "init", str(tmp_path / "k")]) == 2
+
+
+def test_keys_init_provisions_one_signing_identity_per_client_and_revoke(tmp_path, capsys):
+    import json
+    import stat
+
+    from secure_fedsa.crypto.signing import identity_path, load_identity, load_roster
+
+    keys = tmp_path / "k"
+    assert main(["keys", "init", str(keys), "--max-clients", "4", "--client-ids", "a,b,c"]) == 0
+    roster = load_roster(keys / "roster.json")
+    assert sorted(roster.clients) == ["a", "b", "c"]
+    for owner in ("a", "b", "c", "server"):
+        path = identity_path(keys, owner)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        identity = load_identity(path)
+        expected = roster.server if owner == "server" else roster.key_of(owner)
+        assert identity.key.public_bytes == expected and identity.server_key == roster.server
+    # the public files name no private key; the printed output neither
+    private = json.loads(identity_path(keys, "a").read_text())["private_key"]
+    public_text = (keys / "roster.json").read_text() + (keys / "server.keys").read_text()
+    assert private not in public_text and private not in capsys.readouterr().out
+    assert main(["keys", "revoke", str(keys), "b"]) == 0
+    revoked = load_roster(keys / "roster.json")
+    assert sorted(revoked.clients) == ["a", "c"] and revoked.revoked == ("b",)
+    assert revoked.digest != roster.digest
+    assert main(["keys", "revoke", str(keys), "b"]) == 2  # not in the roster any more
+    assert main(["keys", "init", str(tmp_path / "x"), "--max-clients", "2",
+                 "--client-ids", "a,b,c"]) == 2  # fmt: skip
+    assert main(["keys", "init", str(tmp_path / "y"), "--client-ids", "a,a"]) == 2
+    # an edited roster is refused
+    doc = json.loads((keys / "roster.json").read_text())
+    doc["clients"]["z"] = doc["clients"]["a"]
+    (keys / "roster.json").write_text(json.dumps(doc))
+    assert main(["keys", "revoke", str(keys), "a"]) == 2
+    assert "edited" in capsys.readouterr().err

@@ -15,12 +15,17 @@ from secure_fedsa.crypto.ckks_server import CKKSServerCodec
 from secure_fedsa.crypto.keys import create_key_bundles
 from secure_fedsa.crypto.params import CKKSParams
 from secure_fedsa.crypto.plaintext import PlaintextCodec
+from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import CryptoError, UpdateRejected
 from secure_fedsa.server import Aggregator
 from secure_fedsa.wire import decode_aggregate, encode_update
 
 MANIFEST = "ab" * 32
 MAX_CLIENTS = 8
+SESSION = "cd" * 16
+SIGNERS = {f"c{k}": SigningKey.generate(f"c{k}") for k in range(MAX_CLIENTS + 1)}
+SERVER = SigningKey.generate("server")
+ROSTER = Roster({cid: k.public_bytes for cid, k in SIGNERS.items()}, SERVER.public_bytes)
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +38,39 @@ def ckks(tmp_path_factory):
 
 def federate(client, server, vectors, weights, n_values, round_number=0):
     """Encode, aggregate and decode; returns (average, upload messages, aggregate message)."""
-    aggregator = Aggregator(server, manifest_hash=MANIFEST, round=round_number, n_values=n_values)
+    aggregator = Aggregator(
+        server,
+        manifest_hash=MANIFEST,
+        round=round_number,
+        n_values=n_values,
+        session=SESSION,
+        roster=ROSTER,
+        key=SERVER,
+    )
     uploads = []
     for k, (values, weight) in enumerate(zip(vectors, weights, strict=True)):
         data = encode_update(
-            client, values, weight, manifest_hash=MANIFEST, round=round_number, client_id=f"c{k}"
+            client,
+            values,
+            weight,
+            manifest_hash=MANIFEST,
+            round=round_number,
+            session=SESSION,
+            key=SIGNERS[f"c{k}"],
         )
         aggregator.add(data)
         uploads.append(data)
     aggregate = aggregator.result()
-    average = decode_aggregate(
-        client, aggregate, manifest_hash=MANIFEST, round=round_number, n_values=n_values
+    result = decode_aggregate(
+        client,
+        aggregate,
+        manifest_hash=MANIFEST,
+        round=round_number,
+        session=SESSION,
+        n_values=n_values,
+        server_key=SERVER.public_bytes,
     )
-    return average, uploads, aggregate
+    return result.total / result.total_weight, uploads, aggregate
 
 
 def expected_average(vectors, weights):

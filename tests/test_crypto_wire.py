@@ -11,10 +11,24 @@ import pytest
 
 from secure_fedsa import wire
 from secure_fedsa.crypto.plaintext import PlaintextCodec
+from secure_fedsa.crypto.signing import SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
 
 FP = "f" * 64
 MANIFEST = "0123abcd" * 8
+SESSION = "5a" * 16
+KEYS = {name: SigningKey.generate(name) for name in ("client-1", wire.SERVER_ID, "a")}
+
+
+def pack(m: wire.Message) -> bytes:
+    """Packed and signed by the sender the header names."""
+    return wire.pack(m, KEYS[m.client_id])
+
+
+def same(a: wire.Message, b: wire.Message) -> bool:
+    """Equal content (the digest and signature only exist after unpacking)."""
+    strip = {"digest": b"", "signature": b""}
+    return {**a.__dict__, **strip} == {**b.__dict__, **strip}
 
 
 def message(**overrides) -> wire.Message:
@@ -23,6 +37,7 @@ def message(**overrides) -> wire.Message:
         fingerprint=FP,
         manifest_hash=MANIFEST,
         round=3,
+        session=SESSION,
         client_id="client-1",
         encrypted=True,
         n_values=7,
@@ -40,6 +55,7 @@ def header_of(m: wire.Message) -> dict:
         wire.F_FINGERPRINT: m.fingerprint,
         wire.F_MANIFEST: m.manifest_hash,
         wire.F_ROUND: m.round,
+        wire.F_SESSION: m.session,
         wire.F_CLIENT: m.client_id,
         wire.F_ENCRYPTED: m.encrypted,
         wire.F_N_VALUES: m.n_values,
@@ -50,10 +66,11 @@ def header_of(m: wire.Message) -> dict:
 
 
 def forge(header_text: bytes, chunks=(b"abc", b"defgh"), *, version=wire.WIRE_VERSION) -> bytes:
-    """A message with any header text and a correct checksum (what an attacker can send)."""
+    """A message with any header text, a correct checksum and a signature slot (what an
+    attacker can send; the parser never gets as far as the signature check)."""
     body = struct.pack("<4sHI", wire.MAGIC, version, len(header_text)) + header_text
     body += b"".join(chunks)
-    return body + hashlib.sha256(body).digest()
+    return body + hashlib.sha256(body).digest() + b"\0" * wire.SIGNATURE_BYTES
 
 
 def forge_fields(**changes) -> bytes:
@@ -70,13 +87,25 @@ def forge_text(old: bytes, new: bytes) -> bytes:
 
 def test_round_trip():
     m = message()
-    assert wire.unpack(wire.pack(m)) == m
+    back = wire.unpack(pack(m))
+    assert same(back, m) and len(back.digest) == 32
+    wire.verify_sender(back, KEYS["client-1"].public_bytes)
     aggregate = message(kind=wire.KIND_AGGREGATE, client_id=wire.SERVER_ID, contributors=5)
-    assert wire.unpack(wire.pack(aggregate)) == aggregate
+    assert same(wire.unpack(pack(aggregate)), aggregate)
+
+
+def test_signatures_bind_sender_and_content():
+    back = wire.unpack(pack(message()))
+    with pytest.raises(UpdateRejected, match="bad signature"):
+        wire.verify_sender(back, KEYS["a"].public_bytes)  # another sender's key
+    with pytest.raises(UpdateRejected, match="unknown sender"):
+        wire.verify_sender(back, None)
+    with pytest.raises(ConfigError, match="cannot sign"):
+        wire.pack(message(), KEYS["a"])  # a key signs only its owner's messages
 
 
 def test_forge_helper_builds_valid_messages():
-    assert wire.unpack(forge_fields()) == message()
+    assert same(wire.unpack(forge_fields()), message())
 
 
 @pytest.mark.parametrize(
@@ -85,10 +114,10 @@ def test_forge_helper_builds_valid_messages():
         b"",
         b"SFSA",
         b"\0" * 100,
-        wire.pack(message())[:-1],
-        wire.pack(message()) + b"\0",
-        b"XXXX" + wire.pack(message())[4:],
-        forge(b"{}", version=2),
+        pack(message())[:-1],
+        pack(message()) + b"\0",
+        b"XXXX" + pack(message())[4:],
+        forge(b"{}", version=1),
         forge(b"not json"),
         forge(b"\xff\xfe"),
         forge(b"[" * 100_000 + b"]" * 100_000),
@@ -101,7 +130,9 @@ def test_forge_helper_builds_valid_messages():
         forge_fields(round=True),
         forge_fields(round=-1),
         forge_fields(round=2**40),
-        forge_fields(protocol=2),
+        forge_fields(protocol=1),
+        forge_fields(session="ab"),
+        forge_fields(session="AB" * 16),
         forge_fields(kind="other"),
         forge_fields(encrypted=1),
         forge_fields(encrypted=False),  # disagrees with a key fingerprint
@@ -131,7 +162,7 @@ def test_malformed_messages_are_rejected(data):
 
 
 def test_header_length_is_checked_before_allocating():
-    data = struct.pack("<4sHI", wire.MAGIC, wire.WIRE_VERSION, 2**32 - 1) + b"\0" * 40
+    data = struct.pack("<4sHI", wire.MAGIC, wire.WIRE_VERSION, 2**32 - 1) + b"\0" * 120
     with pytest.raises(UpdateRejected, match="header length"):
         wire.unpack(data)
 
@@ -143,8 +174,9 @@ def test_non_bytes_input_is_rejected():
 
 
 def test_memoryview_and_bytearray_are_accepted():
-    data = wire.pack(message())
-    assert wire.unpack(bytearray(data)) == wire.unpack(memoryview(data)) == message()
+    data = pack(message())
+    assert wire.unpack(bytearray(data)) == wire.unpack(memoryview(data))
+    assert same(wire.unpack(data), message())
 
 
 @pytest.mark.parametrize(
@@ -155,19 +187,20 @@ def test_memoryview_and_bytearray_are_accepted():
         {"round": -1},
         {"chunks": ()},
         {"fingerprint": "plaintext"},
+        {"session": "short"},
     ],
 )
 def test_pack_refuses_bad_fields(overrides):
     with pytest.raises(ConfigError):
-        wire.pack(message(**overrides))
+        wire.pack(message(**overrides), KEYS["client-1"])
 
 
 def test_decode_aggregate_checks_the_header():
     codec = PlaintextCodec()
     update = wire.encode_update(
-        codec, np.arange(3.0), 2.0, manifest_hash=MANIFEST, round=1, client_id="a"
+        codec, np.arange(3.0), 2.0, manifest_hash=MANIFEST, round=1, session=SESSION, key=KEYS["a"]
     )
-    aggregate = wire.pack(
+    aggregate = pack(
         message(
             kind=wire.KIND_AGGREGATE,
             client_id=wire.SERVER_ID,
@@ -178,14 +211,19 @@ def test_decode_aggregate_checks_the_header():
             chunks=tuple(codec.encrypt(np.arange(3.0), 2.0)),
         )
     )
-    args = dict(manifest_hash=MANIFEST, round=1, n_values=3)
-    assert np.allclose(wire.decode_aggregate(codec, aggregate, **args), np.arange(3.0))
-    with pytest.raises(UpdateRejected, match="expected an aggregate"):
+    server = KEYS[wire.SERVER_ID].public_bytes
+    args = dict(manifest_hash=MANIFEST, round=1, session=SESSION, n_values=3, server_key=server)
+    result = wire.decode_aggregate(codec, aggregate, **args)
+    assert np.allclose(result.total / result.total_weight, np.arange(3.0))
+    assert result.total_weight == 2.0 and result.contributors == 1
+    with pytest.raises(UpdateRejected, match="aggregate comes from the server"):
         wire.decode_aggregate(codec, update, **args)
     for wrong, match in [
         ({"round": 2}, "round"),
         ({"manifest_hash": "9" * 16}, "manifest"),
         ({"n_values": 4}, "values"),
+        ({"session": "6b" * 16}, "another run"),
+        ({"server_key": KEYS["a"].public_bytes}, "bad signature"),
     ]:
         with pytest.raises(UpdateRejected, match=match):
             wire.decode_aggregate(codec, aggregate, **{**args, **wrong})

@@ -11,7 +11,7 @@ import tomli as tomllib
 pytest.importorskip("flwr")
 
 from secure_fedsa.config import RunConfig  # noqa: E402
-from secure_fedsa.errors import ConfigError, DataError  # noqa: E402
+from secure_fedsa.errors import ConfigError, DataError, SecureFedsaError  # noqa: E402
 from secure_fedsa.flower import protocol as p  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +52,12 @@ def test_run_config_conversions_and_errors():
 
 
 def test_node_config():
-    spec = p.site_spec({"data-file": "/d/site-a.csv", "keys": "/k/client.keys", "state-dir": "/s"})
+    spec = p.site_spec(
+        {"data-file": "/d/site-a.csv", "keys": "/k/client.keys", "state-dir": "/s",
+         "identity": "/k/identities/site-a.key"}
+    )  # fmt: skip
     assert spec.name == "site-a" and spec.keys == Path("/k/client.keys")
+    assert spec.identity == Path("/k/identities/site-a.key")
     spec = p.site_spec({"partition-id": 1, "num-partitions": 3, "state-dir": "/s"})
     assert spec.name == "client-1" and spec.number == 1
     with pytest.raises(ConfigError, match="state-dir"):
@@ -80,7 +84,21 @@ def test_a_site_builds_its_client_from_its_own_files(tmp_path):
         num_layers=1, max_length=16, labels=("neg", "pos"), dp=False, epsilon=None,
         encryption=False, batch_size=8, physical_batch_size=8, local_steps=1, rounds=1,
     )  # fmt: skip
-    spec = SiteSpec(state_dir=tmp_path / "state", data_file=_site_file(tmp_path / "site-x.csv"))
+    from secure_fedsa.crypto.signing import create_identities, identity_path
+
+    create_identities(tmp_path / "keys", ["site-x", "site-y"])
+    spec = SiteSpec(
+        state_dir=tmp_path / "state",
+        data_file=_site_file(tmp_path / "site-x.csv"),
+        identity=identity_path(tmp_path / "keys", "site-x"),
+    )
+    with pytest.raises(DataError, match="signing identity"):
+        build_site(config, SiteSpec(state_dir=tmp_path / "s2", data_file=spec.data_file))
+    with pytest.raises(SecureFedsaError, match="signing identity of site-y"):
+        build_site(config, SiteSpec(
+            state_dir=tmp_path / "s3", data_file=spec.data_file,
+            identity=identity_path(tmp_path / "keys", "site-y"),
+        ))  # fmt: skip
     site = build_site(config, spec)
     assert site.client.client_id == "site-x" and site.label_names == ("neg", "pos")
     assert site.manifest.digest == server_manifest(config).digest

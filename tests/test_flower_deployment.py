@@ -280,21 +280,27 @@ def _setup(root: Path) -> tuple[LocalDeployment, dict[str, dict[str, str]], Path
     from secure_fedsa.security import init_keys
 
     keys = root / "keys"
-    init_keys(keys, max_clients=8)  # what `secure-fedsa keys init DIR` does
+    init_keys(keys, max_clients=8, client_ids=list(SITES))  # `secure-fedsa keys init DIR ...`
     files = _write_site_files(root)
     sites = {}
     for site, data in files.items():
         home = data.parent
-        shutil.copy2(keys / "client.keys", home / "client.keys")  # handed over out of band
-        (home / "client.keys").chmod(0o600)
+        # handed over out of band: the shared CKKS bundle and the site's own signing identity
+        shutil.copy2(keys / "client.keys", home / "client.keys")
+        shutil.copy2(keys / "identities" / f"{site}.key", home / "identity.key")
+        for name in ("client.keys", "identity.key"):
+            (home / name).chmod(0o600)
         sites[site] = {
             "data-file": str(data),
             "keys": str(home / "client.keys"),
+            "identity": str(home / "identity.key"),
             "state-dir": str(home / "state"),
         }
-    server_keys = root / "superlink" / "server.keys"
     deployment = LocalDeployment(root)
-    shutil.copy2(keys / "server.keys", server_keys)
+    server_keys = root / "superlink" / "keys"  # what the server gets: nothing that decrypts
+    (server_keys / "identities").mkdir(parents=True)
+    for name in ("server.keys", "roster.json", "identities/server.key"):
+        shutil.copy2(keys / name, server_keys / name)
     return deployment, sites, server_keys
 
 
@@ -334,7 +340,7 @@ def test_tls_deployment_with_dp_and_encryption(tmp_path):
         for site, node_config in sites.items():
             deployment.start_supernode(site, node_config)
         run = deployment.flwr_run(
-            {**RUN_CONFIG, "server-keys": str(server_keys), "run-dir": str(run_dir)}
+            {**RUN_CONFIG, "keys-dir": str(server_keys), "run-dir": str(run_dir)}
         )
         deployment.wait(run, RUN_TIMEOUT)
         _wait_for(lambda: (run_dir / "summary.json").exists(), 60)
@@ -350,8 +356,8 @@ def test_tls_deployment_with_dp_and_encryption(tmp_path):
         assert record["contributors"] == 3 and not record["dropouts"] and not record["rejected"]
         assert set(record["clients"]) == set(SITES)
         for entry in record["clients"].values():
-            assert entry["status"] == "trained" and entry["applied_aggregate"]
-            assert 0.0 <= entry["accuracy_subset"] <= 1.0
+            assert entry["status"] == "trained" and entry["aggregate"] == "applied"
+            assert "accuracy_subset" not in entry  # not reported unless report-accuracy
     assert set(summary["accuracy"]["per_client"]) == set(SITES)
     setup = json.loads((run_dir / "setup.json").read_text())
     # the server's files hold no secret
@@ -425,7 +431,7 @@ def test_dropout_round_failure_and_resume(tmp_path):
         **RUN_CONFIG,
         "rounds": 3,
         "round-timeout": 150.0,
-        "server-keys": str(server_keys),
+        "keys-dir": str(server_keys),
         "run-dir": str(run_dir),
     }
     try:

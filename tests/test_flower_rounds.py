@@ -96,7 +96,7 @@ def sites(tmp_path_factory):
     from secure_fedsa.security import init_keys
 
     root = tmp_path_factory.mktemp("flower-rounds")
-    keys = init_keys(root / "keys", max_clients=8)
+    keys = init_keys(root / "keys", max_clients=8, client_ids=list(SITES))
     dataset = BUNDLED["rotten_tomatoes"]()
     chosen = np.random.default_rng(3).choice(len(dataset), size=160 * len(SITES), replace=False)
     files = {}
@@ -119,6 +119,7 @@ def _contexts(tmp: Path, keys: dict, files: dict, run_config: dict) -> dict[int,
             node_config={
                 "data-file": str(files[site]),
                 "keys": str(keys["client"]),
+                "identity": str(keys["identities"] / f"{site}.key"),
                 "state-dir": str(tmp / site),
             },
             state=RecordDict(),
@@ -147,7 +148,7 @@ def _ledger_rounds(state_dir: Path) -> list[int]:
 def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
     root, keys, files = sites
     run_dir = tmp_path / "server"
-    config = {**BASE, "server-keys": str(keys["server"]), "run-dir": str(run_dir)}
+    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
 
     original = grid.pull_messages
@@ -167,6 +168,15 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
         {"client": "site-c", "phase": "train", "reason": "no reply within 0.2 s"}
     ]
     assert set(summary["accuracy"]["per_client"]) == {"site-a", "site-b"}
+    # nothing computed from decrypted values reached the server: no accuracy, a status code
+    assert summary["accuracy"]["reported_by_sites"] is False
+    assert set(summary["accuracy"]["per_client"].values()) == {None}
+    for record in (round1, round2):
+        assert record["aggregate"]["status"] == "applied"
+        for entry in record["clients"].values():
+            assert "accuracy_subset" not in entry and entry["aggregate"] in ("applied", "none")
+    local = json.loads((tmp_path / "site-a" / "summary.json").read_text())
+    assert 0 <= local["accuracy"] <= 1  # the site keeps its own accuracy
     assert _ledger_rounds(tmp_path / "site-c") == [1]
     egress = [json.loads(x) for x in (tmp_path / "site-a" / "egress" / "site-a.jsonl").open()]
     assert {e["form"] for e in egress if e["kind"] == "update"} == {"ciphertext"}
@@ -184,7 +194,7 @@ def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
         **BASE,
         "rounds": 1,
         "min-clients": 3,
-        "server-keys": str(keys["server"]),
+        "keys-dir": str(root / "keys"),
         "run-dir": str(run_dir),
     }
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
@@ -214,7 +224,7 @@ def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
 def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
     root, keys, files = sites
     run_dir = tmp_path / "server"
-    config = {**BASE, "rounds": 1, "server-keys": str(keys["server"]), "run-dir": str(run_dir)}
+    config = {**BASE, "rounds": 1, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
     original = grid.pull_messages
 
@@ -242,3 +252,52 @@ def _stub(reply: Message) -> Message:
                    ttl=10)  # fmt: skip
     stub.metadata.__dict__["_message_id"] = meta.reply_to_message_id
     return stub
+
+
+def test_accuracy_reports_are_opt_in(sites, tmp_path):
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "rounds": 1, "keys-dir": str(root / "keys"), "run-dir": str(run_dir),
+              "report-accuracy": True}  # fmt: skip
+    summary = _run(FakeGrid(_contexts(tmp_path, keys, files, config)), config)
+    assert summary["accuracy"]["reported_by_sites"] is True
+    assert all(0 <= v <= 1 for v in summary["accuracy"]["per_client"].values())
+    (record,) = _metrics(run_dir)
+    assert all("accuracy_subset" in c for c in record["clients"].values())
+
+
+def test_an_altered_aggregate_is_rejected_and_only_a_status_code_goes_back(sites, tmp_path):
+    from flwr.app import Array, ArrayRecord
+
+    from secure_fedsa.flower import protocol as p
+
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "rounds": 2, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    original = grid.push_messages
+
+    def push(messages):  # a relay flips one byte of round 1's aggregate on its way to the sites
+        for message in messages:
+            record = message.content.array_records.get(p.AGGREGATE)
+            if record is not None and int(message.content[p.CONFIG]["round"]) == 1:
+                data = bytearray(record[p.AGGREGATE].data)
+                data[len(data) // 2] ^= 1
+                array = Array(dtype=p.ARRAY_DTYPE, shape=(len(data),), stype=p.ARRAY_STYPE,
+                              data=bytes(data))  # fmt: skip
+                message.content[p.AGGREGATE] = ArrayRecord({p.AGGREGATE: array})
+        return original(messages)
+
+    grid.push_messages = push
+    summary = _run(grid, config)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    round1, round2 = _metrics(run_dir)
+    assert round1["aggregate"]["status"] == "rejected"
+    assert set(round1["aggregate"]["rejected_by"]) == set(SITES)
+    assert set(round1["aggregate"]["rejected_by"].values()) == {"rejected"}  # no reason text
+    assert round2["aggregate"]["status"] == "applied"  # the federation went on
+    assert [r["round"] for r in summary["rejected_aggregates"]] == [1]
+    assert "checksum" not in json.dumps(round1) and "signature" not in json.dumps(round1)
+    # the reason stays on the site
+    notes = [json.loads(x) for x in (tmp_path / "site-a" / "aggregates.jsonl").open()]
+    assert notes[0]["status"] == "rejected" and "checksum" in notes[0]["problems"][0]

@@ -1,4 +1,5 @@
-"""The aggregation server: every rejection path, fuzzing, and the no-decryption boundary."""
+"""The aggregation server: every rejection path, authentication, fuzzing, and the
+no-decryption boundary."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from secure_fedsa.crypto.ckks_server import CKKSServerCodec
 from secure_fedsa.crypto.keys import create_key_bundles
 from secure_fedsa.crypto.params import CKKSParams
 from secure_fedsa.crypto.plaintext import PlaintextCodec
+from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
 from secure_fedsa.server import Aggregator
 
 MANIFEST = "5e" * 32
+SESSION = "ab" * 16
+SIGNERS = {f"client-{k}": SigningKey.generate(f"client-{k}") for k in range(10)}
+SERVER = SigningKey.generate("server")
+ROSTER = Roster({cid: k.public_bytes for cid, k in SIGNERS.items()}, SERVER.public_bytes)
 N = 4100  # two ciphertexts: 4100 values + weight > 4096 floats
 MAX_CLIENTS = 4
 fuzz_settings = settings(
@@ -55,39 +61,54 @@ def vec(k: int, n: int = N) -> np.ndarray:
     return np.random.default_rng(k).normal(0, 1, size=n)
 
 
-def update(codec, k, *, round=0, manifest=MANIFEST, n=N, client_id=None, weight=None):
+def update(
+    codec, k, *, round=0, manifest=MANIFEST, n=N, client_id=None, weight=None, session=SESSION
+):
     return wire.encode_update(
         codec,
         vec(k, n),
         weight if weight is not None else 1.0 + k,
         manifest_hash=manifest,
         round=round,
-        client_id=client_id or f"client-{k}",
+        session=session,
+        key=SIGNERS[client_id or f"client-{k}"],
     )
 
 
-def aggregator(keys, **kwargs) -> Aggregator:
-    args = dict(manifest_hash=MANIFEST, round=0, n_values=N)
+def aggregator(keys, codec=None, **kwargs) -> Aggregator:
+    args = dict(manifest_hash=MANIFEST, round=0, n_values=N, session=SESSION)
+    args.update(roster=ROSTER, key=SERVER)
     args.update(kwargs)
-    return Aggregator(keys["ours"][1], **args)
+    return Aggregator(codec or keys["ours"][1], **args)
 
 
 def assert_average_of(agg: Aggregator, keys, accepted: list[int]) -> None:
     """The aggregate decrypts to the weighted average of exactly the accepted updates."""
     assert agg.accepted == [f"client-{k}" for k in accepted]
-    average = wire.decode_aggregate(
-        keys["ours"][0], agg.result(), manifest_hash=MANIFEST, round=agg.round, n_values=N
+    result = wire.decode_aggregate(
+        keys["ours"][0],
+        agg.result(),
+        manifest_hash=MANIFEST,
+        round=agg.round,
+        session=SESSION,
+        n_values=N,
+        server_key=SERVER.public_bytes,
     )
+    average = result.total / result.total_weight
     weights = [1.0 + k for k in accepted]
     expected = sum(w * vec(k) for k, w in zip(accepted, weights, strict=True)) / sum(weights)
     assert np.max(np.abs(average - expected)) < 1e-7
+    assert result.contributors == len(accepted)
 
 
-def repack(data: bytes, **changes) -> bytes:
-    """A valid update rebuilt with some fields or chunks changed (checksum recomputed)."""
+def repack(data: bytes, key: SigningKey | None = None, **changes) -> bytes:
+    """An update rebuilt with some fields or chunks changed, checksum recomputed and signed by
+    ``key`` (default: its own sender, i.e. a key-holding client that sends a bad message)."""
     message = wire.unpack(data)
     fields = {**message.__dict__, **changes}
-    return wire.pack(wire.Message(**fields))
+    del fields["digest"], fields["signature"]
+    signer = key or SIGNERS.get(fields["client_id"]) or SERVER
+    return wire.pack(wire.Message(**fields), signer)
 
 
 def rejected(agg: Aggregator, data: bytes, match: str) -> None:
@@ -116,6 +137,7 @@ def test_accepts_valid_updates(keys):
         (lambda keys: update(keys["big"][0], 5), "fingerprint"),
         (lambda keys: update(keys["ours"][0], 5, manifest="77" * 32), "manifest"),
         (lambda keys: update(keys["ours"][0], 5, round=1), "round"),
+        (lambda keys: update(keys["ours"][0], 5, session="cd" * 16), "another run"),
         (lambda keys: update(keys["ours"][0], 5, n=N - 1), "number of values"),
         (lambda keys: update(PlaintextCodec(), 5), "plaintext message sent to an encrypted"),
         (lambda keys: update(keys["ours"][0], 5)[:-100], "malformed"),
@@ -136,6 +158,80 @@ def test_duplicate_client_is_rejected(keys):
     # the same client id again, even with other values
     rejected(agg, update(keys["ours"][0], 3, client_id="client-0"), "duplicate")
     assert agg.rejections[-1] == ("client-0", agg.rejections[-1][1])
+    assert_average_of(agg, keys, [0])
+
+
+# -- authentication: who sent it, and nothing altered since -----------------------------------
+def test_an_update_signed_by_another_client_is_rejected(keys):
+    agg = aggregator(keys)
+    agg.add(update(keys["ours"][0], 0))
+    own = update(keys["ours"][0], 1)
+    # relabelled as client-2 and signed by client-1: not client-2's signature
+    as_client_2 = SigningKey("client-2", SIGNERS["client-1"].private_bytes())
+    rejected(agg, repack(own, key=as_client_2, client_id="client-2"), "bad signature")
+    # relabelled and signed by nobody in particular
+    rejected(agg, repack(own, key=SigningKey.generate("client-2"), client_id="client-2"), "bad sig")
+    assert_average_of(agg, keys, [0])
+
+
+def test_unknown_and_revoked_clients_are_rejected(keys):
+    stranger = SigningKey.generate("client-99")
+    data = wire.encode_update(
+        keys["ours"][0], vec(0), 1.0, manifest_hash=MANIFEST, round=0, session=SESSION,
+        key=stranger,
+    )  # fmt: skip
+    agg = aggregator(keys)
+    rejected(agg, data, "unknown sender")
+    revoked = Aggregator(
+        keys["ours"][1], manifest_hash=MANIFEST, round=0, n_values=N, session=SESSION,
+        roster=ROSTER.without("client-0"), key=SERVER,
+    )  # fmt: skip
+    rejected(revoked, update(keys["ours"][0], 0), "unknown sender")
+
+
+def test_altered_bytes_with_a_recomputed_checksum_are_rejected(keys):
+    """What a man in the middle (or the server's own storage) could do: change any byte and fix
+    the checksum. Only the sender can make the signature."""
+    good = update(keys["ours"][0], 3)
+    message = wire.unpack(good)
+    agg = aggregator(keys)
+    flipped = bytearray(message.chunks[0])
+    flipped[len(flipped) // 2] ^= 0x01  # a coefficient: a valid ciphertext, another value
+    body_change = wire.Message(**{**message.__dict__, "chunks": (bytes(flipped), message.chunks[1]),
+                                  "digest": b"", "signature": b""})  # fmt: skip
+    # re-packed with the right checksum, but signed by the attacker (not client-3)
+    rejected(agg, wire.pack(body_change, SigningKey.generate("client-3")), "bad signature")
+    # the original signature kept: it no longer matches the digest
+    forged = bytearray(wire.pack(body_change, SIGNERS["client-3"]))
+    forged[-wire.SIGNATURE_BYTES :] = good[-wire.SIGNATURE_BYTES :]
+    rejected(agg, bytes(forged), "bad signature")
+    # a round-2 update relabelled as round 0, or moved to another manifest
+    later = update(keys["ours"][0], 3, round=2)
+    for change in ({"round": 0}, {"manifest_hash": "77" * 32}):
+        rejected(agg, repack(later, key=SigningKey.generate("client-3"), **change), "bad signat")
+    agg.add(good)
+    assert_average_of(agg, keys, [3])
+
+
+def test_the_aggregate_is_signed_by_the_server(keys):
+    agg = aggregator(keys)
+    agg.add(update(keys["ours"][0], 0))
+    aggregate = agg.result()
+    args = dict(manifest_hash=MANIFEST, round=0, session=SESSION, n_values=N)
+    impostor = SigningKey.generate("server")
+    for bad, match in (
+        (repack(aggregate, key=impostor), "bad signature"),
+        (update(keys["ours"][0], 1), "aggregate comes from the server"),
+    ):
+        with pytest.raises(UpdateRejected, match=match):
+            wire.decode_aggregate(keys["ours"][0], bad, server_key=SERVER.public_bytes, **args)
+    with pytest.raises(UpdateRejected, match="another run"):
+        wire.decode_aggregate(
+            keys["ours"][0], aggregate, server_key=SERVER.public_bytes,
+            **{**args, "session": "cd" * 16},
+        )  # fmt: skip
+    ok = wire.decode_aggregate(keys["ours"][0], aggregate, server_key=SERVER.public_bytes, **args)
+    assert ok.contributors == 1 and ok.total_weight == pytest.approx(1.0, abs=1e-6)
     assert_average_of(agg, keys, [0])
 
 
@@ -186,7 +282,7 @@ def test_other_key_set_with_forged_fingerprint_is_undetectable(keys):
 
 
 def test_encrypted_update_to_plaintext_aggregator(keys):
-    agg = Aggregator(PlaintextCodec(), manifest_hash=MANIFEST, round=0, n_values=N)
+    agg = aggregator(keys, codec=PlaintextCodec())
     agg.add(update(PlaintextCodec(), 0))
     rejected(agg, update(keys["ours"][0], 1), "encrypted message sent to a plaintext")
     assert agg.accepted == ["client-0"]
@@ -195,7 +291,7 @@ def test_encrypted_update_to_plaintext_aggregator(keys):
 def test_aggregate_message_is_not_an_update(keys):
     agg = aggregator(keys)
     agg.add(update(keys["ours"][0], 0))
-    rejected(agg, agg.result(), "expected an update")
+    rejected(agg, agg.result(), "unknown sender 'server'")  # the server signs no updates
     assert_average_of(agg, keys, [0])
 
 
@@ -227,7 +323,14 @@ def test_rejections_are_logged_without_payload(keys, caplog):
 
 
 def test_constructor_arguments_are_checked(keys):
-    for kwargs in ({"manifest_hash": "nothex"}, {"round": -1}, {"n_values": 1.5}):
+    for kwargs in (
+        {"manifest_hash": "nothex"},
+        {"round": -1},
+        {"n_values": 1.5},
+        {"session": "short"},
+        {"key": SigningKey.generate("server")},  # not the roster's server
+        {"key": SIGNERS["client-0"]},
+    ):
         with pytest.raises(ConfigError):
             aggregator(keys, **kwargs)
 
@@ -303,18 +406,20 @@ def test_fuzz_ciphertext_metadata_with_valid_checksum(keys, valid_update, data):
 @fuzz_settings
 @given(data=st.data())
 def test_fuzz_header_text_with_valid_checksum(keys, valid_update, data):
-    """Edited header text: rejected, or (if still a valid header) checked like any update."""
+    """Edited header text with the checksum recomputed: the signature no longer matches."""
     prefix = 10
     header_len = int.from_bytes(valid_update[6:10], "little")
     raw = bytearray(valid_update[: prefix + header_len])
     position = data.draw(st.integers(prefix, len(raw) - 1))
-    raw[position] = data.draw(st.integers(0, 255))
-    body = bytes(raw) + valid_update[prefix + header_len : -wire.DIGEST_BYTES]
+    value = data.draw(st.integers(0, 255).filter(lambda v: v != raw[position]))
+    raw[position] = value
+    end = len(valid_update) - wire.DIGEST_BYTES - wire.SIGNATURE_BYTES
+    body = bytes(raw) + valid_update[prefix + header_len : end]
+    signature = valid_update[-wire.SIGNATURE_BYTES :]
     agg = aggregator(keys)
-    try:
-        agg.add(body + hashlib.sha256(body).digest())
-    except UpdateRejected as exc:
-        assert not exc.reason.startswith("internal")
+    with pytest.raises(UpdateRejected) as info:
+        agg.add(body + hashlib.sha256(body).digest() + signature)
+    assert not info.value.reason.startswith("internal") and agg.accepted == []
 
 
 # -- the server never holds anything that decrypts ----------------------------------------------

@@ -72,6 +72,12 @@ class CKKSClientCodec:
     def __repr__(self) -> str:
         return f"CKKSClientCodec(fingerprint={self.fingerprint!r})"
 
+    @property
+    def value_bound(self) -> float:
+        """The largest magnitude one client may encrypt (each weighted value and the weight):
+        above it the sum of ``max_clients`` updates could overflow CKKS silently."""
+        return self._bound
+
     def update_chunk_sizes(self, n_values: int) -> list[int]:
         return [self.layout.upload_bytes] * self.layout.chunk_count(n_values)
 

@@ -26,6 +26,7 @@ import numpy as np
 class ClientCodec(Protocol):
     fingerprint: str
     encrypted: bool
+    value_bound: float | None  # largest magnitude one client may encode; None: no limit
 
     def update_chunk_sizes(self, n_values: int) -> list[int]: ...
 

@@ -20,13 +20,13 @@ import binascii
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tenseal.sealapi as seal
 
+from secure_fedsa.crypto.files import check_private, parse_json_quietly, read_limited, write_new
 from secure_fedsa.crypto.params import CKKSParams
 from secure_fedsa.crypto.seal_io import Scratch, make_context
 from secure_fedsa.errors import CryptoError
@@ -138,9 +138,9 @@ def create_key_bundles(
     }
     client = dict(common, kind="client", public_key=_b64(public), secret_key=_b64(secret))
     server = dict(common, kind="server")
-    _write_new(client_path, _dump(client), 0o600)
+    write_new(client_path, _dump(client), 0o600)
     try:
-        _write_new(server_path, _dump(server), 0o644)
+        write_new(server_path, _dump(server), 0o644)
     except BaseException:
         client_path.unlink(missing_ok=True)
         raise
@@ -153,20 +153,6 @@ def _b64(data: bytes) -> str:
 
 def _dump(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, sort_keys=True, indent=1) + "\n").encode()
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``mode`` from the first instant (O_EXCL), write and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # exact mode whatever the umask
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -193,7 +179,7 @@ def load_client_keys(path: str | os.PathLike[str]) -> ClientKeys:
             f"{path} is a server bundle: it holds no secret key and cannot decrypt; "
             "clients need client.keys"
         )
-    _check_private(path)
+    check_private(path, "the secret key")
     _expect_fields(record, _CLIENT_FIELDS, "client", path)
     params, max_clients, fingerprint = _verified_common(record, path)
     public = _unb64(record["public_key"], "public_key", path)
@@ -203,25 +189,9 @@ def load_client_keys(path: str | os.PathLike[str]) -> ClientKeys:
     return ClientKeys(params, max_clients, fingerprint, public, secret)
 
 
-def _check_private(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & ~0o600:
-        raise CryptoError(
-            f"{path} holds the secret key but has permissions {oct(mode)}; others may read it. "
-            f"Run: chmod 600 {path}"
-        )
-
-
 def _read_bundle(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BUNDLE_BYTES + 1)
-    except OSError as exc:
-        raise CryptoError(f"cannot read key bundle {path}: {exc.strerror}") from None
-    if len(raw) > MAX_BUNDLE_BYTES:
-        raise CryptoError(f"{path} is too large to be a key bundle")
-    record = _parse_json(raw)
-    if record is _INVALID:
+    record = parse_json_quietly(read_limited(path, MAX_BUNDLE_BYTES, "key bundle"))
+    if record is None:
         raise CryptoError(f"{path} is not a key bundle (invalid JSON)")
     if not isinstance(record, dict) or record.get("format") != BUNDLE_FORMAT:
         raise CryptoError(f"{path} is not a secure_fedsa key bundle")
@@ -231,19 +201,6 @@ def _read_bundle(path: Path) -> dict[str, Any]:
             f"{BUNDLE_VERSION}"
         )
     return record
-
-
-_INVALID = object()
-
-
-def _parse_json(raw: bytes) -> Any:
-    """Parsed JSON or ``_INVALID``. Errors are not raised from here on purpose: a JSON error
-    object carries the whole document (the secret key included) and would be chained as the
-    context of any exception raised while handling it."""
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return _INVALID
 
 
 def _expect_fields(record: dict[str, Any], fields: set[str], kind: str, path: object) -> None:

@@ -25,6 +25,7 @@ class PlaintextCodec:
     encrypted = False
     fingerprint = PLAINTEXT_FINGERPRINT
     max_clients: int | None = None
+    value_bound: float | None = None  # no overflow limit: plaintext floats
 
     def __repr__(self) -> str:
         return "PlaintextCodec()"

@@ -5,18 +5,24 @@ rebuilt from its files every time: its data file, its ``client.keys`` and its st
 (``state.pt`` and ``privacy_ledger.json``, written by :class:`secure_fedsa.client.Client`).
 Every reply is recorded in ``<state-dir>/egress/<client>.jsonl`` before it is returned, in the
 same format as the in-process transport: the update as ``form: ciphertext`` with its tensor
-names, the small report (status, ε, held-out accuracy; never the training loss, which is
-not covered by DP) as ``kind: report`` with no tensors.
+names, the small report as ``kind: report`` with no tensors. The report holds the training
+status, ε and, about the aggregate, only a status code (applied / rejected / none): nothing
+computed from decrypted values goes back to the server unless the run config sets
+``report-accuracy = true`` (then held-out accuracy, a documented leak channel). The training loss
+is never sent. Why an aggregate was rejected, and the site's accuracy, stay on the site
+(``<state-dir>/aggregates.jsonl`` and ``<state-dir>/summary.json``).
 
-``train``: train one round (DP-SGD), reply with the encrypted update and a report.
-``evaluate``: decrypt and apply the aggregate if one came, evaluate, and on the final round
-evaluate the full test split and export the adapter to ``<state-dir>/adapter``.
+``train``: train one round (DP-SGD), reply with the encrypted, signed update and a report.
+``evaluate``: verify, decrypt, check and apply the aggregate if one came (or keep the previous
+shared tensors), evaluate, and on the final round evaluate the full test split and export the
+adapter to ``<state-dir>/adapter``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -81,7 +87,7 @@ def train(message: Message, context: Context) -> Message:
             epsilon=result.epsilon,
         )
         if site.manifest.size > 0:
-            payload = client.make_update(round_number)
+            payload = client.make_update(round_number, str(message.content[p.CONFIG]["session"]))
             egress.record(
                 client.client_id,
                 round_number=round_number,
@@ -110,18 +116,37 @@ def evaluate(message: Message, context: Context) -> Message:
     round_number = int(settings["round"])
     record = message.content.array_records.get(p.AGGREGATE)
     array = None if record is None else record.get(p.AGGREGATE)
+    status = p.AGGREGATE_NONE
     if array is not None:
-        if array.stype != p.ARRAY_STYPE:
-            raise ConfigError(f"unexpected aggregate array type {array.stype!r}")
-        client.apply_aggregate(array.data, round_number)
+        problems = (
+            [f"unexpected aggregate array type {array.stype!r}"]
+            if array.stype != p.ARRAY_STYPE
+            else client.apply_aggregate(array.data, round_number, str(settings["session"]))
+        )
+        status = p.AGGREGATE_REJECTED if problems else p.AGGREGATE_APPLIED
+        _note(client.directory / "aggregates.jsonl", {"round": round_number, "status": status,
+                                                       "problems": problems})  # fmt: skip
+    accuracy = client.evaluate(deployment.config.eval_examples_per_round)
     report: dict = {
         "client-id": client.client_id,
-        "accuracy": client.evaluate(deployment.config.eval_examples_per_round),
         "epsilon": client.epsilon_spent,
-        "applied": array is not None,
+        "aggregate": status,
     }
+    if deployment.report_accuracy:
+        report["accuracy"] = accuracy
     if bool(settings["final"]):
-        report["final-accuracy"] = client.evaluate()
+        final = client.evaluate()
+        report["final"] = True
+        if deployment.report_accuracy:
+            report["final-accuracy"] = final
         client.export(client.directory / "adapter", list(site.label_names))
+        summary = {"round": round_number, "accuracy": final, "epsilon": client.epsilon_spent}
+        (client.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     content = RecordDict({p.REPORT: _report(egress, site, round_number, report)})
     return Message(content, reply_to=message)
+
+
+def _note(path, record: dict) -> None:  # noqa: ANN001
+    """The site's own log of aggregates: kept on the site, never sent."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"time": time.time(), **record}) + "\n")

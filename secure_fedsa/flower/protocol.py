@@ -8,6 +8,7 @@ Node configuration (``flower-supernode --node-config``) says what one site holds
 
     data-file=PATH      the site's CSV/JSONL file (text and label columns of the run)
     keys=PATH           the site's client.keys (mode 0600; not needed with encryption off)
+    identity=PATH       the site's signing identity, identities/<client-id>.key (mode 0600)
     state-dir=PATH      where state.pt, privacy_ledger.json, egress/ and adapter/ live
     client-id=NAME      optional; default: the data file's stem
     partition-id=I num-partitions=K   instead of data-file: part I of the run's bundled dataset
@@ -35,6 +36,11 @@ AGGREGATE = "aggregate"
 ARRAY_DTYPE = "uint8"
 ARRAY_STYPE = "secure_fedsa.wire"
 TRANSPORT = "flower"
+# what a site reports about the aggregate it received: a status code, never a reason (the
+# reason is computed from decrypted values and stays on the site, in its own log)
+AGGREGATE_APPLIED = "applied"
+AGGREGATE_REJECTED = "rejected"
+AGGREGATE_NONE = "none"
 
 # run-config key -> (RunConfig field, kind); kind "opt" maps 0 / "" to None
 RUN_KEYS: dict[str, tuple[str, str]] = {
@@ -72,7 +78,8 @@ DEPLOYMENT_KEYS = (
     "labels",
     "min-clients",
     "clients",
-    "server-keys",
+    "keys-dir",
+    "report-accuracy",
     "run-dir",
     "resume-dir",
     "round-timeout",
@@ -105,7 +112,8 @@ class Deployment:
     config: RunConfig
     min_clients: int
     clients: int
-    server_keys: str
+    keys_dir: str  # on the SuperLink machine: server.keys, roster.json, identities/server.key
+    report_accuracy: bool  # sites send held-out accuracy (a leak channel: off by default)
     run_dir: str
     resume_dir: str
     round_timeout: float
@@ -135,7 +143,10 @@ class Deployment:
             config=config,
             min_clients=min_clients,
             clients=clients,
-            server_keys=str(run_config.get("server-keys", "")),
+            keys_dir=str(run_config.get("keys-dir", "")),
+            report_accuracy=_convert(
+                "report-accuracy", run_config.get("report-accuracy", False), "bool"
+            ),
             run_dir=str(run_config.get("run-dir", "")),
             resume_dir=str(run_config.get("resume-dir", "")),
             round_timeout=float(run_config.get("round-timeout", 900)),
@@ -151,7 +162,15 @@ def config_digest(config: RunConfig) -> str:
 
 def site_spec(node_config: dict[str, Any]) -> SiteSpec:
     """What this SuperNode's site holds, from its ``--node-config``."""
-    known = {"data-file", "keys", "state-dir", "client-id", "partition-id", "num-partitions"}
+    known = {
+        "data-file",
+        "keys",
+        "identity",
+        "state-dir",
+        "client-id",
+        "partition-id",
+        "num-partitions",
+    }
     unknown = sorted(set(node_config) - known)
     if unknown:
         raise ConfigError(f"unknown node config keys: {', '.join(unknown)}")
@@ -169,6 +188,7 @@ def site_spec(node_config: dict[str, Any]) -> SiteSpec:
     return SiteSpec(
         state_dir=Path(str(node_config["state-dir"])).expanduser(),
         keys=path("keys"),
+        identity=path("identity"),
         data_file=path("data-file"),
         partition_id=number("partition-id"),
         num_partitions=number("num-partitions"),

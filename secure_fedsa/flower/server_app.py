@@ -2,13 +2,17 @@
 
 Round r, over Flower's Message API:
 
-1. ``train`` to every connected node; each replies with its encrypted update (an opaque byte
-   array) and a report (status, ε). Each update goes to
-   :meth:`secure_fedsa.server.Aggregator.add`, which validates it or records the rejection.
+1. ``train`` to every connected node; each replies with its encrypted, signed update (an
+   opaque byte array) and a report (status, ε). Each update goes to
+   :meth:`secure_fedsa.server.Aggregator.add`, which verifies the sender's signature against the
+   roster and validates the rest, or records the rejection.
 2. With at least ``min-clients`` accepted updates, the aggregate (still ciphertext: the server
-   holds ``server.keys`` only and never decrypts) goes back to every site that answered in an
-   ``evaluate`` message; the sites decrypt, apply and report accuracy and ε. With fewer, the round
-   fails: ``summary.json`` says so, nothing of the round enters ``metrics.jsonl``, and the
+   holds no key that decrypts; signed with the server's identity) goes back to every site that
+   answered in an ``evaluate`` message; the sites verify, decrypt, check the values against what
+   honest training can produce, and apply it or keep their previous shared tensors. They report
+   a status code (applied / rejected), ε, and held-out accuracy only if ``report-accuracy`` is
+   true (a leak channel: it is computed from decrypted values). With fewer accepted updates, the
+   round fails: ``summary.json`` says so, nothing of the round enters ``metrics.jsonl``, and the
    ServerApp exits with an error. Resume with ``--run-config 'resume-dir="RUN_DIR"'``.
 
 A node that does not answer within ``round-timeout`` seconds, or answers with an error (its
@@ -32,9 +36,16 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from secure_fedsa import __version__
+from secure_fedsa.crypto.signing import (
+    ROSTER_FILE,
+    SERVER_IDENTITY,
+    identity_path,
+    load_identity,
+    load_roster,
+)
 from secure_fedsa.errors import SecureFedsaError
 from secure_fedsa.flower import protocol as p
-from secure_fedsa.node import new_aggregator, server_manifest, submit
+from secure_fedsa.node import new_aggregator, new_session, server_manifest, submit
 from secure_fedsa.rundir import RunDirectory
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,12 +67,17 @@ def _server_codec(deployment: p.Deployment):  # noqa: ANN202 - a server codec
         return PlaintextCodec()
     from secure_fedsa.crypto.ckks_server import CKKSServerCodec
 
-    if not deployment.server_keys:
+    return CKKSServerCodec.from_bundle(_keys_dir(deployment) / "server.keys")
+
+
+def _keys_dir(deployment: p.Deployment) -> Path:
+    if not deployment.keys_dir:
         raise SecureFedsaError(
-            "encryption is on: give the server's key bundle with run config "
-            'server-keys="PATH/server.keys" (a path on the SuperLink machine)'
+            'give the server\'s keys with run config keys-dir="PATH" (a directory on the '
+            "SuperLink machine holding server.keys, roster.json and identities/server.key from "
+            "`secure-fedsa keys init`)"
         )
-    return CKKSServerCodec.from_bundle(Path(deployment.server_keys))
+    return Path(deployment.keys_dir)
 
 
 def exchange(
@@ -105,10 +121,17 @@ class FlowerFederation:
         self.config = deployment.config
         self.digest = p.config_digest(self.config)
         self.codec = _server_codec(deployment)
+        keys = _keys_dir(deployment)
+        self.roster = load_roster(keys / ROSTER_FILE)
+        self.identity = load_identity(identity_path(keys, SERVER_IDENTITY))
+        if self.identity.key.public_bytes != self.roster.server:
+            raise SecureFedsaError(f"{keys}: identities/server.key does not belong to roster.json")
         self.manifest = server_manifest(self.config)
         if deployment.resume_dir:
             self.rundir = RunDirectory.resume(Path(deployment.resume_dir), self.config)
+            self.session = self.rundir.stored_session() or new_session()
         else:
+            self.session = new_session()
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path = Path(deployment.run_dir or f"runs/{stamp}-flower-{self.config.method}")
             self.rundir = RunDirectory.create(path, self.config)
@@ -120,6 +143,8 @@ class FlowerFederation:
                     "manifest_hash": self.manifest.digest,
                     "shared_values": self.manifest.size,
                     "key_fingerprint": self.codec.fingerprint,
+                    "roster_digest": self.roster.digest,
+                    "session": self.session,
                     "protections_off": self.config.protections,
                 },
             )
@@ -131,6 +156,7 @@ class FlowerFederation:
                 "clients": deployment.clients,
                 "round_timeout": deployment.round_timeout,
                 "config_digest": self.digest,
+                "report_accuracy": deployment.report_accuracy,
                 "server_holds_secret_key": False,
             },
         )
@@ -138,9 +164,8 @@ class FlowerFederation:
 
     # -- helpers -------------------------------------------------------------------------
     def _message(self, node: int, kind: str, round_number: int, **extra) -> Message:  # noqa: ANN003
-        content = RecordDict(
-            {p.CONFIG: ConfigRecord({"round": round_number, "config-digest": self.digest, **extra})}
-        )
+        settings = {"round": round_number, "config-digest": self.digest, "session": self.session}
+        content = RecordDict({p.CONFIG: ConfigRecord({**settings, **extra})})
         return Message(
             content,
             dst_node_id=node,
@@ -204,7 +229,14 @@ class FlowerFederation:
         gone = known - set(nodes)
         known.update(nodes)
         # 1. train
-        aggregator = new_aggregator(self.codec, self.manifest, round_number)
+        aggregator = new_aggregator(
+            self.codec,
+            self.manifest,
+            round_number,
+            session=self.session,
+            roster=self.roster,
+            key=self.identity.key,
+        )
         messages = {n: self._message(n, MessageType.TRAIN, round_number) for n in nodes}
         replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
         answered = []
@@ -264,22 +296,32 @@ class FlowerFederation:
         replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
         final: dict[str, dict] = {}
         accuracies = []
+        rejected_by: dict[str, str] = {}
         for node, reply in sorted(replies.items()):
             report = _report(reply)
-            if report is None or "accuracy" not in report:
+            if report is None or "aggregate" not in report:
                 failures[node] = "malformed reply (no report)"
                 continue
             cid = str(report.pop("client-id"))
             entry = record["clients"].setdefault(cid, {})
-            entry["accuracy_subset"] = report.get("accuracy")
+            entry["aggregate"] = report.get("aggregate")
             entry["epsilon_spent"] = report.get("epsilon")
-            entry["applied_aggregate"] = report.get("applied")
-            accuracies.append(float(report["accuracy"]))
-            if "final-accuracy" in report:
+            if report.get("aggregate") == p.AGGREGATE_REJECTED:
+                rejected_by[cid] = p.AGGREGATE_REJECTED  # a status code, never the reason
+            if "accuracy" in report:  # only with report-accuracy = true
+                entry["accuracy_subset"] = report["accuracy"]
+                accuracies.append(float(report["accuracy"]))
+            if report.get("final"):
                 final[cid] = {
-                    "accuracy": report["final-accuracy"],
+                    "accuracy": report.get("final-accuracy"),
                     "epsilon": report.get("epsilon"),
                 }
+        if aggregator is not None and aggregator.accepted:
+            record["aggregate"] = {
+                "contributors": list(aggregator.accepted),
+                "status": "rejected" if rejected_by else "applied",
+                "rejected_by": rejected_by,
+            }
         for node, reason in sorted(failures.items()):
             record["dropouts"].append(
                 {"client": self._name(node), "phase": "evaluate", "reason": reason}
@@ -299,10 +341,10 @@ class FlowerFederation:
         final = {}
         for reply in replies.values():
             report = _report(reply)
-            if report is None or "final-accuracy" not in report:
+            if report is None or not report.get("final"):
                 continue
             final[str(report["client-id"])] = {
-                "accuracy": report["final-accuracy"],
+                "accuracy": report.get("final-accuracy"),
                 "epsilon": report.get("epsilon"),
             }
         return final
@@ -330,7 +372,7 @@ class FlowerFederation:
         raise RoundFailed(reason)
 
     def finish(self, final: dict[str, dict], seconds: float) -> dict:
-        accuracies = [v["accuracy"] for v in final.values()]
+        accuracies = [v["accuracy"] for v in final.values() if v["accuracy"] is not None]
         summary = {
             "status": "completed",
             "transport": p.TRANSPORT,
@@ -343,6 +385,7 @@ class FlowerFederation:
             "accuracy": {
                 "per_client": {cid: v["accuracy"] for cid, v in final.items()},
                 "mean": sum(accuracies) / len(accuracies) if accuracies else None,
+                "reported_by_sites": self.deployment.report_accuracy,
             },
             "privacy": {
                 cid: {"epsilon": v["epsilon"], "delta": self.config.delta}
@@ -351,6 +394,11 @@ class FlowerFederation:
             if self.config.dp
             else "no differential privacy",
             "key_fingerprint": self.codec.fingerprint,
+            "rejected_aggregates": [
+                {"round": m["round"], "rejected_by": m["aggregate"]["rejected_by"]}
+                for m in self.rundir.metrics()
+                if (m.get("aggregate") or {}).get("status") == "rejected"
+            ],
             "seconds": seconds,
         }
         self.rundir.write_json("summary.json", summary)
@@ -387,6 +435,8 @@ def _round_line(record: dict, total: int) -> str:
         parts.append(f"dropouts={len(record['dropouts'])}")
     if record["rejected"]:
         parts.append(f"rejected={len(record['rejected'])}")
+    if (record.get("aggregate") or {}).get("status") == "rejected":
+        parts.append(f"aggregate REJECTED by {len(record['aggregate']['rejected_by'])}")
     return " | ".join(parts)
 
 

@@ -1,0 +1,285 @@
+"""Who sent a message: Ed25519 signing identities and the federation's roster (promise P7).
+
+``secure-fedsa keys init`` provisions, next to the CKKS bundles:
+
+- ``roster.json`` (public): every client's Ed25519 verification key and the server's, and a
+  digest naming the whole roster. The server verifies updates with it, the clients verify the
+  aggregate; auditors may read it.
+- ``identities/<client-id>.key`` (mode 0600, one per client, given to that client only): the
+  client's signing key, its id and the roster digest.
+- ``identities/server.key`` (mode 0600, the server only): the key the server signs aggregates
+  with. A signing key decrypts nothing.
+
+Signatures come from the ``cryptography`` package (Ed25519, RFC 8032); nothing here is
+home-made. Each signature covers a domain-separation tag (the message kind) and the SHA-256
+digest of the whole message (header and ciphertexts), so a signed update cannot be replayed as
+an aggregate or under another header. Private keys never appear in ``repr``, logs or errors, and
+cannot be pickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from secure_fedsa.crypto.files import check_private, parse_json_quietly, read_limited, write_new
+from secure_fedsa.errors import CryptoError
+
+ROSTER_FILE = "roster.json"
+IDENTITIES_DIR = "identities"
+SERVER_IDENTITY = "server"
+ROSTER_FORMAT = "secure_fedsa.roster"
+IDENTITY_FORMAT = "secure_fedsa.identity"
+FORMAT_VERSION = 1
+SIGNATURE_BYTES = 64
+MAX_FILE_BYTES = 1 << 22
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+_RAW = serialization.Encoding.Raw
+
+
+def signed_bytes(kind: str, digest: bytes) -> bytes:
+    """What a signature covers: a tag naming the message kind, then the message's digest."""
+    return b"secure_fedsa/signed-message/v1/" + kind.encode("ascii") + b"\x00" + digest
+
+
+# -- keys ---------------------------------------------------------------------------------------
+class SigningKey:
+    """One party's Ed25519 private key. ``repr`` never shows it; it cannot be pickled."""
+
+    __slots__ = ("owner", "_key")
+
+    def __init__(self, owner: str, private: bytes) -> None:
+        try:
+            self._key = Ed25519PrivateKey.from_private_bytes(private)
+        except ValueError:
+            raise CryptoError(f"the signing key of {owner} is malformed") from None
+        self.owner = owner
+
+    @classmethod
+    def generate(cls, owner: str) -> SigningKey:
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        return cls(owner, raw)
+
+    def sign(self, kind: str, digest: bytes) -> bytes:
+        return self._key.sign(signed_bytes(kind, digest))
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self._key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
+
+    def private_bytes(self) -> bytes:
+        return self._key.private_bytes(
+            _RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+
+    def __repr__(self) -> str:
+        return f"SigningKey(owner={self.owner!r}, private=<redacted>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SigningKey is private and cannot be pickled; load its identity file")
+
+
+def verify(public: bytes, signature: bytes, kind: str, digest: bytes) -> bool:
+    """Whether ``signature`` is ``public``'s signature of a ``kind`` message with ``digest``."""
+    if len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, signed_bytes(kind, digest))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# -- the roster ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Roster:
+    """Every client's verification key and the server's; all public."""
+
+    clients: dict[str, bytes]
+    server: bytes
+    revoked: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 naming this roster (canonical JSON of ids and keys, revocations included)."""
+        return hashlib.sha256(_canonical(self._record())).hexdigest()
+
+    def key_of(self, client_id: str) -> bytes | None:
+        return self.clients.get(client_id)
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "format": ROSTER_FORMAT,
+            "version": FORMAT_VERSION,
+            "clients": {cid: _b64(key) for cid, key in sorted(self.clients.items())},
+            "server": _b64(self.server),
+            "revoked": list(self.revoked),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._record(), "digest": self.digest}
+
+    def without(self, client_id: str) -> Roster:
+        if client_id not in self.clients:
+            raise CryptoError(f"{client_id!r} is not in the roster")
+        clients = {cid: key for cid, key in self.clients.items() if cid != client_id}
+        return Roster(clients, self.server, tuple(sorted({*self.revoked, client_id})))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What one party holds: its signing key and the digest of the roster it belongs to."""
+
+    key: SigningKey
+    roster_digest: str
+    server_key: bytes  # to verify aggregates (clients) or its own public key (server)
+
+
+# -- files --------------------------------------------------------------------------------------
+def create_identities(directory: str | os.PathLike[str], client_ids: Iterable[str]) -> Path:
+    """Write ``roster.json`` and one 0600 identity file per client and for the server.
+
+    Refuses to overwrite anything. Returns the roster's path.
+    """
+    ids = list(client_ids)
+    bad = [cid for cid in ids if not CLIENT_ID.fullmatch(cid) or cid == SERVER_IDENTITY]
+    if bad or not ids or len(set(ids)) != len(ids):
+        raise CryptoError(
+            f"client ids must be distinct, 1-128 characters from A-Z a-z 0-9 . _ : @ -, and not "
+            f"'{SERVER_IDENTITY}': got {bad or ids}"
+        )
+    target = Path(directory)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    roster_path, identities = target / ROSTER_FILE, target / IDENTITIES_DIR
+    if roster_path.exists() or identities.exists():
+        raise CryptoError(f"{target} already holds signing identities; refusing to overwrite")
+    keys = {cid: SigningKey.generate(cid) for cid in ids}
+    server = SigningKey.generate(SERVER_IDENTITY)
+    roster = Roster({cid: k.public_bytes for cid, k in keys.items()}, server.public_bytes)
+    identities.mkdir(mode=0o700)
+    written: list[Path] = []
+    try:
+        for owner, key in [*keys.items(), (SERVER_IDENTITY, server)]:
+            path = identities / f"{owner}.key"
+            write_new(path, _dump(_identity_record(key, roster)), 0o600)
+            written.append(path)
+        write_new(roster_path, _dump(roster.to_json()), 0o644)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        identities.rmdir()
+        raise
+    return roster_path
+
+
+def revoke(directory: str | os.PathLike[str], client_id: str) -> Roster:
+    """Remove ``client_id`` from ``roster.json`` (its updates are rejected from then on)."""
+    path = Path(directory) / ROSTER_FILE
+    roster = load_roster(path).without(client_id)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(_dump(roster.to_json()))
+    os.replace(tmp, path)
+    return roster
+
+
+def load_roster(path: str | os.PathLike[str]) -> Roster:
+    record = _read(Path(path), ROSTER_FORMAT)
+    fields = {"format", "version", "clients", "server", "revoked", "digest"}
+    if set(record) != fields or not isinstance(record["clients"], dict):
+        raise CryptoError(f"{path}: not a roster (unexpected or missing fields)")
+    clients = {}
+    for cid, key in record["clients"].items():
+        if not isinstance(cid, str) or not CLIENT_ID.fullmatch(cid):
+            raise CryptoError(f"{path}: malformed client id {cid!r}")
+        clients[cid] = _public(key, f"{path}: key of {cid}")
+    revoked = record["revoked"]
+    if not isinstance(revoked, list) or not all(isinstance(r, str) for r in revoked):
+        raise CryptoError(f"{path}: revoked must be a list of client ids")
+    roster = Roster(clients, _public(record["server"], f"{path}: server key"), tuple(revoked))
+    if record["digest"] != roster.digest:
+        raise CryptoError(f"{path}: the roster's digest does not match its keys; it was edited")
+    return roster
+
+
+def load_identity(path: str | os.PathLike[str]) -> Identity:
+    """A party's identity file; refuses one that others can read (chmod 600 fixes it)."""
+    path = Path(path)
+    record = _read(path, IDENTITY_FORMAT)
+    fields = {"format", "version", "owner", "private_key", "roster_digest", "server_key"}
+    if set(record) != fields or not isinstance(record["owner"], str):
+        raise CryptoError(f"{path}: not an identity file (unexpected or missing fields)")
+    check_private(path, "a signing key")
+    private = _unb64(record["private_key"], f"{path}: private key")
+    key = SigningKey(record["owner"], private)
+    if not isinstance(record["roster_digest"], str):
+        raise CryptoError(f"{path}: malformed roster digest")
+    return Identity(key, record["roster_digest"], _public(record["server_key"], f"{path}"))
+
+
+def identity_path(directory: str | os.PathLike[str], owner: str) -> Path:
+    return Path(directory) / IDENTITIES_DIR / f"{owner}.key"
+
+
+def _identity_record(key: SigningKey, roster: Roster) -> dict[str, Any]:
+    return {
+        "format": IDENTITY_FORMAT,
+        "version": FORMAT_VERSION,
+        "owner": key.owner,
+        "private_key": _b64(key.private_bytes()),
+        "roster_digest": roster.digest,
+        "server_key": _b64(roster.server),
+    }
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise CryptoError(f"{what} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise CryptoError(f"{what} is not valid base64") from None
+
+
+def _public(value: object, what: str) -> bytes:
+    raw = _unb64(value, what)
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise CryptoError(f"{what} is not an Ed25519 public key") from None
+    return raw
+
+
+def _dump(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, sort_keys=True, indent=1) + "\n").encode()
+
+
+def _read(path: Path, expected_format: str) -> dict[str, Any]:
+    record = parse_json_quietly(read_limited(path, MAX_FILE_BYTES, expected_format))
+    if not isinstance(record, dict) or record.get("format") != expected_format:
+        raise CryptoError(f"{path} is not a {expected_format} file")
+    if record.get("version") != FORMAT_VERSION:
+        raise CryptoError(f"{path}: version {record.get('version')!r}, expected {FORMAT_VERSION}")
+    return record
