@@ -16,10 +16,15 @@ time (one client), and the largest absolute error of the decrypted average. For 
 also the Ed25519 cost of one message (sign + verify, median of 200) and its share of the round's
 HE time per client (encrypt + add + its share of result + decrypt).
 
+The methods are interleaved (ours, flare, plain, ours, ...) and each is repeated ``--repeats``
+times (default 5), so a change of machine load hits all alike; times are medians over the
+repeats, with the minimum and the spread (max / min) of the total time per client. The machine's
+load average at the start is printed.
+
 Usage::
 
     python benchmarks/bench_crypto.py [--sizes 36864 393216 4200000] [--clients 3]
-        [--methods ours flare plain]
+        [--methods ours flare plain] [--repeats 5]
 
 Not a test. Timings on shared machines vary by 2-4x from run to run: compare ratios.
 """
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -231,22 +238,35 @@ METHODS: dict[str, Callable[[int, int], Row]] = {
 }
 
 
-def table(rows: list[Row]) -> str:
+def per_client(r: Row) -> float:
+    """A client's share of the round: its encryption, its addition, its share of the result,
+    a decryption."""
+    return r.encrypt + r.server_add + r.decrypt + r.server_result / r.clients
+
+
+def table(groups: list[list[Row]]) -> str:
+    """One line per (method, size): medians over the repeats, min and spread of the total."""
     lines = [
         "| method | values | B/value up | B/value down | encrypt s/client | server add s/client "
-        "| server result s | decrypt s | max error | sign+verify s/message | share of HE time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server result s | decrypt s | total s/client (min, spread) | max error "
+        "| sign+verify s/message | share of HE time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for rows in groups:
+        r = rows[0]
+
+        def med(name: str, rows: list[Row] = rows) -> float:
+            return statistics.median(getattr(x, name) for x in rows)
+
+        totals = [per_client(x) for x in rows]
         signing = "—", "—"
         if r.sign_verify is not None:
-            # per client: its encryption, its addition, its share of the result, a decryption
-            he = r.encrypt + r.server_add + r.decrypt + r.server_result / r.clients
-            signing = f"{r.sign_verify:.6f}", f"{r.sign_verify / he:.2%}"
+            signing = f"{med('sign_verify'):.6f}", f"{med('sign_verify') / min(totals):.2%}"
         lines.append(
-            f"| {r.method} | {r.n:,} | {r.up:.2f} | {r.down:.2f} | {r.encrypt:.3f} | "
-            f"{r.server_add:.3f} | {r.server_result:.3f} | {r.decrypt:.3f} | {r.error:.1e} | "
-            f"{signing[0]} | {signing[1]} |"
+            f"| {r.method} | {r.n:,} | {r.up:.2f} | {r.down:.2f} | {med('encrypt'):.3f} | "
+            f"{med('server_add'):.3f} | {med('server_result'):.3f} | {med('decrypt'):.3f} | "
+            f"{statistics.median(totals):.3f} ({min(totals):.3f}, {max(totals) / min(totals):.2f}) "
+            f"| {max(x.error for x in rows):.1e} | {signing[0]} | {signing[1]} |"
         )
     return "\n".join(lines)
 
@@ -256,20 +276,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    rows = []
+    load = os.getloadavg()
+    print(f"load at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) on "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    groups = []
     for n in args.sizes:
-        for name in args.methods:
-            rows.append(METHODS[name](n, args.clients))
-            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-            gc.collect()
+        rows: dict[str, list[Row]] = {name: [] for name in args.methods}
+        for repeat in range(args.repeats):
+            for name in args.methods:  # interleaved
+                rows[name].append(METHODS[name](n, args.clients))
+                print(f"  {n:,} {name} repeat {repeat + 1}: {per_client(rows[name][-1]):.3f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                gc.collect()
+        groups += list(rows.values())
     sizes = " ".join(str(n) for n in args.sizes)
     methods = " ".join(args.methods)
     print(
         f"python benchmarks/bench_crypto.py --sizes {sizes} --clients {args.clients} "
-        f"--methods {methods}\n"
+        f"--methods {methods} --repeats {args.repeats}\n"
     )
-    print(table(rows))
+    print(table(groups))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class TrainingPlan:
     batch_size: int
     physical_batch_size: int
     lr: float
-    clipping: str = "ghost"
+    clipping: str = "hooks"
 
 
 @dataclass

@@ -16,7 +16,7 @@ from secure_fedsa.errors import ConfigError
 
 CONFIG_VERSION = 2
 ACCOUNTANTS = ("prv", "rdp")
-CLIPPING_MODES = ("ghost", "hooks")
+CLIPPING_MODES = ("hooks", "ghost")
 PARTITIONS = ("iid", "dirichlet", "natural")
 
 
@@ -58,7 +58,7 @@ class RunConfig:
     noise_multiplier: float | None = None
     clip: float = 1.0
     accountant: str = "prv"
-    clipping: str = "ghost"
+    clipping: str = "hooks"
     # encryption
     encryption: bool = True
     keys_dir: str | None = None

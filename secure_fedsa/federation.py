@@ -77,6 +77,7 @@ class RoundRecord:
     clients: dict[str, dict] = field(default_factory=dict)
     rejected: list[dict] = field(default_factory=list)
     aggregate: dict = field(default_factory=dict)
+    server_seconds: float = 0.0  # serializing the aggregate (adding is in each client's seconds)
     upload_bytes: int = 0
     download_bytes: int = 0
     seconds: float = 0.0
@@ -94,8 +95,12 @@ class InProcessTransport:
 
     def send_update(
         self, client: Client, round_number: int, aggregator: Aggregator
-    ) -> tuple[int, str | None]:
+    ) -> tuple[int, str | None, dict[str, float]]:
+        """Encrypt, record and deliver one update: (bytes, rejection reason or None, seconds
+        spent encrypting and aggregating it)."""
+        started = time.perf_counter()
         payload = client.make_update(round_number, aggregator.session)
+        encrypted = time.perf_counter()
         self.egress.record(
             client.client_id,
             round_number=round_number,
@@ -108,7 +113,10 @@ class InProcessTransport:
             manifest_hash=client.manifest.digest,
             ledger_entry=client.trained_entry,
         )
-        return len(payload), submit(aggregator, payload)
+        added = time.perf_counter()
+        reason = submit(aggregator, payload)
+        seconds = {"encrypt": encrypted - started, "aggregate": time.perf_counter() - added}
+        return len(payload), reason, seconds
 
 
 class Federation:
@@ -265,8 +273,9 @@ class Federation:
         )
         contributors = []
         for cid, client in self.clients.items():
-            entry: dict = {}
+            entry: dict = {"seconds": dict.fromkeys(PHASES, 0.0)}
             self.progress.client_started(cid, self.config.local_steps)
+            started_training = time.perf_counter()
             try:
                 result = client.train(round_number, on_step=self.progress.step_done)
             except BudgetExhausted as exc:
@@ -274,6 +283,8 @@ class Federation:
                 record.clients[cid] = entry
                 self.progress.client_done(cid)
                 continue
+            finally:
+                entry["seconds"]["train"] = time.perf_counter() - started_training
             entry.update(
                 status="trained",
                 resumed=result.resumed,
@@ -283,7 +294,8 @@ class Federation:
                 epsilon=result.epsilon,
             )
             if aggregator is not None:
-                sent, reason = self.transport.send_update(client, round_number, aggregator)
+                sent, reason, seconds = self.transport.send_update(client, round_number, aggregator)
+                entry["seconds"].update(seconds)
                 record.upload_bytes += sent
                 if reason is not None:
                     record.rejected.append({"client": cid, "reason": reason})
@@ -292,10 +304,14 @@ class Federation:
             record.clients[cid] = entry
             self.progress.client_done(cid)
         if aggregator is not None and aggregator.accepted:
+            started_result = time.perf_counter()
             aggregate = aggregator.result()
+            record.server_seconds = time.perf_counter() - started_result
             rejected_by: dict[str, list[str]] = {}
             for cid, client in self.clients.items():
+                started_decrypt = time.perf_counter()
                 problems = client.apply_aggregate(aggregate, round_number, self.session)
+                record.clients[cid]["seconds"]["decrypt"] = time.perf_counter() - started_decrypt
                 record.download_bytes += len(aggregate)
                 record.clients[cid]["aggregate"] = "rejected" if problems else "applied"
                 if problems:
@@ -311,7 +327,9 @@ class Federation:
             }
         accuracies = []
         for cid, client in self.clients.items():
+            started_evaluation = time.perf_counter()
             acc = client.evaluate(self.config.eval_examples_per_round)
+            record.clients[cid]["seconds"]["evaluate"] = time.perf_counter() - started_evaluation
             record.clients[cid]["accuracy_subset"] = acc
             record.clients[cid]["epsilon_spent"] = client.epsilon_spent
             accuracies.append(acc)
@@ -321,11 +339,15 @@ class Federation:
 
     def finish(self, seconds: float) -> dict:
         self.progress.message("final evaluation on each client's full test split ...")
+        started_final = time.perf_counter()
         per_client = {cid: c.evaluate() for cid, c in self.clients.items()}
+        final_seconds = time.perf_counter() - started_final
         sizes = {cid: len(c.data.test) for cid, c in self.clients.items()}
         total = sum(sizes.values())
         for cid, client in self.clients.items():
             client.export(self.rundir.path / "adapters" / cid, list(self.prepared.label_names))
+        phases = phase_seconds(self.rundir.metrics(), final_evaluation=final_seconds)
+        self.progress.message(_phase_line(phases))
         summary = {
             "method": self.config.method,
             "dataset": self.prepared.dataset_name,
@@ -353,9 +375,38 @@ class Federation:
                 if (m.get("aggregate") or {}).get("status") == "rejected"
             ],
             "seconds": seconds,
+            "seconds_by_phase": phases,
         }
         self.rundir.write_json("summary.json", summary)
         return summary
+
+
+# Where a round's time goes, per client (metrics.jsonl "seconds"): local training, encrypting and
+# signing the update, the server validating and adding it, verifying, decrypting and checking the
+# aggregate, and evaluating on the per-round test sample.
+PHASES = ("train", "encrypt", "aggregate", "decrypt", "evaluate")
+
+
+def phase_seconds(metrics: list[dict], *, final_evaluation: float = 0.0) -> dict[str, float]:
+    """Seconds per phase summed over every round and client of ``metrics`` (pure)."""
+    totals = dict.fromkeys(PHASES, 0.0)
+    for record in metrics:
+        for entry in (record.get("clients") or {}).values():
+            for phase, value in ((entry or {}).get("seconds") or {}).items():
+                if phase in totals and isinstance(value, (int, float)):
+                    totals[phase] += value
+        totals["aggregate"] += record.get("server_seconds") or 0.0
+    totals["final_evaluation"] = final_evaluation
+    return totals
+
+
+def _phase_line(phases: dict[str, float]) -> str:
+    total = sum(phases.values()) or 1.0
+    names = {"train": "training", "encrypt": "encrypting", "aggregate": "aggregating",
+             "decrypt": "decrypting", "evaluate": "evaluating (per round)",
+             "final_evaluation": "final evaluation"}  # fmt: skip
+    parts = [f"{names[k]} {v:.1f} s ({v / total:.0%})" for k, v in phases.items()]
+    return "time: " + ", ".join(parts)
 
 
 def _privacy_summary(client: Client, delta: float) -> dict:

@@ -296,7 +296,7 @@ def train_dp(
     lr: float,
     randomness: RandomSource,
     optimizer: str = "adamw",
-    mode: str = "ghost",
+    mode: str = "hooks",
     on_step: Callable[[], None] | None = None,
     sampler: PoissonSampler | None = None,
 ) -> RoundStats:
