@@ -162,7 +162,8 @@ def _check_steps(run: RunEvidence, cid: str, entries: list, result: CheckResult)
         elif number not in trained and _after_last_round(run, number):
             result.warn(
                 f"{cid}: the ledger records round {number}, after the last round in "
-                "metrics.jsonl (an interrupted round; its privacy is counted)"
+                "metrics.jsonl (an interrupted round; its privacy is counted)",
+                code="interrupted-round",
             )
         elif number not in trained:
             result.fail(f"{cid}: the ledger records round {number}, which metrics do not show")
@@ -215,40 +216,44 @@ def _recompute(
     reported: float,
     result: CheckResult,
 ) -> dict[str, Any]:
+    """Re-account the ledger's events; ``epsilon_matches`` says whether the reported ε holds."""
     pld = pld_epsilon(history, delta)
     out: dict[str, Any] = {"reported_epsilon": reported, "pld_epsilon": pld}
+    problems: list[str] = []
     if math.isinf(reported):
-        result.fail(f"{cid}: reported ε is infinite: no finite privacy guarantee")
-        return out
-    if accountant == "prv":
+        problems.append(f"{cid}: reported ε is infinite: no finite privacy guarantee")
+    elif accountant == "prv":
         rdp = rdp_epsilon(history, delta)
         out["rdp_epsilon"] = rdp
         if not agrees(reported, pld, abs_tol=TIGHT_ABS, rel_tol=TIGHT_REL):
-            result.fail(
+            problems.append(
                 f"{cid}: reported ε = {reported:.4f} (PRV) disagrees with ε = {pld:.4f} "
                 "re-computed with Google's PLD accountant"
             )
         if rdp < reported * (1 - TIGHT_REL) - 0.01:
-            result.fail(f"{cid}: reported ε = {reported:.4f} exceeds the RDP bound {rdp:.4f}")
+            problems.append(f"{cid}: reported ε = {reported:.4f} exceeds the RDP bound {rdp:.4f}")
         elif rdp > RDP_MAX_RATIO * reported + RDP_MAX_EXTRA:
-            result.fail(f"{cid}: RDP bound {rdp:.4f} is far above reported ε = {reported:.4f}")
+            problems.append(f"{cid}: RDP bound {rdp:.4f} is far above reported ε = {reported:.4f}")
     elif accountant == "rdp":
         prv = prv_epsilon(history, delta)
         rdp = rdp_epsilon(history, delta)
         out.update(prv_epsilon=prv, rdp_epsilon=rdp)
         tight = pld if math.isfinite(pld) else prv
         if not agrees(reported, rdp, abs_tol=1e-3, rel_tol=SAME_ACCOUNTANT_REL):
-            result.fail(f"{cid}: reported ε = {reported:.4f} is not the RDP value {rdp:.4f}")
+            problems.append(f"{cid}: reported ε = {reported:.4f} is not the RDP value {rdp:.4f}")
         if reported < tight * (1 - TIGHT_REL) - 0.01:
-            result.fail(
+            problems.append(
                 f"{cid}: reported RDP ε = {reported:.4f} is below the PLD value {tight:.4f}"
             )
         elif reported > RDP_MAX_RATIO * tight + RDP_MAX_EXTRA:
-            result.fail(f"{cid}: reported ε = {reported:.4f} is far above PLD's {tight:.4f}")
+            problems.append(f"{cid}: reported ε = {reported:.4f} is far above PLD's {tight:.4f}")
     else:
         result.error(f"{cid}: unknown accountant {accountant!r}; compared with PLD only")
         if not agrees(reported, pld, abs_tol=TIGHT_ABS, rel_tol=TIGHT_REL):
-            result.fail(f"{cid}: reported ε = {reported:.4f} disagrees with PLD's {pld:.4f}")
+            problems.append(f"{cid}: reported ε = {reported:.4f} disagrees with PLD's {pld:.4f}")
+    for problem in problems:
+        result.fail(problem)
+    out["epsilon_matches"] = not problems and accountant in ("prv", "rdp")
     return out
 
 

@@ -54,7 +54,8 @@ def check_aggregates(run: RunEvidence) -> CheckResult:
                 f"round {number}: the aggregate was rejected by {', '.join(sorted(rejected_by))}"
                 f" ({reason}); they kept their previous shared tensors. Look for the client that "
                 "sent an impossible update (contributors: "
-                f"{', '.join(map(str, aggregate.get('contributors') or []))})"
+                f"{', '.join(map(str, aggregate.get('contributors') or []))})",
+                code="rejected-aggregate",
             )
         elif status != "applied":
             result.fail(f"round {number}: unknown aggregate status {status!r}")

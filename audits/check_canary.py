@@ -151,7 +151,8 @@ def _check(run: RunEvidence, *, canaries: int, seed: int) -> CheckResult:
                 f"{cid}: claimed ε = {claimed:.3f}, empirical ε_LB = {bound:.3f}; with "
                 f"{canaries} canaries this test can certify at most ε ≈ {ceiling:.2f}, below the "
                 "claim, so a leak up to the claim could not be seen (more canaries raise the "
-                "ceiling)"
+                "ceiling)",
+                code="above-canary-ceiling",
             )
         else:
             outcome["outcome"] = "pass"
@@ -191,5 +192,6 @@ def _check_versions(run: RunEvidence, result: CheckResult) -> None:
         result.warn(
             "the mechanism tested is not the one that made the run: "
             + "; ".join(sorted(differing))
-            + ". Run the test with the run's versions installed"
+            + ". Run the test with the run's versions installed",
+            code="versions-differ",
         )

@@ -132,7 +132,8 @@ def _check_client(
         result.warn(
             f"{cid}: {reports} plaintext metrics report(s) (training status, epsilon, the "
             "aggregate's status code, no tensors) left the client; with report-accuracy they "
-            "also carry held-out accuracy, which is outside the DP guarantee"
+            "also carry held-out accuracy, which is outside the DP guarantee",
+            code="plaintext-reports",
         )
     return summary
 
@@ -166,7 +167,8 @@ def _check_uploads(
         elif round_number not in expected and round_number > last_round and sharing:
             result.warn(
                 f"{cid}: {count} message(s) in round {round_number}, after the last round in "
-                "metrics.jsonl (an interrupted round)"
+                "metrics.jsonl (an interrupted round)",
+                code="interrupted-round",
             )
         elif round_number not in expected:
             result.fail(

@@ -47,7 +47,8 @@ def _check_client(run: RunEvidence, cid: str, result: CheckResult) -> dict[str, 
     elif n < MIN_RECORDS:
         result.warn(
             f"{cid}: only {n} training records (< {MIN_RECORDS}): record-level DP will likely "
-            "drown the signal"
+            "drown the signal",
+            code="small-dataset",
         )
     if run.cfg("dp") is not True:
         return evidence
@@ -97,5 +98,6 @@ def _check_sampling(
     elif fixed and n * q * (1 - q) > 1:
         result.warn(
             f"{cid}: every round sampled exactly batch_size × steps records: fixed-size "
-            "batches rather than Poisson sampling?"
+            "batches rather than Poisson sampling?",
+            code="fixed-size-batches",
         )

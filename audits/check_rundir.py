@@ -9,7 +9,8 @@ NAME = "run-directory"
 STATEMENT = (
     "The run directory holds every file the audit needs (configuration, setup, metrics, each "
     "client's privacy ledger and egress record, the server key bundle), each readable, and "
-    "was written by a configuration version this audit understands."
+    "was written by a configuration version this audit understands; in an auditor bundle, every "
+    "file matches the bundle's manifest."
 )
 
 # Files whose absence means a claim cannot be verified; summary.json only exists once a run
@@ -43,10 +44,13 @@ def check_run_directory(run: RunEvidence) -> CheckResult:
                 result.fail(f"{name}: {problem}")
         elif name == "keys/server.keys" and run.cfg("encryption") is True:
             result.fail(f"{name}: {problem}")
+    for problem in (run.bundle or {}).get("problems", []):
+        result.fail(f"auditor bundle: {problem}")
     if "summary.json" in run.problems:
         result.warn(
             f"summary.json: {run.problems['summary.json']} (an interrupted run; the audit "
-            "re-derives everything from the other files)"
+            "re-derives everything from the other files)",
+            code="interrupted-run",
         )
     return result
 

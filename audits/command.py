@@ -1,4 +1,5 @@
-"""`secure-fedsa audit RUN_DIR`: check a run directory and write report.json and report.html."""
+"""`secure-fedsa audit RUN_DIR`: check a run directory (or an auditor bundle) and write
+report.json and report.html; `--bundle OUT` writes the auditor bundle instead."""
 
 from __future__ import annotations
 
@@ -16,11 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "audit",
         help="audit a run directory: egress, accounting, encryption, DP hazards (report.html)",
-        description="Re-check a finished or interrupted run from its files alone and write "
-        "report.json and a self-contained report.html (default: RUN_DIR/audit/).",
+        description="Re-check a finished or interrupted run (or an auditor bundle made with "
+        "--bundle) from its files alone and write report.json and a self-contained report.html "
+        "(default: RUN_DIR/audit/).",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to audit")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="the run directory (or an auditor bundle) to audit"
+    )
     parser.add_argument("--out", help="directory for report.json and report.html")
+    parser.add_argument(
+        "--bundle",
+        metavar="OUT",
+        help="instead of auditing, write an auditor bundle to OUT (a new directory): exactly the "
+        "files the audit reads, nothing secret, and a SHA-256 manifest; hand it to the auditor, "
+        "who runs `secure-fedsa audit OUT`",
+    )
     parser.add_argument(
         "--canary",
         action="store_true",
@@ -38,14 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Exit 0 on pass, pass-with-warnings or inconclusive, 1 on a failed audit; user errors
+    """Exit 0 when the verdict is PASS, WARN or INCONCLUSIVE, 1 when it is FAIL; user errors
     raise."""
     from audits.html import render_html
+    from audits.result import NOT_FAILED
     from audits.runner import audit_run
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{args.run_dir!r} is not a directory; give a run directory to audit")
+    if args.bundle:
+        return _write_bundle(args, run_dir)
     if args.canaries < 10:
         raise ConfigError(f"--canaries must be at least 10, got {args.canaries}")
     extra = ()
@@ -67,4 +81,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"              {finding}")
     print(f"verdict: {report['verdict_text']}")
     print(f"report: {out / 'report.html'}")
-    return 0 if report["verdict"] in ("pass", "warn", "inconclusive") else 1
+    return 0 if report["verdict"] in NOT_FAILED else 1
+
+
+def _write_bundle(args: argparse.Namespace, run_dir: Path) -> int:
+    from audits.bundle import write_bundle
+    from audits.evidence import BUNDLE_MANIFEST
+
+    if args.out or args.canary:
+        raise ConfigError("--bundle writes only the bundle: leave out --out and --canary")
+    out = Path(args.bundle)
+    manifest = write_bundle(run_dir, out)
+    for name, entry in manifest["files"].items():
+        print(f"{entry['sha256']}  {name}")
+    print(f"bundle: {out} ({len(manifest['files'])} files, manifest {out / BUNDLE_MANIFEST})")
+    print(f"the auditor runs: secure-fedsa audit {out}")
+    return 0

@@ -4,11 +4,18 @@ Nothing here raises on a bad run directory: a missing, unreadable or malformed f
 entry in :attr:`RunEvidence.problems` (file -> what is wrong) and its value is ``None``, so each
 check can say exactly what it could not verify. The layout mirrors the run directory that
 ``secure-fedsa run`` writes (config.json, setup.json, metrics.jsonl, summary.json,
-clients/<id>/privacy_ledger.json, egress/<id>.jsonl, keys/server.keys).
+clients/<id>/privacy_ledger.json, egress/<id>.jsonl, keys/server.keys); an auditor bundle
+(:mod:`audits.bundle`) has the same layout plus its manifest.
+
+Every file is hashed as it is read (:attr:`RunEvidence.files`: relative path -> SHA-256 and
+size), so a report can be tied to the exact bytes it was made from. When the directory is a
+bundle, every file its manifest lists is compared with the manifest's SHA-256
+(:attr:`RunEvidence.bundle`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +26,8 @@ LEDGER_FORMAT = "secure_fedsa.privacy_ledger"
 LEDGER_VERSION = 2
 LEDGER_FILE = "privacy_ledger.json"
 MAX_FILE_BYTES = 64 << 20
+BUNDLE_MANIFEST = "MANIFEST.json"  # written by audits.bundle; lists every file with its SHA-256
+BUNDLE_FORMAT = "secure_fedsa.audit_bundle"
 
 
 @dataclass
@@ -33,6 +42,10 @@ class RunEvidence:
     server_keys: dict[str, Any] | None = None
     server_keys_path: str | None = None
     problems: dict[str, str] = field(default_factory=dict)
+    # every file read: name (relative to the run directory) -> {"sha256": hex, "bytes": size}
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # an auditor bundle's manifest, checked against the files (None for a plain run directory)
+    bundle: dict[str, Any] | None = None
 
     # -- derived views ------------------------------------------------------------------------
     def cfg(self, key: str, default: Any = None) -> Any:
@@ -77,18 +90,26 @@ class RunEvidence:
         return off
 
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path, files: dict[str, dict[str, Any]], name: str) -> bytes:
+    """The file's bytes; records its SHA-256 under ``name`` (what the report lists)."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
-    return path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return data
 
 
-def _json_object(path: Path, problems: dict[str, str], name: str) -> dict[str, Any] | None:
+def _read_text(path: Path, files: dict[str, dict[str, Any]], name: str) -> str:
+    return _read_bytes(path, files, name).decode("utf-8")
+
+
+def _json_object(path: Path, evidence: RunEvidence, name: str) -> dict[str, Any] | None:
+    problems = evidence.problems
     if not path.is_file():
         problems[name] = "missing"
         return None
     try:
-        value = json.loads(_read_text(path))
+        value = json.loads(_read_text(path, evidence.files, name))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         problems[name] = f"unreadable or not JSON ({exc})"
         return None
@@ -98,12 +119,13 @@ def _json_object(path: Path, problems: dict[str, str], name: str) -> dict[str, A
     return value
 
 
-def _json_lines(path: Path, problems: dict[str, str], name: str) -> list[dict[str, Any]] | None:
+def _json_lines(path: Path, evidence: RunEvidence, name: str) -> list[dict[str, Any]] | None:
+    problems = evidence.problems
     if not path.is_file():
         problems[name] = "missing"
         return None
     try:
-        lines = _read_text(path).splitlines()
+        lines = _read_text(path, evidence.files, name).splitlines()
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         problems[name] = f"unreadable ({exc})"
         return None
@@ -142,12 +164,11 @@ def _check_config_version(evidence: RunEvidence) -> None:
 def load_run(root: Path) -> RunEvidence:
     """Read a run directory; never raises for its content (see :attr:`RunEvidence.problems`)."""
     evidence = RunEvidence(root=root)
-    problems = evidence.problems
-    evidence.config = _json_object(root / "config.json", problems, "config.json")
+    evidence.config = _json_object(root / "config.json", evidence, "config.json")
     _check_config_version(evidence)
-    evidence.setup = _json_object(root / "setup.json", problems, "setup.json")
-    evidence.summary = _json_object(root / "summary.json", problems, "summary.json")
-    evidence.metrics = _json_lines(root / "metrics.jsonl", problems, "metrics.jsonl")
+    evidence.setup = _json_object(root / "setup.json", evidence, "setup.json")
+    evidence.summary = _json_object(root / "summary.json", evidence, "summary.json")
+    evidence.metrics = _json_lines(root / "metrics.jsonl", evidence, "metrics.jsonl")
     clients_dir, egress_dir = root / "clients", root / "egress"
     names: set[str] = set()
     if clients_dir.is_dir():
@@ -158,14 +179,62 @@ def load_run(root: Path) -> RunEvidence:
         names |= set(evidence.setup["clients"])  # type: ignore[index]
     for cid in sorted(names):
         ledger_name = f"clients/{cid}/{LEDGER_FILE}"
-        evidence.ledgers[cid] = _json_object(clients_dir / cid / LEDGER_FILE, problems, ledger_name)
+        evidence.ledgers[cid] = _json_object(clients_dir / cid / LEDGER_FILE, evidence, ledger_name)
         egress_name = f"egress/{cid}.jsonl"
-        evidence.egress[cid] = _json_lines(egress_dir / f"{cid}.jsonl", problems, egress_name)
-    keys_path = root / "keys" / "server.keys"
-    if not keys_path.is_file() and isinstance(evidence.cfg("keys_dir"), str):
-        keys_path = Path(evidence.cfg("keys_dir")) / "server.keys"  # keys made outside the run
+        evidence.egress[cid] = _json_lines(egress_dir / f"{cid}.jsonl", evidence, egress_name)
+    keys_path = server_keys_location(root, evidence.config)
     evidence.server_keys_path = (
         str(keys_path.relative_to(root)) if keys_path.is_relative_to(root) else str(keys_path)
     )
-    evidence.server_keys = _json_object(keys_path, problems, "keys/server.keys")
+    evidence.server_keys = _json_object(keys_path, evidence, "keys/server.keys")
+    if evidence.server_keys_path != "keys/server.keys" and "keys/server.keys" in evidence.files:
+        # listed where it was read: keys made outside the run (config.json's keys_dir)
+        evidence.files[evidence.server_keys_path] = evidence.files.pop("keys/server.keys")
+    if (root / BUNDLE_MANIFEST).is_file():
+        evidence.bundle = _check_bundle(root, evidence)
     return evidence
+
+
+def server_keys_location(root: Path, config: dict[str, Any] | None) -> Path:
+    """keys/server.keys of the run, or of the ``keys_dir`` config.json names (keys made outside
+    the run)."""
+    keys_path = root / "keys" / "server.keys"
+    keys_dir = (config or {}).get("keys_dir")
+    if not keys_path.is_file() and isinstance(keys_dir, str):
+        keys_path = Path(keys_dir) / "server.keys"
+    return keys_path
+
+
+def _check_bundle(root: Path, evidence: RunEvidence) -> dict[str, Any]:
+    """Compare every file an auditor bundle's manifest lists with the bytes on disk."""
+    problems: list[str] = []
+    manifest = _json_object(root / BUNDLE_MANIFEST, evidence, BUNDLE_MANIFEST)
+    evidence.problems.pop(BUNDLE_MANIFEST, None)  # reported here, not as a run-directory file
+    listed = (manifest or {}).get("files")
+    if manifest is None or manifest.get("format") != BUNDLE_FORMAT or not isinstance(listed, dict):
+        return {"manifest": BUNDLE_MANIFEST, "files": 0, "problems": ["the manifest is unreadable"]}
+    for name, entry in sorted(listed.items()):
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        parts = Path(str(name)).parts
+        if Path(str(name)).is_absolute() or ".." in parts or not parts:
+            problems.append(f"{name}: not a path inside the bundle")
+            continue
+        if name not in evidence.files:  # listed, but not among the files the checks read
+            try:
+                _read_bytes(root / name, evidence.files, name)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{name}: listed in the manifest but unreadable ({exc})")
+                continue
+        if evidence.files[name]["sha256"] != expected:
+            problems.append(
+                f"{name}: differs from the manifest (changed after the bundle was made)"
+            )
+    for name in evidence.files:
+        if name not in listed and name != BUNDLE_MANIFEST:
+            problems.append(f"{name}: read by the audit but not listed in the manifest")
+    return {
+        "manifest": BUNDLE_MANIFEST,
+        "sha256": evidence.files.get(BUNDLE_MANIFEST, {}).get("sha256"),
+        "files": len(listed),
+        "problems": problems,
+    }

@@ -15,12 +15,24 @@ from audits.check_encryption import check_encryption
 from audits.check_hazards import check_hazards
 from audits.check_ledger import check_ledger
 from audits.check_rundir import check_run_directory
+from audits.diagram import data_flow
 from audits.evidence import RunEvidence, load_run
-from audits.result import CheckResult, verdict
-from audits.statement import TRUST_MODEL, epsilon_series, privacy_statement, releases
+from audits.overview import overview
+from audits.provenance import audited_with, evidence_files, produced_by, run_parameters
+from audits.result import CheckResult, verdict, verdict_word
+from audits.statement import (
+    TRUST_MODEL,
+    epsilon_series,
+    privacy_statement,
+    releases,
+    with_recomputed,
+)
 
 REPORT_FORMAT = "secure_fedsa.audit_report"
-REPORT_VERSION = 1
+# 2: the verdict is one word (PASS, WARN, FAIL, INCONCLUSIVE); overview, run parameters,
+# versions, evidence files, data flow, re-computed ε and per-finding advice added
+REPORT_VERSION = 2
+NO_CONFIG = {"unavailable": "config.json is missing or unreadable"}
 
 CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
     check_run_directory,
@@ -59,36 +71,56 @@ def audit_run(
     started = time.time()
     run = load_run(run_dir)
     results = [_safe(check, run) for check in (*CHECKS, *extra)]
-    overall = verdict(results)
-    return {
+    checks = [r.to_dict() for r in results]
+    statement = _part(privacy_statement, run) if run.config else {"dp": None}
+    report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "format_version": REPORT_VERSION,
         "run_directory": str(run_dir),
         "audited_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "verdict": overall,
-        "verdict_text": _verdict_text(overall, results),
+        "verdict": verdict_word(results),
+        "verdict_text": verdict_text(verdict(results), results),
+        "overview": {},
+        "run_parameters": _part(run_parameters, run) if run.config else NO_CONFIG,
+        "versions": {"produced_the_run": _part(produced_by, run), "audited_with": audited_with()},
+        "evidence_files": evidence_files(run),
+        "bundle": run.bundle,
         "protections_off": run.protections_off() if run.config is not None else ["unknown"],
-        "privacy_statement": _part(privacy_statement, run) if run.config else {"dp": None},
+        "privacy_statement": with_recomputed(statement, checks),
+        "data_flow": _part(data_flow, run) if run.config else NO_CONFIG,
         "releases": _part(releases, run),
         "trust_model": TRUST_MODEL,
         "epsilon_over_rounds": _part(epsilon_series, run),
         "epsilon_budget": run.cfg("epsilon"),
-        "checks": [r.to_dict() for r in results],
-        "seconds": round(time.time() - started, 2),
+        "checks": checks,
     }
+    report["overview"] = _part(lambda _: overview(report), run)
+    report["seconds"] = round(time.time() - started, 2)
+    return report
 
 
-def _verdict_text(overall: str, results: list[CheckResult]) -> str:
-    bad = [r.name for r in results if r.status in ("fail", "error")]
+def verdict_text(overall: str, results: list[CheckResult]) -> str:
+    """One line that starts with the verdict word, then says why (``overall``: a status)."""
+    failed = [r.name for r in results if r.status == "fail"]
+    unverified = [r.name for r in results if r.status == "error"]
     warned = [r.name for r in results if r.status == "warn"]
     undecided = [r.name for r in results if r.status == "inconclusive"]
     if overall == "fail":
-        return f"FAIL: {', '.join(bad)} did not verify. Do not rely on this run's privacy claims."
+        why = [f"{', '.join(failed)} failed"] if failed else []
+        why += [f"{', '.join(unverified)} could not be verified"] if unverified else []
+        reason = "; ".join(why) or "no check ran"
+        return f"FAIL: {reason}. Do not rely on this run's privacy claims."
     if overall == "warn":
-        return f"PASS WITH WARNINGS: every check verified; warnings in {', '.join(warned)}."
+        text = f"WARN: no check failed; {', '.join(warned)} raised warnings (see what to do)"
+        if undecided:
+            text += f"; {', '.join(undecided)} could not decide"
+        return text + "."
     if overall == "inconclusive":
         return (
             f"INCONCLUSIVE: every other check verified; {', '.join(undecided)} could not decide "
             "(see its findings)."
         )
     return "PASS: every check verified from the run's files."
+
+
+_verdict_text = verdict_text  # the name tests and older callers use

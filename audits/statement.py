@@ -9,6 +9,8 @@ from audits.check_accounting import ledger_history, reported_epsilon
 from audits.evidence import RunEvidence
 from audits.groups import ALLOWED_GROUPS, tensor_group
 
+RECOMPUTED_WITH = "Google dp_accounting PLD (the audit's own accountant)"
+
 TRUST_MODEL = {
     "parties": "K clients (data holders), one honest-but-curious aggregation server (follows the "
     "protocol, reads everything it receives), an external network observer.",
@@ -111,3 +113,24 @@ def epsilon_series(run: RunEvidence) -> dict[str, list[list[float]]]:
                 points.append([entry["round"], eps])
         series[cid] = points
     return series
+
+
+def with_recomputed(statement: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The statement with each client's ε as the accounting check re-computed it, and whether
+    the two agree (pure; ``epsilon_matches`` is False wherever it could not be confirmed)."""
+    clients = statement.get("clients")
+    if not isinstance(clients, dict):
+        return statement
+    accounting = next((c for c in checks if c.get("name") == "accounting"), {})
+    found = (accounting.get("evidence") or {}).get("clients")
+    found = found if isinstance(found, dict) else {}
+    merged = {}
+    for cid, claim in clients.items():
+        evidence = found.get(cid) if isinstance(found.get(cid), dict) else {}
+        merged[cid] = {
+            **claim,
+            "epsilon_recomputed": evidence.get("pld_epsilon"),
+            "epsilon_recomputed_with": RECOMPUTED_WITH,
+            "epsilon_matches": evidence.get("epsilon_matches") is True,
+        }
+    return {**statement, "clients": merged}

@@ -162,7 +162,9 @@ def _progress(quiet: bool):  # noqa: ANN202
         logger.propagate = False
         logger.setLevel(logging.INFO)
         return Progress(
-            message=logger.info, round_started=lambda r, t: logger.info(f"round {r}/{t}")
+            message=logger.info,
+            warning=logger.warning,
+            round_started=lambda r, t: logger.info(f"round {r}/{t}"),
         )
     from tqdm import tqdm
 
@@ -233,7 +235,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         privacy = summary["privacy"]
         eps = privacy[cid]["epsilon"] if isinstance(privacy, dict) else None
         eps_text = f", epsilon={eps:.3f} (delta={config.delta:g})" if eps is not None else ""
-        print(f"  {cid}: accuracy {value:.4f}{eps_text}")
+        majority = acc["majority_class"][cid]
+        verdict = "NOT beaten" if cid in acc["not_above_majority"] else "beaten"
+        print(f"  {cid}: accuracy {value:.4f} (majority class {majority:.4f}: {verdict}){eps_text}")
+    if acc["not_above_majority"]:
+        print(
+            f"note: {', '.join(acc['not_above_majority'])} did not beat always predicting its most "
+            "frequent class; under DP this usually means too few records for the budget (see "
+            "docs/privacy.md, 'Small clients')"
+        )
     print(
         "differential privacy: "
         + ("on" if config.dp else "OFF (no differential privacy)")

@@ -64,11 +64,16 @@ class Progress:
     """Callbacks for output; the CLI plugs in progress bars, tests leave them silent."""
 
     message: Callable[[str], None] = lambda text: None
+    warning: Callable[[str], None] | None = None  # None: warnings go to ``message``
     round_started: Callable[[int, int], None] = lambda r, total: None
     client_done: Callable[[str], None] = lambda client_id: None
     round_done: Callable[[int], None] = lambda r: None
     client_started: Callable[[str, int], None] = lambda client_id, steps: None
     step_done: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        if self.warning is None:
+            self.warning = self.message
 
 
 @dataclass
@@ -152,13 +157,34 @@ class Federation:
             for cid, data in self.prepared.clients.items()
             if config.dp
         }
-        # 2. the run directory, keys and clients
+        self.warnings = setup_warnings(config, self.prepared.label_counts)
+        if config.keys_dir is not None:  # given keys are loaded before anything is written
+            self._load_keys(run_dir / "keys")
+        # 2. the run directory, keys and clients; a failed set-up leaves nothing behind
         self.rundir = existing or RunDirectory.create(run_dir, config)
-        self.rundir.save_config(config)
-        self.codecs: Codecs = setup_codecs(config, self.rundir.path / "keys")
+        try:
+            self._set_up(config, existing, histories, dp_randomness)
+        except BaseException:
+            if existing is None:
+                self.rundir.discard()
+            raise
+
+    def _load_keys(self, keys_dir: Path) -> None:
+        self.codecs: Codecs = setup_codecs(self.config, keys_dir)
         self.identities: Identities = setup_identities(
-            config, self.rundir.path / "keys", list(self.prepared.clients)
+            self.config, keys_dir, list(self.prepared.clients)
         )
+
+    def _set_up(
+        self,
+        config: RunConfig,
+        existing: RunDirectory | None,
+        histories: dict[str, PrivacyHistory],
+        dp_randomness: Callable[[str], RandomSource] | None,
+    ) -> None:
+        self.rundir.save_config(config)
+        if config.keys_dir is None:
+            self._load_keys(self.rundir.path / "keys")
         self.session = (existing and existing.stored_session()) or new_session()
         initial = self.model.adapter_state()
         self.manifest = shared_manifest(initial, self.policy)
@@ -211,6 +237,7 @@ class Federation:
                     "max_weight": self.codecs.client.value_bound,
                 },
                 "protections_off": config.protections,
+                "warnings": self.warnings,
             },
         )
 
@@ -233,11 +260,11 @@ class Federation:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
         start = time.time()
-        for warning in self.config.protections:
-            self.progress.message(f"WARNING: {warning}")
+        for warning in [*self.config.protections, *self.warnings]:
+            self.progress.warning(f"WARNING: {warning}")
         for cid, plan in self.plans.items():
             for hazard in plan.hazards:
-                self.progress.message(f"DP {hazard.severity} ({cid}): {hazard.message}")
+                self.progress.warning(f"DP {hazard.severity} ({cid}): {hazard.message}")
             if plan.prior_steps:
                 client = self.clients[cid]
                 budget = client.privacy.budget if client.privacy else None
@@ -316,7 +343,7 @@ class Federation:
                 record.clients[cid]["aggregate"] = "rejected" if problems else "applied"
                 if problems:
                     rejected_by[cid] = problems
-                    self.progress.message(
+                    self.progress.warning(
                         f"round {round_number}: {cid} REJECTED the aggregate and kept its "
                         f"previous shared tensors: {problems[0]}"
                     )
@@ -343,6 +370,7 @@ class Federation:
         per_client = {cid: c.evaluate() for cid, c in self.clients.items()}
         final_seconds = time.perf_counter() - started_final
         sizes = {cid: len(c.data.test) for cid, c in self.clients.items()}
+        majority = {cid: majority_rate(c.data.test.tensors[2]) for cid, c in self.clients.items()}
         total = sum(sizes.values())
         for cid, client in self.clients.items():
             client.export(self.rundir.path / "adapters" / cid, list(self.prepared.label_names))
@@ -360,6 +388,9 @@ class Federation:
                 "mean": float(np.mean(list(per_client.values()))),
                 "weighted_mean": sum(per_client[c] * sizes[c] for c in sizes) / max(total, 1),
                 "test_examples": sizes,
+                # what always predicting the client's most frequent test label scores
+                "majority_class": majority,
+                "not_above_majority": [c for c in per_client if per_client[c] <= majority[c]],
             },
             "privacy": {
                 cid: _privacy_summary(c, self.config.delta)
@@ -379,6 +410,32 @@ class Federation:
         }
         self.rundir.write_json("summary.json", summary)
         return summary
+
+
+def majority_rate(labels: torch.Tensor) -> float:
+    """The accuracy of always predicting the most frequent of ``labels`` (pure)."""
+    if len(labels) == 0:
+        return 0.0
+    return float(torch.bincount(labels).max()) / len(labels)
+
+
+def setup_warnings(config: RunConfig, label_counts: dict[str, list[int]]) -> list[str]:
+    """Plain-language warnings about a run that will work but may mislead (pure)."""
+    warnings = []
+    if config.num_clients == 1:
+        warnings.append(
+            "one client: nothing is federated (this is local training, with DP and encryption "
+            "as configured); use --clients 2 or more to federate"
+        )
+    for cid, counts in label_counts.items():
+        present = [c for c in counts if c > 0]
+        if len(present) == 1:
+            warnings.append(
+                f"{cid} holds examples of one class only: its accuracy will be 1.0 whatever "
+                "the model learns, and says nothing; use a less skewed partition (a larger "
+                "--alpha) or fewer clients"
+            )
+    return warnings
 
 
 # Where a round's time goes, per client (metrics.jsonl "seconds"): local training, encrypting and

@@ -143,6 +143,34 @@ def resolve_model_path(path: str | None) -> Path:
     return directory
 
 
+def check_fits(spec: ModelSpec, max_length: int) -> None:
+    """Refuse a sequence length beyond the encoder's positions and a LoRA rank above its width,
+    before anything is built (both would fail or run for nothing much later)."""
+    _quiet_transformers()
+    from transformers import AutoConfig
+
+    directory = resolve_model_path(spec.path)
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot read the model configuration in {str(directory)!r}: {exc}"
+        ) from exc
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ModelError(
+            f"--max-length {max_length} exceeds the {positions} token positions of the encoder "
+            f"in {directory.name}: use --max-length {positions} or less"
+        )
+    width = getattr(config, "hidden_size", None)
+    if isinstance(width, int) and spec.lora_r > width:
+        raise ModelError(
+            f"--lora-r {spec.lora_r} is above the layer width {width} of the encoder in "
+            f"{directory.name}: a LoRA rank cannot exceed the smaller side of the matrix it "
+            f"adapts; use --lora-r {width} or less (8 to 64 is usual)"
+        )
+
+
 def load_tokenizer(spec: ModelSpec):  # noqa: ANN201 - a transformers tokenizer
     _quiet_transformers()
     from transformers import AutoTokenizer

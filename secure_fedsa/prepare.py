@@ -26,7 +26,7 @@ from secure_fedsa.data import (
     split_clients,
 )
 from secure_fedsa.errors import DataError
-from secure_fedsa.model import ModelSpec, load_tokenizer, resolve_model_path
+from secure_fedsa.model import ModelSpec, check_fits, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor
 
 def prepare(config: RunConfig) -> Prepared:
     """Load, partition, split and tokenize; every check happens here, before any training."""
-    resolve_model_path(config.model)
+    check_fits(model_spec(config), config.max_length)
     dataset = load_source(config)
     parts = client_indices(config, dataset)
     tokenizer = load_tokenizer(model_spec(config))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +40,42 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class RunDirectory:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, created: bool = False) -> None:
         self.path = path
+        self.created = created  # made by this process (a failed set-up removes it)
 
     @classmethod
     def create(cls, path: Path, config: RunConfig) -> RunDirectory:
         """A new run directory; refuses one that already holds files."""
-        if path.exists() and any(path.iterdir()):
+        existed = path.exists()
+        if existed and (not path.is_dir() or any(path.iterdir())):
             raise ConfigError(
                 f"run directory {str(path)!r} is not empty: choose another --out, "
                 "or continue it with --resume"
             )
-        path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
-        run.save_config(config)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            run = cls(path, created=not existed)
+            run.save_config(config)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the run directory {str(path)!r}: {exc.strerror or exc}; choose "
+                "another --out"
+            ) from None
         return run
+
+    def discard(self) -> None:
+        """Remove what a failed set-up of a new run wrote (the directory too, if it made it)."""
+        if not self.path.is_dir():
+            return
+        for child in self.path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if self.created:
+            with suppress(OSError):
+                self.path.rmdir()
 
     @classmethod
     def resume(cls, path: Path, config: RunConfig) -> RunDirectory:

@@ -25,3 +25,17 @@ def tiny_model():
     from secure_fedsa.model import ModelSpec, build_model
 
     return build_model(ModelSpec(num_layers=1), num_labels=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def audited_run(tmp_path_factory):
+    """One small DP + CKKS run, made once per session, that the audit tests read (never edit:
+    tests that tamper with it work on a copy)."""
+    from audit_helpers import SMALL
+
+    from secure_fedsa.config import RunConfig
+    from secure_fedsa.federation import run_federation
+
+    path = tmp_path_factory.mktemp("audited") / "run"
+    run_federation(RunConfig(epsilon=8.0, **SMALL), path)
+    return path

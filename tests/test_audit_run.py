@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from audit_helpers import CHECKS, SMALL, audit, edit_json, findings, results
 
-from audits.command import register
 from audits.runner import audit_run
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import SecureFedsaError
 from secure_fedsa.federation import run_federation
 
-SMALL = dict(
-    num_layers=1,
-    max_examples=1200,
-    num_clients=2,
-    partition="iid",
-    rounds=2,
-    local_steps=2,
-    batch_size=64,
-    physical_batch_size=64,
-    max_length=24,
-    eval_examples_per_round=20,
-    seed=0,
-)
-CHECKS = (
-    "run-directory",
-    "egress",
-    "accounting",
-    "ledger-integrity",
-    "aggregates",
-    "encryption",
-    "dp-hazards",
-)
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("audited") / "run"
-    run_federation(RunConfig(epsilon=8.0, **SMALL), path)
-    return path
+def run_dir(audited_run) -> Path:
+    return audited_run
 
 
 @pytest.fixture
@@ -52,28 +26,6 @@ def copy(run_dir, tmp_path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("audit"))
     return target
-
-
-def audit(argv: list[str]) -> int:
-    """The ``audit`` subcommand alone, parsed and run as the CLI does."""
-    parser = argparse.ArgumentParser(prog="secure-fedsa")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["audit", *argv])
-    return args.handler(args)
-
-
-def results(report: dict) -> dict[str, str]:
-    return {c["name"]: c["result"] for c in report["checks"]}
-
-
-def findings(report: dict, name: str) -> str:
-    return " | ".join(next(c for c in report["checks"] if c["name"] == name)["findings"])
-
-
-def edit_json(path: Path, change) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 # -- a correct run ---------------------------------------------------------------------------
@@ -93,7 +45,7 @@ def test_a_correct_run_passes_every_check(cli_report):
     # 480 records per client: a warning, not a failure; the noise came from the OS CSPRNG
     assert got["dp-hazards"] == "warn" and "480 training records" in findings(report, "dp-hazards")
     assert "torchcsprng" not in json.dumps(report)
-    assert report["verdict"] == "warn"
+    assert report["verdict"] == "WARN"
 
 
 def test_the_report_states_the_privacy_claim_and_releases(cli_report):
@@ -152,14 +104,26 @@ def test_the_html_report_is_self_contained_and_complete(cli_report):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+PDFTOTEXT = shutil.which("pdftotext")  # poppler-utils; .ci/run installs it with chromium
+
+
+def _evidence_lines(check: dict) -> list[str]:
+    """The "key": value lines of a check's evidence, as the HTML prints them."""
+    evidence = json.dumps(check["evidence"], indent=1, default=str)
+    pairs = [line.strip().rstrip(",") for line in evidence.splitlines() if '": ' in line]
+    return [line for line in pairs if not line.endswith(("{", "["))]
 
 
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason="headless Chromium not installed (/usr/bin/chromium)"
 )
 def test_the_html_report_renders_in_headless_chromium(cli_report, run_dir, tmp_path):
+    """On screen (DOM, screenshot) and printed to PDF: several pages, the verdict, and the last
+    check's evidence, which on screen sits in a closed <details> inside a scroll box."""
+    import re
     import subprocess
 
+    _, report, _ = cli_report
     flags = [
         "--headless",
         "--no-sandbox",
@@ -183,6 +147,31 @@ def test_the_html_report_renders_in_headless_chromium(cli_report, run_dir, tmp_p
         timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 10_000
+    pdf = tmp_path / "report.pdf"
+    subprocess.run(
+        [str(CHROMIUM), *flags, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", url],
+        capture_output=True,
+        timeout=120,
+    )
+    assert pdf.exists() and pdf.read_bytes().startswith(b"%PDF")
+    pages = len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf.read_bytes()))
+    assert pages > 1
+    if PDFTOTEXT is None:
+        pytest.skip("pdftotext (poppler-utils) not installed: the PDF's text was not read")
+    text = subprocess.run(
+        [PDFTOTEXT, "-layout", str(pdf), "-"], capture_output=True, text=True, timeout=60
+    ).stdout
+    flat = " ".join(text.split())
+    assert "Verdict: WARN" in flat
+    assert report["checks"][-1]["name"] == "dp-hazards"
+    for line in _evidence_lines(report["checks"][-1])[-3:]:  # not hidden in a closed <details>
+        assert " ".join(line.split()) in flat, line
+    # the longest evidence overflows its on-screen scroll box (30em, about 26 lines): printed
+    # in full
+    longest = max(report["checks"], key=lambda c: len(json.dumps(c["evidence"], indent=1)))
+    assert len(json.dumps(longest["evidence"], indent=1).splitlines()) > 40
+    for line in _evidence_lines(longest)[-3:]:
+        assert " ".join(line.split()) in flat, (longest["name"], line)
 
 
 def test_the_mechanism_test_is_inconclusive_above_its_ceiling(run_dir):
@@ -199,7 +188,7 @@ def test_the_mechanism_test_is_inconclusive_above_its_ceiling(run_dir):
         assert outcome["outcome"] == "inconclusive"
     text = findings(report, "dp-mechanism-test")
     assert "ε_LB" in text and "can certify at most" in text
-    assert report["verdict"] == "warn"  # dp-hazards warns; inconclusive never reads as pass
+    assert report["verdict"] == "WARN"  # dp-hazards warns; inconclusive never reads as pass
 
 
 def test_the_mechanism_test_passes_a_claim_it_can_certify(copy):
@@ -249,7 +238,7 @@ def test_a_run_with_test_only_seeded_noise_fails(tmp_path):
     report = audit_run(path)
     assert results(report)["ledger-integrity"] == "fail"
     assert "not DP against anyone who knows the seed" in findings(report, "ledger-integrity")
-    assert report["verdict"] == "fail"
+    assert report["verdict"] == "FAIL"
 
 
 def test_a_ledger_rewritten_after_the_fact_fails(copy):
@@ -325,7 +314,7 @@ def test_missing_ledger_fails(copy):
     assert results(report)["accounting"] == "fail"
     assert results(report)["run-directory"] == "fail"
     assert "client-0: privacy ledger missing" in findings(report, "accounting")
-    assert report["verdict"] == "fail"
+    assert report["verdict"] == "FAIL"
 
 
 def test_missing_egress_record_fails(copy):
@@ -388,7 +377,7 @@ def test_missing_config_is_reported_not_passed(copy):
     got = results(report)
     assert got["run-directory"] == "fail"
     assert {got[n] for n in CHECKS if n != "run-directory"} == {"error"}
-    assert report["verdict"] == "fail"
+    assert report["verdict"] == "FAIL"
 
 
 def test_protections_off_fail_loudly(copy):
@@ -417,14 +406,14 @@ def test_garbage_files_never_crash(copy):
     (copy / "clients" / "client-0" / "privacy_ledger.json").write_text('{"entries": 5}')
     (copy / "egress" / "client-1.jsonl").write_text('{"round": "x"}\n')
     report = audit_run(copy)
-    assert report["verdict"] == "fail"
+    assert report["verdict"] == "FAIL"
     assert "pass" not in {results(report)[n] for n in ("run-directory", "egress", "accounting")}
 
 
 def test_an_empty_directory_fails_without_crashing(tmp_path):
     assert audit([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["verdict"] == "fail"
+    assert report["verdict"] == "FAIL"
     assert (tmp_path / "out" / "report.html").read_text().count("check-") >= len(CHECKS)
 
 
@@ -451,7 +440,7 @@ def test_an_interrupted_run_is_audited_with_warnings(copy):
     got = results(report)
     assert got["run-directory"] == got["egress"] == got["accounting"] == "warn"
     assert "interrupted round" in findings(report, "accounting")
-    assert report["verdict"] == "warn"
+    assert report["verdict"] == "WARN"
 
 
 def test_a_method_that_shares_nothing_must_send_nothing(copy):

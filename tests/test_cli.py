@@ -167,3 +167,114 @@ def test_keys_init_provisions_one_signing_identity_per_client_and_revoke(tmp_pat
     (keys / "roster.json").write_text(json.dumps(doc))
     assert main(["keys", "revoke", str(keys), "a"]) == 2
     assert "edited" in capsys.readouterr().err
+
+
+# -- what a new user tried: each stops with exit 2, one line, and nothing left behind ---------
+TINY = [
+    "--max-examples", "800", "--clients", "2", "--partition", "iid", "--rounds", "1",
+    "--local-steps", "1", "--batch-size", "64", "--physical-batch-size", "64",
+    "--max-length", "16", "--eval-examples", "10",
+]  # fmt: skip
+
+
+def test_a_sequence_longer_than_the_encoder_is_refused(tmp_path, capsys):
+    code, err, out = _run(tmp_path, capsys, *TINY, "--max-length", "5000")
+    _assert_refused(code, err, out, "exceeds the 512 token positions")
+    assert "--max-length 512 or less" in err[-1]
+
+
+def test_a_lora_rank_above_the_layer_width_is_refused(tmp_path, capsys):
+    code, err, out = _run(tmp_path, capsys, *TINY, "--lora-r", "100000")
+    _assert_refused(code, err, out, "above the layer width 384")
+
+
+def test_an_unwritable_run_directory_is_refused_without_a_traceback(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code = main(["run", "--num-layers", "1", *TINY, "--out", str(blocker / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) >= 1 and err[-1].startswith("error: cannot write the run")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_corrupted_keys_leave_nothing_and_a_rerun_with_good_keys_works(tmp_path, capsys):
+    import shutil
+
+    good = tmp_path / "keys"
+    assert main(["keys", "init", str(good), "--max-clients", "4"]) == 0
+    bad = tmp_path / "bad-keys"
+    shutil.copytree(good, bad)
+    client = bad / "client.keys"
+    client.write_text(client.read_text()[:200])
+    client.chmod(0o600)
+    capsys.readouterr()
+    code, err, out = _run(tmp_path, capsys, *TINY, "--keys", str(bad))
+    _assert_refused(code, err, out, "client.keys")
+    code, err, out = _run(tmp_path, capsys, *TINY, "--keys", str(good))
+    assert code == 0, err
+    assert (out / "summary.json").exists()
+
+
+def test_a_setup_failure_after_the_directory_was_made_removes_it(tmp_path, capsys, monkeypatch):
+    from secure_fedsa import federation
+    from secure_fedsa.errors import CryptoError
+
+    def broken(*args, **kwargs):
+        raise CryptoError("the key generator failed (simulated)")
+
+    monkeypatch.setattr(federation, "setup_codecs", broken)
+    code, err, out = _run(tmp_path, capsys, *TINY)
+    _assert_refused(code, err, out, "simulated")
+
+
+def test_a_data_file_with_one_class_is_refused(tmp_path, capsys):
+    rows = [(f"review number {i}", "pos") for i in range(200)]
+    data = _csv(tmp_path / "one.csv", rows)
+    _assert_refused(*_run(tmp_path, capsys, *TINY, "--dataset", data), "one label only ('pos')")
+
+
+def test_a_continuous_label_column_says_so(tmp_path, capsys):
+    rows = [(f"review number {i}", f"{(i * 37 % 100) / 100 + 0.005:.3f}") for i in range(200)]
+    data = _csv(tmp_path / "scores.csv", rows)
+    code, err, out = _run(tmp_path, capsys, *TINY, "--dataset", data)
+    _assert_refused(code, err, out, "looks like a continuous score")
+
+
+def test_a_tiny_delta_names_the_accountant_and_the_way_out(tmp_path, capsys):
+    code, err, out = _run(tmp_path, capsys, *TINY, "--delta", "1e-30")
+    _assert_refused(code, err, out, "PRV accountant returns ε = ∞")
+    assert "--accountant rdp" in err[-1] and "larger --delta" in err[-1]
+
+
+def test_one_client_and_one_class_clients_are_warned_about(tmp_path, capsys):
+    code, err, out = _run(tmp_path, capsys, *TINY, "--clients", "1", "--quiet", "--no-dp")
+    assert code == 0
+    assert any("one client: nothing is federated" in line for line in err)
+    setup = __import__("json").loads((out / "setup.json").read_text())
+    assert any("nothing is federated" in w for w in setup["warnings"])
+    # a client whose share holds one class: warned, not refused
+    from secure_fedsa.federation import setup_warnings
+
+    warnings = setup_warnings(
+        __import__("secure_fedsa.config", fromlist=["RunConfig"]).RunConfig(num_clients=2),
+        {"client-0": [10, 0], "client-1": [3, 4]},
+    )
+    assert len(warnings) == 1 and "client-0 holds examples of one class only" in warnings[0]
+
+
+def test_the_final_summary_shows_the_majority_class_rate(tmp_path, capsys):
+    import json
+
+    code = main(["run", "--num-layers", "1", *TINY, "--out", str(tmp_path / "r"), "--no-dp",
+                 "--rounds", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    majority = summary["accuracy"]["majority_class"]
+    assert set(majority) == {"client-0", "client-1"} and all(
+        0.5 <= m <= 1 for m in majority.values()
+    )
+    for cid in majority:
+        assert f"{cid}: accuracy" in out and "(majority class" in out
+    beaten = summary["accuracy"]["not_above_majority"]
+    assert beaten == [c for c, a in summary["accuracy"]["per_client"].items() if a <= majority[c]]

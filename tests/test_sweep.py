@@ -138,11 +138,16 @@ def test_curve_is_a_png_with_one_line_per_series(sweep):
     assert (out / "curve.svg").read_text().lstrip().startswith("<?xml")
     rows = [parse_row(r) for r in read_rows(out / "results.csv")]
     figure = build_figure(rows, title="t", methods=["fedsa", "local"])
-    assert len(figure.axes[0].get_lines()) == 4  # per method: DP line + no-DP reference
+    # per method: DP line + no-DP reference; and one majority-class reference for all
+    assert len(figure.axes[0].get_lines()) == 5
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert any(label.startswith("majority class") for label in labels)
+    assert all(0 < r["majority_mean"] < 1 for r in rows)
     assert any(math.isinf(r["epsilon_target"]) for r in rows)
     summary = (out / "summary.md").read_text()
     assert "| FedSA-LoRA |" in summary and "secure-fedsa sweep" in summary
     assert "--epsilons inf,4" in summary and "encryption on" in summary.lower()
+    assert "Majority-class reference: 0." in summary
 
 
 def test_plot_only_redraws(sweep, tmp_path):

@@ -100,6 +100,32 @@ def _label_sort_key(names: Iterable[str]) -> Callable[[str], object]:
     return int
 
 
+# More distinct non-integer numeric labels than this is a continuous score, not classes.
+MAX_NUMERIC_CLASSES = 20
+
+
+def _check_classes(names: set[str], where: str, label_column: str) -> None:
+    """Refuse label columns that cannot be classes: one class, or a continuous score."""
+    if len(names) == 1:
+        raise DataError(
+            f"{where}: column '{label_column}' has one label only ('{next(iter(names))}'): there "
+            "is nothing to classify (every model would score 1.0). Use data with at least two "
+            "classes"
+        )
+    try:
+        numbers = [float(name) for name in names]
+    except ValueError:
+        return
+    fractional = [n for n in numbers if not n.is_integer()]
+    if fractional and len(names) > MAX_NUMERIC_CLASSES:
+        shown = ", ".join(sorted(names)[:3])
+        raise DataError(
+            f"{where}: column '{label_column}' holds {len(names)} distinct numbers ({shown}, ...): "
+            "it looks like a continuous score, not classes. secure_fedsa trains classifiers: "
+            "bin the score into a few classes first, or name another --label-column"
+        )
+
+
 def _encode_labels(raw: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     names = tuple(sorted(set(raw), key=_label_sort_key(set(raw))))
     code = {name: i for i, name in enumerate(names)}
@@ -260,6 +286,7 @@ def load_file(
     The dataset is named after the file stem.
     """
     texts, raw, groups = _read_examples(path, text_column, label_column, group_column)
+    _check_classes(set(raw), str(path), label_column)
     labels, names = _encode_labels(raw)
     return TextDataset(Path(path).stem, tuple(texts), labels, names, groups)
 
@@ -288,6 +315,7 @@ def load_client_files(
         texts.extend(file_texts)
         raw.extend(file_labels)
         groups.extend([stem] * len(file_texts))
+    _check_classes(set(raw), "the client files", label_column)
     labels, names = _encode_labels(raw)
     return TextDataset("+".join(stems), tuple(texts), labels, names, tuple(groups))
 

@@ -220,6 +220,21 @@ def calibrate_noise_multiplier(
         return _bisect(eps_of, target_epsilon, start, factor, rel_width=1e-5)
     except PrivacyError as exc:
         advice = " (RDP cannot certify very small ε; 'prv' can)" if accountant == "rdp" else ""
+        if accountant == "prv" and math.isinf(eps_of(MAX_NOISE_MULTIPLIER)):
+            rdp_eps = _epsilon_of_sigma(prior, sample_rate, steps, delta=delta, accountant="rdp")(
+                MAX_NOISE_MULTIPLIER
+            )
+            advice = (
+                f": the PRV accountant returns ε = ∞ for every σ at δ = {delta:g}, because its "
+                "float64 arithmetic does not reach such a small δ (it stops working somewhere "
+                "near 1e-13 to 1e-15). Use a larger --delta (δ only has to be below 1/n; 1e-5 is "
+                "usual)"
+                + (
+                    ", or --accountant rdp, whose (looser) bound holds at any δ"
+                    if rdp_eps <= target_epsilon
+                    else ""
+                )
+            )
         raise PrivacyError(
             f"{exc} at δ = {delta:g}, q = {sample_rate:g}, {steps} steps{advice}"
         ) from None

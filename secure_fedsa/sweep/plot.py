@@ -42,6 +42,13 @@ def dodge(index: int, count: int, step: float = 0.015) -> float:
     return 10 ** (step * (index - (count - 1) / 2))
 
 
+def majority_reference(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Mean over rows of the majority-class accuracy (None when no row records it)."""
+    values = [r.get("majority_mean") for r in rows]
+    known = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    return sum(known) / len(known) if known else None
+
+
 def build_figure(
     rows: Sequence[dict[str, Any]],
     *,
@@ -95,6 +102,15 @@ def build_figure(
             )
             if seeds > 1:
                 ax.axhspan(reference.low, reference.high, color=color, alpha=0.06, linewidth=0)
+    majority = majority_reference(rows)
+    if majority is not None:
+        ax.axhline(
+            majority,
+            color="0.35",
+            linestyle=":",
+            linewidth=1.4,
+            label="majority class (always the most frequent label)",
+        )
     ax.set_xscale("log")
     if finite:
         ticks = sorted(finite)
@@ -111,7 +127,7 @@ def build_figure(
     ax.set_ylabel("test accuracy (unweighted mean over clients)")
     spread = f"mean over {seeds} seeds, band = min–max" if seeds > 1 else "one seed"
     spread += "; markers offset sideways to stay visible" if len(order) > 1 else ""
-    lines = ["Privacy–utility trade-off", title, f"({spread}; dashed = no DP)"]
+    lines = ["Privacy–utility trade-off", title, f"({spread}; dashed = no DP; dotted = majority)"]
     ax.set_title(
         "\n".join(textwrap.fill(line, TITLE_WIDTH) for line in lines), fontsize=TITLE_FONT_SIZE
     )

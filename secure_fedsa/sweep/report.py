@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from secure_fedsa.sweep.plot import method_label
+from secure_fedsa.sweep.plot import majority_reference, method_label
 from secure_fedsa.sweep.spec import SweepSpec, format_epsilon
 from secure_fedsa.sweep.stats import SeedStats, group_over_seeds
 
@@ -60,6 +60,14 @@ def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
         markdown_table(accuracy, spec.methods, spec.epsilons),
         "",
     ]
+    majority = majority_reference(rows)
+    if majority is not None:
+        lines += [
+            f"Majority-class reference: {majority:.3f} (always predicting each client's most "
+            "frequent test label, mean over clients). A cell at or below it has learned nothing "
+            "usable.",
+            "",
+        ]
     if private:
         lines += [
             "Privacy actually spent: ε of the most-spent client (mean over seeds):",

@@ -32,6 +32,7 @@ COLUMNS = (
     "accuracy_mean",
     "accuracy_weighted",
     "accuracy_per_client",
+    "majority_mean",
     "dp",
     "encryption",
     "rounds_completed",
@@ -47,6 +48,7 @@ FLOAT_COLUMNS = (
     "noise_multiplier_max",
     "accuracy_mean",
     "accuracy_weighted",
+    "majority_mean",
     "wall_seconds",
 )
 
@@ -60,6 +62,7 @@ def row_from_summary(cell: Cell, summary: dict[str, Any], wall_seconds: float) -
     sigmas = {cid: p.get("noise_multiplier") for cid, p in per_client.items()}
     known_sigmas = [s for s in sigmas.values() if s is not None]
     deltas = [p["delta"] for p in per_client.values() if p.get("delta") is not None]
+    majority = list((accuracy.get("majority_class") or {}).values())
     return {
         "cell": cell.name,
         "method": cell.method,
@@ -74,6 +77,8 @@ def row_from_summary(cell: Cell, summary: dict[str, Any], wall_seconds: float) -
         "accuracy_mean": _number(accuracy["mean"]),
         "accuracy_weighted": _number(accuracy["weighted_mean"]),
         "accuracy_per_client": json.dumps(accuracy["per_client"], sort_keys=True),
+        # the reference: always predicting each client's most frequent test label
+        "majority_mean": _number(sum(majority) / len(majority) if majority else None),
         "dp": "on" if summary.get("differential_privacy") else "off",
         "encryption": "on" if summary.get("encryption") else "off",
         "rounds_completed": summary.get("rounds_completed", ""),

@@ -1,0 +1,158 @@
+"""The report's opening paragraph, in plain language, generated from the report's own content.
+
+Who was protected, against whom, what was spent, what was verified and what was not: each part is
+one or two sentences built from the privacy statement, the run's parameters and the check
+results, never from fixed text about a run that might not hold for this one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# what a passed check establishes, in words a compliance reader can use
+VERIFIED_CLAIMS: dict[str, str] = {
+    "run-directory": "the run's files are complete and readable",
+    "egress": "only the shared tensors left each client, as ciphertexts",
+    "accounting": "each ledger's ε matches an independent re-computation and stays in budget",
+    "ledger-integrity": "the privacy ledgers are intact and paid for every update, with noise "
+    "from the OS CSPRNG",
+    "aggregates": "the clients loaded only aggregates that honest clients could have produced",
+    "encryption": "the encryption meets 128-bit security and the server held no secret key",
+    "dp-hazards": "DP and encryption covered every round, with Poisson sampling",
+    "dp-mechanism-test": "the installed DP mechanism leaked no more than it accounts (canaries)",
+}
+MECHANISM_TEST = "dp-mechanism-test"
+
+
+def overview(report: dict[str, Any]) -> dict[str, str]:
+    """The plain-language parts and the paragraph joining them (pure)."""
+    parts = {
+        "protected": _protected(report),
+        "against": _against(report),
+        "spent": _spent(report),
+        "verified": _verified(report.get("checks") or []),
+        "not_verified": _not_verified(report),
+    }
+    parts["text"] = " ".join(p for p in parts.values() if p)
+    return parts
+
+
+def _run_words(run: dict[str, Any]) -> str:
+    words = [f"{run.get('method')} run", f"{run.get('clients')} clients"]
+    words += [f"{run.get('rounds_completed')} rounds", f"dataset {run.get('dataset')}"]
+    return ", ".join(words)
+
+
+def _protected(report: dict[str, Any]) -> str:
+    run = report.get("run_parameters") or {}
+    statement = report.get("privacy_statement") or {}
+    off = report.get("protections_off") or []
+    if "unknown" in off or "unavailable" in run:
+        return (
+            "What this run protected could not be established: its configuration is missing or "
+            "unreadable."
+        )
+    if statement.get("dp") is not True:
+        text = (
+            f"This {_run_words(run)} makes no privacy claim: differential privacy was off, so "
+            "nothing bounds what its releases reveal about any training record."
+        )
+    else:
+        text = (
+            f"In this {_run_words(run)}, each client's training records were protected with "
+            "record-level (ε, δ)-differential privacy: everything a client released over all "
+            "rounds is (ε, δ)-DP with respect to any one of its training records."
+        )
+    if "no encryption" in off:
+        text += " Encryption was off: the updates left the clients in plaintext."
+    return text
+
+
+def _against(report: dict[str, Any]) -> str:
+    if (report.get("privacy_statement") or {}).get("dp") is not True:
+        return ""
+    text = (
+        "The guarantee holds against the honest-but-curious aggregation server, the other "
+        "clients, and anyone holding the run's files."
+    )
+    if "no encryption" not in (report.get("protections_off") or []):
+        text += " The server itself only ever received ciphertexts and held no key to decrypt them."
+    return text
+
+
+def _epsilon(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "∞" if math.isinf(value) else f"{value:.3f}"
+    return "unknown"
+
+
+def _spent(report: dict[str, Any]) -> str:
+    statement = report.get("privacy_statement") or {}
+    clients = statement.get("clients")
+    if statement.get("dp") is not True or not isinstance(clients, dict) or not clients:
+        return ""
+    deltas = sorted({str(c.get("delta")) for c in clients.values() if c.get("delta") is not None})
+    budget = report.get("epsilon_budget")
+    spent = ", ".join(f"{cid} ε = {_epsilon(c.get('epsilon'))}" for cid, c in clients.items())
+    text = (
+        f"Privacy spent (cumulative, from each client's ledger, at δ = {', '.join(deltas) or '?'}"
+        + (f"; budget ε = {budget}" if budget is not None else "")
+        + f"): {spent}."
+    )
+    mismatched = [cid for cid, c in clients.items() if c.get("epsilon_matches") is not True]
+    if mismatched:
+        text += f" The independent re-computation did NOT confirm ε for {', '.join(mismatched)}."
+    else:
+        text += " An independent re-computation (Google's PLD accountant) confirmed every ε."
+    return text
+
+
+def _verified(checks: list[dict[str, Any]]) -> str:
+    by_result: dict[str, list[str]] = {}
+    for check in checks:
+        by_result.setdefault(str(check.get("result")), []).append(str(check.get("name")))
+    passed = by_result.get("pass", [])
+    claims = "; ".join(VERIFIED_CLAIMS.get(n, n) for n in passed)
+    text = f"Verified from the run's files ({len(passed)} of {len(checks)} checks passed)"
+    text += f": {claims}." if passed else "."
+    if by_result.get("warn"):
+        text += f" Passed with warnings, each with what to do: {', '.join(by_result['warn'])}."
+    if by_result.get("fail"):
+        text += f" FAILED: {', '.join(by_result['fail'])}; do not rely on this run's claims."
+    if by_result.get("error"):
+        text += (
+            f" Could not be verified (evidence missing or unreadable, counted as FAIL): "
+            f"{', '.join(by_result['error'])}."
+        )
+    return text
+
+
+def _not_verified(report: dict[str, Any]) -> str:
+    checks = {c.get("name"): c.get("result") for c in report.get("checks") or []}
+    sentences = []
+    mechanism = checks.get(MECHANISM_TEST)
+    if mechanism is None:
+        sentences.append(
+            "Not verified: the DP mechanism test (--canary) was not run, so no empirical test "
+            "backs the accounted ε."
+        )
+    elif mechanism == "inconclusive":
+        sentences.append(
+            "Not verified: the DP mechanism test was inconclusive, because the claimed ε is above "
+            "what its canaries can certify."
+        )
+    else:
+        sentences.append(
+            "The DP mechanism test tests the installed mechanism, not a replay of this run."
+        )
+    sentences.append(
+        "The audit cannot see decrypted values: whether each loaded aggregate was sound rests on "
+        "the clients' own checks."
+    )
+    if not {"no encryption", "unknown"} & set(report.get("protections_off") or []):
+        sentences.append(
+            "Known limit: all clients share one CKKS secret key, so a server that colludes with "
+            "one client can decrypt every individual update (DP still holds for each update)."
+        )
+    return " ".join(sentences)
