@@ -10,6 +10,11 @@ docs/audit.md.
 from __future__ import annotations
 
 ADVICE: dict[str, str] = {
+    "no-masking": (
+        "Run with pairwise masking on (the default of `secure-fedsa run`; the Flower transport "
+        "does not mask yet), so that no coalition of the server with fewer than a majority of "
+        "the clients can read one client's update."
+    ),
     "interrupted-run": (
         "The run stopped before it finished: resume it with `secure-fedsa run --resume RUN_DIR` "
         "and audit again, or accept that the report covers only the rounds it completed."

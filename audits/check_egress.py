@@ -18,6 +18,9 @@ STATEMENT = (
     "interruption counts only when its privacy-ledger entry shows the round was paid for)."
 )
 REPORT_KIND = "report"
+# secure aggregation's protocol messages (public keys, shares encrypted to peers, revealed
+# shares of mask seeds): they carry no tensor and nothing computed from the training data
+SECAGG_KINDS = frozenset({"secagg-keys", "secagg-shares", "secagg-reveal"})
 REQUIRED_FIELDS = ("client", "round", "kind", "bytes", "sha256", "form", "tensors")
 
 
@@ -79,6 +82,7 @@ def _check_client(
     paid: Counter[int] = Counter()  # uploads that name a ledger entry of their round
     rounds_of_entries = _ledger_entry_rounds(run, cid)
     reports = 0
+    protocol_messages = 0
     for index, record in enumerate(records, start=1):
         missing = [f for f in REQUIRED_FIELDS if f not in record]
         if missing:
@@ -114,6 +118,11 @@ def _check_client(
                 result.fail(f"{where}: a metrics report carried tensors")
             reports += 1
             continue
+        if record["kind"] in SECAGG_KINDS:
+            if tensors:
+                result.fail(f"{where}: a secure-aggregation message carried tensors")
+            protocol_messages += 1
+            continue
         if encrypted and record["form"] != "ciphertext":
             result.fail(f"{where}: a {record['form']!r} message left with encryption on")
         if record["kind"] == "update":
@@ -127,6 +136,7 @@ def _check_client(
     )
     _check_uploads(cid, uploads, paid, trained, bool(allowed), result, last_round)
     summary["uploads_per_round"] = {str(r): n for r, n in sorted(uploads.items())}
+    summary["secure_aggregation_messages"] = protocol_messages
     if reports:
         summary["metrics_reports"] = reports
         result.warn(
@@ -202,7 +212,7 @@ def _check_round_bytes(run: RunEvidence, result: CheckResult) -> None:
                     continue
                 if m.get("kind") == "update":
                     last_update[cid] = m["bytes"]
-                else:
+                elif m.get("kind") == REPORT_KIND:
                     other += m["bytes"]
         sent = sum(last_update.values()) + other
         if sent != expected:

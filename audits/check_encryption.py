@@ -63,6 +63,14 @@ def check_encryption(run: RunEvidence) -> CheckResult:
     if run.cfg("encryption") is not True:
         result.fail("no encryption: config.json turns encryption off")
         return result
+    masking = run.cfg("masking", True) is not False
+    result.evidence["pairwise_masking"] = masking
+    if not masking:
+        result.warn(
+            "no pairwise masking: config.json turns it off, so a server that colludes with one "
+            "client (which holds the shared CKKS key) can decrypt every individual update",
+            code="no-masking",
+        )
     bundle = run.server_keys
     result.evidence["server_bundle"] = run.server_keys_path
     if bundle is None:
@@ -98,9 +106,9 @@ def _check_consistent(run: RunEvidence, expected: Any, result: CheckResult) -> N
             if ledger is not None:
                 identity = ledger.get("identity") or {}
                 named[f"clients/{cid} ledger"] = identity.get("key_fingerprint")
-    for record_list in run.egress.values():  # egress records that carry one (newer transports)
+    for record_list in run.egress.values():  # updates' egress records name their key set
         for record in record_list or []:
-            if "key_fingerprint" in record:
+            if record.get("kind") == "update" and "key_fingerprint" in record:
                 named.setdefault("egress records", record["key_fingerprint"])
                 if record["key_fingerprint"] != expected:
                     named["egress records"] = record["key_fingerprint"]

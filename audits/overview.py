@@ -151,8 +151,6 @@ def _not_verified(report: dict[str, Any]) -> str:
         "the clients' own checks."
     )
     if not {"no encryption", "unknown"} & set(report.get("protections_off") or []):
-        sentences.append(
-            "Known limit: all clients share one CKKS secret key, so a server that colludes with "
-            "one client can decrypt every individual update (DP still holds for each update)."
-        )
+        limit = (report.get("trust_model") or {}).get("known_limit", "")
+        sentences.append(f"Known limit: {limit}")
     return " ".join(sentences)

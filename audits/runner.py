@@ -21,10 +21,10 @@ from audits.overview import overview
 from audits.provenance import audited_with, evidence_files, produced_by, run_parameters
 from audits.result import CheckResult, verdict, verdict_word
 from audits.statement import (
-    TRUST_MODEL,
     epsilon_series,
     privacy_statement,
     releases,
+    trust_model,
     with_recomputed,
 )
 
@@ -89,7 +89,7 @@ def audit_run(
         "privacy_statement": with_recomputed(statement, checks),
         "data_flow": _part(data_flow, run) if run.config else NO_CONFIG,
         "releases": _part(releases, run),
-        "trust_model": TRUST_MODEL,
+        "trust_model": trust_model(run),
         "epsilon_over_rounds": _part(epsilon_series, run),
         "epsilon_budget": run.cfg("epsilon"),
         "checks": checks,

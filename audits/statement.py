@@ -11,16 +11,33 @@ from audits.groups import ALLOWED_GROUPS, tensor_group
 
 RECOMPUTED_WITH = "Google dp_accounting PLD (the audit's own accountant)"
 
+UNMASKED_LIMIT = (
+    "All clients share one CKKS secret key and this run did not mask the ciphertexts. A server "
+    "that colludes with one client can therefore decrypt every individual client's update. The "
+    "DP guarantee (P4) still holds for each update: what a colluding server sees of a client is "
+    "(ε, δ)-DP with respect to that client's records."
+)
+MASKED_LIMIT = (
+    "All clients share one CKKS secret key, but every upload was masked with pairwise and self "
+    "masks (SecAgg-style, threshold t = a majority of each round's clients unless configured): a "
+    "server colluding with fewer than t clients cannot read one honest client's update, even "
+    "with the key; it learns the (encrypted) sum and which clients dropped. A coalition of the "
+    "server with t or more clients can unmask individual updates; DP (P4) still holds for each."
+)
+
+
+def trust_model(run: RunEvidence) -> dict[str, str]:
+    """The trust model, with the known limit of this run (masked or not)."""
+    masked = run.cfg("encryption") is True and run.cfg("masking", True) is not False
+    return {**TRUST_MODEL, "known_limit": MASKED_LIMIT if masked else UNMASKED_LIMIT}
+
+
 TRUST_MODEL = {
     "parties": "K clients (data holders), one honest-but-curious aggregation server (follows the "
     "protocol, reads everything it receives), an external network observer.",
     "server": "holds only the server key bundle (parameters and a fingerprint, no secret key); "
     "it adds ciphertexts and never decrypts.",
-    "known_limit": "All clients share one CKKS secret key. A server that colludes with one client "
-    "can therefore decrypt every individual client's update. The DP guarantee (P4) still holds "
-    "for each update: what a colluding server sees of a client is (ε, δ)-DP with respect to that "
-    "client's records. Pairwise masking or threshold CKKS would remove this limit; neither is "
-    "implemented.",
+    "known_limit": UNMASKED_LIMIT,
     "not_promised": "protection against a malicious server or poisoning clients; privacy of the "
     "number of clients and rounds, and of each client's number of training records (σ and ε "
     "are functions of it).",

@@ -8,6 +8,15 @@ server sums; one client decrypts and divides. Compared:
   :class:`~secure_fedsa.server.Aggregator` validation (signature verification included);
 - ``FLARE default``: a TenSEAL ``CKKSVector`` at NVIDIA FLARE's default parameters
   (N=8192, primes [60, 40, 40], scale 2^40), serialized with TenSEAL's own format;
+- ``secure_fedsa masked``: the same, with secure aggregation's pairwise and self masks added to
+  the ciphertexts (the key set-up among the clients is done before the round and not timed here:
+  ``benchmarks/bench_masking.py`` measures it); "server result" includes rebuilding and removing
+  the masks from the revealed seeds;
+- ``Flower SecAgg+``: the masking stage of Flower's SecAgg+ (``flwr`` 1.42's own functions, as
+  its ``secaggplus_mod`` and ``SecAggPlusWorkflow`` call them, at the workflow's defaults:
+  clipping range 8, quantization range 2^22, modulus 2^32): quantize, add a private mask and
+  a pairwise mask per peer, serialize; the server sums, removes the private masks and
+  dequantizes. Unlike the others the server ends with the plaintext sum;
 - ``plain fp32``: float32 arrays, no encryption.
 
 Columns: bytes per value up (per client) and down (the aggregate), encryption time per client,
@@ -24,7 +33,7 @@ load average at the start is printed.
 Usage::
 
     python benchmarks/bench_crypto.py [--sizes 36864 393216 4200000] [--clients 3]
-        [--methods ours flare plain] [--repeats 5]
+        [--methods ours masked flare secaggplus plain] [--repeats 5]
 
 Not a test. Timings on shared machines vary by 2-4x from run to run: compare ratios.
 """
@@ -118,7 +127,7 @@ def run_round(
     )
 
 
-def bench_ours(n: int, clients: int) -> Row:
+def bench_ours(n: int, clients: int, *, masked: bool = False) -> Row:
     from secure_fedsa.crypto.ckks_client import CKKSClientCodec
     from secure_fedsa.crypto.ckks_server import CKKSServerCodec
     from secure_fedsa.crypto.keys import create_key_bundles
@@ -146,19 +155,147 @@ def bench_ours(n: int, clients: int) -> Row:
         )  # fmt: skip
         return result.total / result.total_weight
 
+    masks, result = {}, aggregator.result
+    if masked:
+        masks, unmask = _mask_setup(signers, roster, n, server)
+
+        def result() -> bytes:
+            return aggregator.result(unmask(aggregator.accepted))
+
     row = run_round(
-        "secure_fedsa",
+        "secure_fedsa masked" if masked else "secure_fedsa",
         n,
         clients,
         lambda v, w, k: encode_update(
-            client, v, w, manifest_hash=MANIFEST, round=0, session=SESSION, key=signers[k]
-        ),
+            client,
+            v,
+            w,
+            manifest_hash=MANIFEST,
+            round=0,
+            session=SESSION,
+            key=signers[k],
+            mask=masks.get(k),
+        ),  # fmt: skip
         aggregator.add,
-        aggregator.result,
+        result,
         decode,
     )
     row.sign_verify = sign_verify_seconds(signers[0])
     return row
+
+
+def _mask_setup(signers, roster, n, server):  # noqa: ANN001, ANN202
+    """Secure aggregation's set-up among the clients (untimed): each client's mask function,
+    and the server's unmasking from the present clients' reveals."""
+    from secure_fedsa.crypto.masking import chunk_mask
+    from secure_fedsa.secagg import MaskingClient, MaskingServer
+
+    masking = MaskingServer(roster, SESSION, 0)
+    clients = {k: MaskingClient(s.owner, s, roster, SESSION, 0) for k, s in signers.items()}
+    u1 = masking.collect_adverts([c.advertise() for c in clients.values()])
+    u2 = masking.collect_shares(
+        {c.client_id: c.share(u1, threshold=masking.threshold) for c in clients.values()}
+    )
+    masks = {}
+    for k, c in clients.items():
+        seeds = c.seeds(u2)
+
+        def mask(chunk, count, modulus, seeds=seeds):  # noqa: ANN001, ANN202
+            return chunk_mask(seeds, context=masking.context, chunk=chunk, count=count,
+                              modulus=modulus)  # fmt: skip
+
+        masks[k] = mask
+    by_id = {c.client_id: c for c in clients.values()}
+
+    def unmask(present):  # noqa: ANN001, ANN202
+        reveals = [
+            by_id[c].reveal(masking.shares_for(c), present=present, dropped=set(u2) - set(present))
+            for c in present
+        ]
+        chunks, count, modulus = server.mask_shape(n)
+        return masking.unmasking_offsets(
+            reveals, present=present, chunks=chunks, count=count, modulus=modulus
+        )
+
+    return masks, unmask
+
+
+def bench_masked(n: int, clients: int) -> Row:
+    return bench_ours(n, clients, masked=True)
+
+
+def bench_secaggplus(n: int, clients: int) -> Row:
+    """Flower SecAgg+'s masking stage on the same vector, with flwr's own functions."""
+    from flwr.client.mod.secure_aggregation.secaggplus_mod import (
+        bytes_to_private_key,
+        bytes_to_public_key,
+        generate_key_pairs,
+        generate_shared_key,
+        private_key_to_bytes,
+        public_key_to_bytes,
+    )
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+        factor_combine,
+        factor_extract,
+        get_parameters_shape,
+        parameters_addition,
+        parameters_mod,
+        parameters_multiply,
+        parameters_subtraction,
+    )
+    from flwr.common.secure_aggregation.quantization import dequantize, quantize
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+    from flwr.compat.common.parameter import bytes_to_ndarray, ndarray_to_bytes
+
+    clip, target, modulus = 8.0, 2**22, 2**32  # SecAggPlusWorkflow's defaults
+    max_weight = max(WEIGHTS)
+    keys = {}
+    for k in range(clients):
+        private, public = generate_key_pairs()
+        keys[k] = (private_key_to_bytes(private), public_key_to_bytes(public), os.urandom(32))
+    state: dict[str, object] = {}
+
+    def encode(values: np.ndarray, weight: float, k: int) -> bytes:
+        q_ratio = round(weight / max_weight * target)
+        parameters = parameters_multiply([values], q_ratio / target)
+        quantized = factor_combine(q_ratio, quantize(parameters, clip, target))
+        dims = get_parameters_shape(quantized)
+        quantized = parameters_addition(quantized, pseudo_rand_gen(keys[k][2], modulus, dims))
+        for peer in range(clients):
+            if peer == k:
+                continue
+            shared = generate_shared_key(
+                bytes_to_private_key(keys[k][0]), bytes_to_public_key(keys[peer][1])
+            )
+            pairwise = pseudo_rand_gen(shared, modulus, dims)
+            quantized = (parameters_addition if k > peer else parameters_subtraction)(
+                quantized, pairwise
+            )
+        quantized = parameters_mod(quantized, modulus)
+        return b"".join(ndarray_to_bytes(a) for a in quantized)
+
+    def add(data: bytes) -> None:
+        head = ndarray_to_bytes(np.array([0]))
+        arrays = [bytes_to_ndarray(data[: len(head)]), bytes_to_ndarray(data[len(head) :])]
+        total = state.get("sum")
+        state["sum"] = arrays if total is None else parameters_addition(total, arrays)
+        state["count"] = int(state.get("count", 0)) + 1
+
+    def result() -> bytes:
+        masked = parameters_mod(state["sum"], modulus)  # type: ignore[arg-type]
+        for k in range(int(state["count"])):  # every client present: remove the private masks
+            masked = parameters_subtraction(
+                masked, pseudo_rand_gen(keys[k][2], modulus, get_parameters_shape(masked))
+            )
+        factor, parameters = factor_extract(parameters_mod(masked, modulus))
+        (vector,) = dequantize(parameters, clip, target)
+        vector = (vector - (int(state["count"]) - 1) * clip) * (target / factor)
+        return vector.astype("<f4").tobytes()  # what the server sends back: the plaintext mean
+
+    def decode(data: bytes) -> np.ndarray:
+        return np.frombuffer(data, dtype="<f4").astype(np.float64)
+
+    return run_round("Flower SecAgg+", n, clients, encode, add, result, decode)
 
 
 def sign_verify_seconds(key) -> float:  # noqa: ANN001
@@ -233,7 +370,9 @@ def bench_plain32(n: int, clients: int) -> Row:
 
 METHODS: dict[str, Callable[[int, int], Row]] = {
     "ours": bench_ours,
+    "masked": bench_masked,
     "flare": bench_flare,
+    "secaggplus": bench_secaggplus,
     "plain": bench_plain32,
 }
 

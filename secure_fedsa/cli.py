@@ -54,6 +54,12 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--accountant", "accountant", str, f"one of {', '.join(ACCOUNTANTS)}"),
     ("--clipping", "clipping", str, f"per-sample clipping: {', '.join(CLIPPING_MODES)}"),
     ("--keys", "keys_dir", str, "directory with key bundles (default: new keys per run)"),
+    (
+        "--masking-threshold",
+        "masking_threshold",
+        int,
+        "clients needed to unmask a round (default: a majority of its clients)",
+    ),
     ("--max-clients", "max_clients", int, "most clients the encrypted sum must hold"),
 )
 
@@ -74,6 +80,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-dp", action="store_true", help="turn differential privacy OFF")
     parser.add_argument("--no-encryption", action="store_true", help="turn encryption OFF")
+    parser.add_argument(
+        "--no-masking", action="store_true", help="turn pairwise masking of ciphertexts OFF"
+    )
     parser.add_argument("--out", help="run directory (default: runs/<time>-<method>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
@@ -99,6 +108,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values.update(dp=False, epsilon=None, noise_multiplier=None)
     if args.no_encryption:
         values["encryption"] = False
+    if args.no_masking or args.no_encryption:
+        values["masking"] = False
     return RunConfig(**values)
 
 
@@ -121,6 +132,8 @@ def _explicit_values(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
         given["dp"] = ("--no-dp", False)
     if args.no_encryption:
         given["encryption"] = ("--no-encryption", False)
+    if args.no_masking:
+        given["masking"] = ("--no-masking", False)
     return given
 
 

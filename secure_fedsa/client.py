@@ -33,8 +33,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from secure_fedsa.aggregate_check import Bounds, aggregate_problems, round_change_bound
+from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.signing import Identity
-from secure_fedsa.errors import SecureFedsaError
+from secure_fedsa.errors import BudgetExhausted, SecureFedsaError
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
 from secure_fedsa.privacy.continuity import Release
@@ -212,14 +213,32 @@ class Client:
         self._save()
         return TrainResult(stats=stats, epsilon=epsilon)
 
+    def will_train(self, round_number: int) -> bool:
+        """Whether this client sends an update in ``round_number`` (trained already, or its
+        budget allows the round)."""
+        if self.trained_round >= round_number:
+            return True
+        try:
+            self.check_budget()
+        except BudgetExhausted:
+            return False
+        return True
+
+    def keep_round_start(self) -> None:
+        """Go back to the shared tensors this client started its last round with (no aggregate
+        to load); B and the head keep their training."""
+        self.state = {**self.trained, **unflatten(self.start_shared, self.manifest)}
+        self._save()
+
     @property
     def epsilon_spent(self) -> float | None:
         return None if self.privacy is None else self.privacy.ledger.epsilon_spent
 
     # -- exchange with the server --------------------------------------------------------
-    def make_update(self, round_number: int, session: str) -> bytes:
-        """The only bytes that leave this client: its shared tensors, weighted, encoded and
-        signed for this round of the run ``session``."""
+    def make_update(self, round_number: int, session: str, mask: ChunkMask | None = None) -> bytes:
+        """The only bytes that leave this client: its shared tensors, weighted, encrypted (with
+        secure aggregation's ``mask`` added to the ciphertexts, if given) and signed for this
+        round of the run ``session``."""
         values = flatten(self.trained, self.manifest)
         return encode_update(
             self.codec,
@@ -229,6 +248,7 @@ class Client:
             round=round_number,
             session=session,
             key=self.identity.key,
+            mask=mask,
         )
 
     def apply_aggregate(self, data: bytes, round_number: int, session: str) -> list[str]:
@@ -260,9 +280,9 @@ class Client:
         except SecureFedsaError as exc:
             problems = [str(exc)]
         if problems:
-            shared = unflatten(self.start_shared, self.manifest)
-        else:
-            shared = unflatten(aggregate.total / aggregate.total_weight, self.manifest)
+            self.keep_round_start()
+            return problems
+        shared = unflatten(aggregate.total / aggregate.total_weight, self.manifest)
         self.state = {**self.trained, **shared}
         self._save()
         return problems

@@ -61,6 +61,11 @@ class RunConfig:
     clipping: str = "hooks"
     # encryption
     encryption: bool = True
+    # pairwise masks over the ciphertexts (secure aggregation): no coalition of the server with
+    # fewer than masking_threshold clients (None: a majority of each round's clients) learns one
+    # client's update, even holding the CKKS key
+    masking: bool = True
+    masking_threshold: int | None = None
     keys_dir: str | None = None
     max_clients: int = 64
     version: int = field(default=CONFIG_VERSION)
@@ -106,6 +111,11 @@ class RunConfig:
             warnings.append("NO DIFFERENTIAL PRIVACY: shared updates can reveal training records")
         if not self.encryption:
             warnings.append("NO ENCRYPTION: the server sees every client's update in plaintext")
+        elif not self.masking:
+            warnings.append(
+                "NO PAIRWISE MASKING: a server that colludes with one client (which holds the "
+                "shared CKKS key) can decrypt every individual update"
+            )
         return warnings
 
 
@@ -181,6 +191,14 @@ def validate(config: RunConfig) -> None:
             config.noise_multiplier is None or config.noise_multiplier > 0,
             "noise-multiplier must be positive (use --no-dp for no privacy)",
         )
+    _check(
+        config.masking_threshold is None
+        or (
+            isinstance(config.masking_threshold, int)
+            and 1 <= config.masking_threshold <= config.num_clients
+        ),
+        f"masking-threshold must be between 1 and the number of clients ({config.num_clients})",
+    )
     _check(bool(config.dataset) or bool(config.data_files), "name a dataset or --data files")
     _check(
         len(config.target_modules) > 0

@@ -26,8 +26,10 @@ import torch
 
 from secure_fedsa.client import Client
 from secure_fedsa.config import RunConfig
+from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import BudgetExhausted
+from secure_fedsa.masked_round import InProcessMasking
 from secure_fedsa.model import build_model
 from secure_fedsa.node import (
     PrivacyHistory,
@@ -46,6 +48,7 @@ from secure_fedsa.privacy.continuity import metrics_releases
 from secure_fedsa.privacy.plan import PrivacyPlan
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
 from secure_fedsa.rundir import RunDirectory
+from secure_fedsa.secagg import RoundFailed as MaskingFailed
 from secure_fedsa.security import (
     Codecs,
     Identities,
@@ -82,6 +85,7 @@ class RoundRecord:
     clients: dict[str, dict] = field(default_factory=dict)
     rejected: list[dict] = field(default_factory=list)
     aggregate: dict = field(default_factory=dict)
+    masking: dict = field(default_factory=dict)  # who took part in the round's masking
     server_seconds: float = 0.0  # serializing the aggregate (adding is in each client's seconds)
     upload_bytes: int = 0
     download_bytes: int = 0
@@ -99,12 +103,16 @@ class InProcessTransport:
         self.encrypted = encrypted
 
     def send_update(
-        self, client: Client, round_number: int, aggregator: Aggregator
+        self,
+        client: Client,
+        round_number: int,
+        aggregator: Aggregator,
+        mask: ChunkMask | None = None,
     ) -> tuple[int, str | None, dict[str, float]]:
-        """Encrypt, record and deliver one update: (bytes, rejection reason or None, seconds
-        spent encrypting and aggregating it)."""
+        """Encrypt (and mask), record and deliver one update: (bytes, rejection reason or None,
+        seconds spent encrypting and aggregating it)."""
         started = time.perf_counter()
-        payload = client.make_update(round_number, aggregator.session)
+        payload = client.make_update(round_number, aggregator.session, mask)
         encrypted = time.perf_counter()
         self.egress.record(
             client.client_id,
@@ -298,6 +306,9 @@ class Federation:
             roster=self.identities.roster,
             key=self.identities.server.key,
         )
+        masking = self._masking(round_number, record) if aggregator is not None else None
+        if masking is False:  # too few clients to unmask a round: nobody trains it
+            return self._skipped(record, started)
         contributors = []
         for cid, client in self.clients.items():
             entry: dict = {"seconds": dict.fromkeys(PHASES, 0.0)}
@@ -321,7 +332,10 @@ class Federation:
                 epsilon=result.epsilon,
             )
             if aggregator is not None:
-                sent, reason, seconds = self.transport.send_update(client, round_number, aggregator)
+                mask = masking.mask_for(cid) if masking else None
+                sent, reason, seconds = self.transport.send_update(
+                    client, round_number, aggregator, mask
+                )
                 entry["seconds"].update(seconds)
                 record.upload_bytes += sent
                 if reason is not None:
@@ -332,7 +346,21 @@ class Federation:
             self.progress.client_done(cid)
         if aggregator is not None and aggregator.accepted:
             started_result = time.perf_counter()
-            aggregate = aggregator.result()
+            try:
+                offsets = (
+                    masking.offsets(
+                        aggregator.accepted, self.codecs.server.mask_shape(aggregator.n_values)
+                    )
+                    if masking
+                    else None
+                )
+            except MaskingFailed as exc:
+                record.aggregate = {"status": "failed", "reason": str(exc)}
+                self.progress.warning(f"round {round_number}: no aggregate: {exc}")
+                for client in self.clients.values():
+                    client.keep_round_start()
+                return self._evaluate(record, started)
+            aggregate = aggregator.result(offsets)
             record.server_seconds = time.perf_counter() - started_result
             rejected_by: dict[str, list[str]] = {}
             for cid, client in self.clients.items():
@@ -352,8 +380,49 @@ class Federation:
                 "status": "rejected" if rejected_by else "applied",
                 "rejected_by": rejected_by,
             }
+        return self._evaluate(record, started)
+
+    def _masking(self, round_number: int, record: RoundRecord) -> InProcessMasking | None | bool:
+        """The round's secure-aggregation set-up among the clients that will send an update;
+        None when masking is off, False when too few take part to unmask the round."""
+        if not (self.config.masking and self.config.encryption):
+            return None
+        participants = {
+            cid: self.identities.clients[cid].key
+            for cid, client in self.clients.items()
+            if client.will_train(round_number)
+        }
+        if not participants:
+            return None
+        try:
+            masking = InProcessMasking(
+                self.identities.roster,
+                self.session,
+                round_number,
+                participants,
+                self.egress,
+                threshold=self.config.masking_threshold,
+            )
+        except MaskingFailed as exc:
+            record.aggregate = {"status": "failed", "reason": str(exc)}
+            self.progress.warning(f"round {round_number}: not trained: {exc}")
+            return False
+        record.masking = {
+            "participants": sorted(participants),
+            "masked_with": sorted(masking.masked_with),
+            "threshold": masking.server.threshold,
+        }
+        return masking
+
+    def _skipped(self, record: RoundRecord, started: float) -> RoundRecord:
+        for cid in self.clients:
+            record.clients[cid] = {"status": "not trained (secure aggregation impossible)"}
+        return self._evaluate(record, started)
+
+    def _evaluate(self, record: RoundRecord, started: float) -> RoundRecord:
         accuracies = []
         for cid, client in self.clients.items():
+            record.clients.setdefault(cid, {}).setdefault("seconds", dict.fromkeys(PHASES, 0.0))
             started_evaluation = time.perf_counter()
             acc = client.evaluate(self.config.eval_examples_per_round)
             record.clients[cid]["seconds"]["evaluate"] = time.perf_counter() - started_evaluation

@@ -15,6 +15,9 @@ from ``server.keys``, or ``PlaintextCodec``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+
+import numpy as np
 
 from secure_fedsa import wire
 from secure_fedsa.crypto.codec import ServerCodec
@@ -108,8 +111,9 @@ class Aggregator:
         self.rejections.append((client_id, reason))
         logger.warning("round %d: rejected update from %s: %s", self.round, client_id, reason)
 
-    def result(self) -> bytes:
-        """The aggregate message (sum of accepted updates) for every client to decrypt."""
+    def result(self, offsets: Sequence[np.ndarray] | None = None) -> bytes:
+        """The aggregate message (sum of accepted updates) for every client to decrypt;
+        ``offsets`` (one per ciphertext) are the masks secure aggregation removes from it."""
         if not self.accepted:
             raise UpdateRejected(
                 f"no update was accepted in round {self.round} "
@@ -126,7 +130,7 @@ class Aggregator:
                 encrypted=self.codec.encrypted,
                 n_values=self.n_values,
                 contributors=len(self.accepted),
-                chunks=tuple(self._sum.result()),
+                chunks=tuple(self._sum.result(offsets)),
             ),
             self._key,
         )

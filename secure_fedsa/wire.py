@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from secure_fedsa.crypto.codec import ClientCodec
+from secure_fedsa.crypto.codec import ChunkMask, ClientCodec
 from secure_fedsa.crypto.signing import SIGNATURE_BYTES, SigningKey, verify
 from secure_fedsa.errors import ConfigError, UpdateRejected
 
@@ -315,10 +315,12 @@ def encode_update(
     round: int,
     session: str,
     key: SigningKey,
+    mask: ChunkMask | None = None,
 ) -> bytes:
-    """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec`` and
-    signed with the client's ``key`` (whose owner is the client id in the header)."""
-    chunks = codec.encrypt(values, weight)
+    """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec`` (with
+    secure aggregation's ``mask`` added to the ciphertexts, if given) and signed with the
+    client's ``key`` (whose owner is the client id in the header)."""
+    chunks = codec.encrypt(values, weight) if mask is None else codec.encrypt(values, weight, mask)
     return pack(
         Message(
             kind=KIND_UPDATE,

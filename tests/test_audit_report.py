@@ -201,7 +201,8 @@ def _svg_texts(svg: str) -> list[str]:
 def test_the_data_flow_is_drawn_from_the_runs_manifest(report, html, run_dir):
     flow = report["data_flow"]
     setup = json.loads((run_dir / "setup.json").read_text())
-    sent = json.loads((run_dir / "egress" / "client-0.jsonl").read_text().splitlines()[0])
+    records = [json.loads(x) for x in (run_dir / "egress" / "client-0.jsonl").open()]
+    sent = next(r for r in records if r["kind"] == "update")
     assert flow["shared"] == ["A"] and flow["kept"] == ["B", "head"] and flow["encrypted"]
     assert flow["shared_tensors"] == len(setup["manifest"]) and flow["unexpected"] == []
     assert flow["update_bytes"] == sent["bytes"] and flow["forms"] == ["ciphertext"]
@@ -227,7 +228,8 @@ def test_the_diagram_follows_the_method_and_the_protections(report):
 def test_the_diagram_shows_a_group_that_should_not_have_left(copy):
     path = copy / "egress" / "client-0.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    lines[0]["tensors"].append("encoder.layer.0.attention.self.query.lora_B.default.weight")
+    first = next(r for r in lines if r["kind"] == "update")
+    first["tensors"].append("encoder.layer.0.attention.self.query.lora_B.default.weight")
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     flow = data_flow(load_run(copy))
     assert flow["unexpected"] == ["B"]

@@ -57,10 +57,14 @@ def test_the_report_states_the_privacy_claim_and_releases(cli_report):
         assert 0 < claim["epsilon"] <= 8.0 and claim["delta"] == 1e-5
         assert claim["accountant"] == "prv" and "opacus" in claim["versions"]
         assert claim["steps"] == 4 and claim["rounds"] == 2
-        sent = report["releases"]["per_client"][cid]
+        sent = [r for r in report["releases"]["per_client"][cid] if r["kind"] == "update"]
         assert [r["round"] for r in sent] == [1, 2]
+        protocol = [r for r in report["releases"]["per_client"][cid] if r["kind"] != "update"]
+        assert {r["kind"] for r in protocol} == {"secagg-keys", "secagg-shares", "secagg-reveal"}
+        assert all(r["groups"] == [] for r in protocol)  # masking messages carry no tensor
         assert all(r["form"] == "ciphertext" and r["groups"] == ["A"] for r in sent)
-    assert "colludes with one client" in report["trust_model"]["known_limit"]
+    # the run was masked: a coalition below the threshold cannot read one client's update
+    assert "colluding with fewer than t clients" in report["trust_model"]["known_limit"]
 
 
 class _Structure(HTMLParser):
@@ -273,7 +277,8 @@ def test_a_resent_update_paid_by_its_ledger_entry_passes(copy):
     """After a crash the resumed client re-sends the update of a round it had already charged."""
     path = copy / "egress" / "client-0.jsonl"
     lines = path.read_text().splitlines()
-    path.write_text("\n".join([*lines, lines[-1]]) + "\n")  # the same round, the same entry
+    last_update = [x for x in lines if json.loads(x)["kind"] == "update"][-1]
+    path.write_text("\n".join([*lines, last_update]) + "\n")  # the same round, the same entry
     # metrics.jsonl counts the update the completed round used (the re-sent one), as a resumed
     # run writes it
     report = audit_run(copy)
@@ -335,9 +340,10 @@ def test_removed_egress_line_fails(copy):
 def test_b_head_or_plaintext_in_egress_fails(copy):
     path = copy / "egress" / "client-0.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    lines[0]["tensors"].append("encoder.layer.0.attention.self.query.lora_B.default.weight")
-    lines[1]["tensors"] = ["head.classifier.weight"]
-    lines[1]["form"] = "plaintext"
+    first, second = [r for r in lines if r["kind"] == "update"][:2]
+    first["tensors"].append("encoder.layer.0.attention.self.query.lora_B.default.weight")
+    second["tensors"] = ["head.classifier.weight"]
+    second["form"] = "plaintext"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     text = findings(audit_run(copy), "egress")
     assert "group(s) B left the client" in text and "group(s) head left" in text

@@ -32,6 +32,7 @@ def test_default_run_config_is_the_cli_default():
     config = _pyproject()["tool"]["flwr"]["app"]["config"]
     deployment = p.Deployment.from_run_config(config)
     assert deployment.config == RunConfig(num_clients=config["clients"])
+    assert deployment.config.masking and not deployment.config.protections
     assert set(config) == set(p.RUN_KEYS) | set(p.DEPLOYMENT_KEYS)
 
 

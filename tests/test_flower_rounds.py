@@ -75,7 +75,8 @@ class FakeGrid:
             node = message.metadata.dst_node_id
             if node in self.down:
                 continue
-            handler = getattr(client_app, message.metadata.message_type)
+            # "train", "evaluate", or "query.<action>" routed to the function of that name
+            handler = getattr(client_app, message.metadata.message_type.split(".")[-1])
             # the ClientApp gets its own Message with the same content, as from a SuperNode
             replies.append(handler(_copy(message), self.contexts[node]))
             del self.outbox[mid]
@@ -164,9 +165,10 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
     round1, round2 = _metrics(run_dir)
     assert round1["contributors"] == 3 and not round1["dropouts"]
     assert round2["contributors"] == 2
-    assert round2["dropouts"] == [
-        {"client": "site-c", "phase": "train", "reason": "no reply within 0.2 s"}
+    assert round2["dropouts"] == [  # gone before the round's key advertisement
+        {"client": "site-c", "phase": "secagg-keys", "reason": "no reply within 0.2 s"}
     ]
+    assert round2["masking"]["masked_with"] == ["site-a", "site-b"]
     assert set(summary["accuracy"]["per_client"]) == {"site-a", "site-b"}
     # nothing computed from decrypted values reached the server: no accuracy, a status code
     assert summary["accuracy"]["reported_by_sites"] is False
@@ -241,7 +243,7 @@ def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
     (record,) = _metrics(run_dir)
     assert summary["status"] == "completed" and record["contributors"] == 2
     assert {(d["client"], d["reason"]) for d in record["dropouts"]} == {
-        ("node-102", "malformed reply (no report)")
+        ("node-102", "malformed key advertisement")
     }
 
 
@@ -301,3 +303,113 @@ def test_an_altered_aggregate_is_rejected_and_only_a_status_code_goes_back(sites
     # the reason stays on the site
     notes = [json.loads(x) for x in (tmp_path / "site-a" / "aggregates.jsonl").open()]
     assert notes[0]["status"] == "rejected" and "checksum" in notes[0]["problems"][0]
+
+
+# --------------------------------------------------------------------------- secure aggregation
+def _shared(state_dir: Path, key: str) -> np.ndarray:
+    """A site's shared tensors (``state``: as loaded from the aggregate; ``trained``: as it
+    encrypted them), flattened in manifest order."""
+    import torch
+
+    saved = torch.load(state_dir / "state.pt", weights_only=True)[key]
+    names = sorted(n for n in saved if ".lora_A." in n)
+    return np.concatenate([saved[n].double().flatten().numpy() for n in names])
+
+
+def _train_size(state_dir: Path) -> int:
+    return json.loads((state_dir / "privacy_ledger.json").read_text())["identity"]["dataset_size"]
+
+
+def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path):
+    """site-c advertises keys and shares its secrets in round 2, then crashes before sending its
+    masked update: the others reveal its mask key, the server removes the dangling masks, and
+    the aggregate every survivor loads is exactly the weighted mean of the two updates."""
+    from secure_fedsa.flower import secagg_records as sr
+
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    original = grid.pull_messages
+
+    def pull(ids):  # site-c is down from round 2's train message on
+        for mid in ids:
+            message = grid.outbox.get(mid)
+            if (
+                message is not None
+                and message.metadata.message_type == "train"
+                and message.metadata.group_id == "2"
+            ):
+                grid.down = {102}
+        return original(ids)
+
+    grid.pull_messages = pull
+    summary = _run(grid, config)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    round1, round2 = _metrics(run_dir)
+    assert round1["masking"]["masked_with"] == list(SITES) and round1["masking"]["dropped"] == []
+    assert round2["masking"] == {
+        "threshold": 2,
+        "participants": list(SITES),
+        "masked_with": list(SITES),  # site-c masked with the others, then vanished
+        "dropped": ["site-c"],
+        "revealed_by": ["site-a", "site-b"],
+    }
+    assert [(d["client"], d["phase"]) for d in round2["dropouts"]] == [("site-c", "train")]
+    assert round2["aggregate"]["status"] == "applied"
+    weights = {s: _train_size(tmp_path / s) for s in ("site-a", "site-b")}
+    expected = sum(w * _shared(tmp_path / s, "trained") for s, w in weights.items()) / sum(
+        weights.values()
+    )
+    for site in ("site-a", "site-b"):
+        loaded = _shared(tmp_path / site, "state")
+        assert float(np.max(np.abs(loaded - expected))) < 1e-7
+    # each site recorded every protocol message it sent; the dropped one revealed nothing
+    kinds = {
+        site: [
+            (e["round"], e["kind"])
+            for e in map(json.loads, (tmp_path / site / "egress" / f"{site}.jsonl").open())
+        ]  # fmt: skip
+        for site in SITES
+    }
+    assert (2, "secagg-reveal") in kinds["site-a"] and (2, "secagg-shares") in kinds["site-c"]
+    assert (2, "secagg-reveal") not in kinds["site-c"] and (2, "update") not in kinds["site-c"]
+    # the round's secrets stayed in the SuperNode's memory: no file of any site or of the
+    # server holds them
+    kept = grid.contexts[100].state.config_records[sr.STATE]
+    secrets = [bytes(kept["b"]), bytes(kept["c"]), bytes(kept["s"])]
+    blobs = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
+    assert all(secret not in blobs and secret.hex().encode() not in blobs for secret in secrets)
+
+
+def test_a_site_refuses_a_forged_roster_and_an_unmasked_round(sites, tmp_path):
+    """A site accepts peers' keys only from a roster the federation's server signed, and with
+    masking on never sends an update that was not masked."""
+    from secure_fedsa.crypto.signing import SigningKey, load_roster
+    from secure_fedsa.errors import CryptoError
+    from secure_fedsa.flower import client_app
+    from secure_fedsa.flower import protocol as p
+    from secure_fedsa.flower import secagg_records as sr
+    from secure_fedsa.flower.server_app import FlowerFederation
+    from secure_fedsa.secagg import RoundFailed
+
+    root, keys, files = sites
+    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(tmp_path / "server")}
+    contexts = _contexts(tmp_path, keys, files, config)
+    grid = FakeGrid(contexts)
+    from secure_fedsa.flower.protocol import Deployment
+
+    federation = FlowerFederation(grid, Deployment.from_run_config(config))
+    roster = load_roster(root / "keys" / "roster.json")
+    forged = sr.roster_settings(roster, SigningKey.generate("server"))
+    message = federation._message(100, sr.KEYS, 1, **forged)
+    with pytest.raises(CryptoError, match="not signed by this federation's server"):
+        client_app.secagg_keys(_copy(message), contexts[100])
+    train = federation._message(100, "train", 1)  # no masked-with: the server skipped masking
+    with pytest.raises(RoundFailed, match="named no clients to mask with"):
+        client_app.train(_copy(train), contexts[100])
+    train = federation._message(100, "train", 1, **{"masked-with": list(SITES)})
+    with pytest.raises(RoundFailed, match="holds no masking keys for round 1"):
+        client_app.train(_copy(train), contexts[100])  # no key advertisement happened
+    assert _ledger_rounds(tmp_path / "site-a") == []  # nothing was spent
+    assert p.SECAGG not in message.content.config_records

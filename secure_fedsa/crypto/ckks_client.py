@@ -22,7 +22,9 @@ import tenseal.sealapi as seal
 
 from secure_fedsa.crypto import packing
 from secure_fedsa.crypto.chunks import CiphertextLayout
+from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.keys import ClientKeys, load_client_keys
+from secure_fedsa.crypto.masking import add_mod
 from secure_fedsa.crypto.seal_io import (
     SEED_BYTES,
     Scratch,
@@ -85,11 +87,16 @@ class CKKSClientCodec:
         return [self.layout.aggregate_bytes] * self.layout.chunk_count(n_values)
 
     # -- encryption ---------------------------------------------------------------------------
-    def encrypt(self, values: np.ndarray, weight: float) -> list[bytes]:
-        """Upload chunks for ``concat(weight * values, [weight])``; checks the overflow bound."""
+    def encrypt(
+        self, values: np.ndarray, weight: float, mask: ChunkMask | None = None
+    ) -> list[bytes]:
+        """Upload chunks for ``concat(weight * values, [weight])``; checks the overflow bound.
+
+        ``mask(chunk, count, modulus)``, when given, is added to each chunk's ``c0``
+        coefficients modulo the data prime before rounding (secure aggregation's masks)."""
         floats = packing.update_floats(values, weight, bound=self._bound)
         slots = packing.to_slots(floats, self.params.floats_per_chunk)
-        return [self._encrypt_chunk(row) for row in slots]
+        return [self._encrypt_chunk(row, index, mask) for index, row in enumerate(slots)]
 
     def _plaintext(self, slots: np.ndarray) -> seal.Plaintext:
         plain = seal.Plaintext()
@@ -107,7 +114,7 @@ class CKKSClientCodec:
         )
         return self._scratch.load(seal.Ciphertext, self._context, blob)
 
-    def _encrypt_chunk(self, slots: np.ndarray) -> bytes:
+    def _encrypt_chunk(self, slots: np.ndarray, index: int, mask: ChunkMask | None) -> bytes:
         n = self.layout.poly_modulus_degree
         fresh = seal.Ciphertext()  # (c0, a) with c0 + a·s = Δm + e, NTT form
         self._encryptor.encrypt_symmetric(self._plaintext(slots), fresh)
@@ -120,7 +127,10 @@ class CKKSClientCodec:
         self._decryptor.decrypt(crafted, body)  # c0 + (a - a')·s = Δm + e - a'·s
         self._evaluator.add_plain_inplace(seeded, body)  # (Δm + e - a'·s, a')
         self._evaluator.transform_from_ntt_inplace(seeded)
-        return self.layout.encode_upload(seed, read_coefficients(seeded, n))
+        c0 = read_coefficients(seeded, n)
+        if mask is not None:
+            c0 = add_mod(c0, mask(index, n, self.layout.modulus), self.layout.modulus)
+        return self.layout.encode_upload(seed, c0)
 
     # -- decryption ---------------------------------------------------------------------------
     def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> tuple[np.ndarray, float]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import tenseal.sealapi as seal
 
 from secure_fedsa.crypto.chunks import CiphertextLayout
 from secure_fedsa.crypto.keys import ServerKeys, load_server_keys
+from secure_fedsa.crypto.masking import sub_mod
 from secure_fedsa.crypto.seal_io import Scratch, ciphertext_file, make_context, read_coefficients
 from secure_fedsa.errors import CryptoError, UpdateRejected
 
@@ -74,6 +76,12 @@ class CKKSServerCodec:
             raise UpdateRejected("ciphertext is not valid for the key bundle's parameters")
         return ciphertext
 
+    def mask_shape(self, n_values: int) -> tuple[int, int, int]:
+        """(ciphertexts, coefficients each, modulus) of the masks an update of ``n_values``
+        carries: what secure aggregation removes from the sum."""
+        layout = self.layout
+        return layout.chunk_count(n_values), layout.poly_modulus_degree, layout.modulus
+
     def new_accumulator(self, n_values: int) -> CKKSAccumulator:
         return CKKSAccumulator(self._evaluator, self.layout, self.layout.chunk_count(n_values))
 
@@ -102,12 +110,15 @@ class CKKSAccumulator:
                 self._evaluator.add_inplace(total, chunk)
         self._count += 1
 
-    def result(self) -> list[bytes]:
+    def result(self, offsets: Sequence[np.ndarray] | None = None) -> list[bytes]:
         if not self._sums:
             raise CryptoError("no update has been added; there is nothing to aggregate")
-        n = self._layout.poly_modulus_degree
+        if offsets is not None and len(offsets) != len(self._sums):
+            raise CryptoError(f"{len(offsets)} mask offsets for {len(self._sums)} ciphertexts")
+        n, modulus = self._layout.poly_modulus_degree, self._layout.modulus
         out = []
-        for total in self._sums:
+        for index, total in enumerate(self._sums):
             coeffs = read_coefficients(total, 2 * n)
-            out.append(self._layout.encode_aggregate(coeffs[:n], coeffs[n:]))
+            c0 = coeffs[:n] if offsets is None else sub_mod(coeffs[:n], offsets[index], modulus)
+            out.append(self._layout.encode_aggregate(c0, coeffs[n:]))
         return out

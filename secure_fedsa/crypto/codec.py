@@ -16,10 +16,13 @@ Implementations: ``ckks_client.CKKSClientCodec``, ``ckks_server.CKKSServerCodec`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+# ``mask(chunk, count, modulus)``: what secure aggregation adds to a chunk's c0 coefficients
+ChunkMask = Callable[[int, int, int], np.ndarray]
 
 
 @runtime_checkable
@@ -32,7 +35,9 @@ class ClientCodec(Protocol):
 
     def aggregate_chunk_sizes(self, n_values: int) -> list[int]: ...
 
-    def encrypt(self, values: np.ndarray, weight: float) -> list[bytes]: ...
+    def encrypt(
+        self, values: np.ndarray, weight: float, mask: ChunkMask | None = None
+    ) -> list[bytes]: ...
 
     def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> tuple[np.ndarray, float]: ...
 
@@ -47,8 +52,9 @@ class Accumulator(Protocol):
         """Add one update's validated chunks (from ``ServerCodec.validate_chunk``), in order."""
         ...
 
-    def result(self) -> list[bytes]:
-        """The running sum, serialized as aggregate chunks."""
+    def result(self, offsets: Sequence[np.ndarray] | None = None) -> list[bytes]:
+        """The running sum, serialized as aggregate chunks; ``offsets`` (one per chunk) are
+        subtracted from the sum's c0 first (the masks secure aggregation removes)."""
         ...
 
 

@@ -38,7 +38,9 @@ class PlaintextCodec:
     def aggregate_chunk_sizes(self, n_values: int) -> list[int]:
         return self.update_chunk_sizes(n_values)
 
-    def encrypt(self, values: np.ndarray, weight: float) -> list[bytes]:
+    def encrypt(self, values: np.ndarray, weight: float, mask: object = None) -> list[bytes]:
+        if mask is not None:
+            raise CryptoError("masks are added to ciphertexts: secure aggregation needs encryption")
         return _split(packing.update_floats(values, weight, bound=None))
 
     def validate_chunk(self, data: bytes) -> np.ndarray:
@@ -77,7 +79,9 @@ class PlaintextAccumulator:
         self._sum += floats
         self._count += 1
 
-    def result(self) -> list[bytes]:
+    def result(self, offsets: object = None) -> list[bytes]:
+        if offsets is not None:
+            raise CryptoError("masks are added to ciphertexts: secure aggregation needs encryption")
         if self._count == 0:
             raise CryptoError("no update has been added; there is nothing to aggregate")
         return _split(self._sum)

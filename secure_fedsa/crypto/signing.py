@@ -198,7 +198,15 @@ def revoke(directory: str | os.PathLike[str], client_id: str) -> Roster:
 
 
 def load_roster(path: str | os.PathLike[str]) -> Roster:
-    record = _read(Path(path), ROSTER_FORMAT)
+    return parse_roster(_read(Path(path), ROSTER_FORMAT), str(path))
+
+
+def parse_roster(record: Any, path: str = "roster") -> Roster:
+    """A roster from its JSON record (``Roster.to_json``), every field checked."""
+    if not isinstance(record, dict) or record.get("format") != ROSTER_FORMAT:
+        raise CryptoError(f"{path}: not a roster")
+    if record.get("version") != FORMAT_VERSION:
+        raise CryptoError(f"{path}: version {record.get('version')!r}, expected {FORMAT_VERSION}")
     fields = {"format", "version", "clients", "server", "revoked", "digest"}
     if set(record) != fields or not isinstance(record["clients"], dict):
         raise CryptoError(f"{path}: not a roster (unexpected or missing fields)")

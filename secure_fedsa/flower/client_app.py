@@ -27,10 +27,14 @@ import time
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from secure_fedsa.crypto.masking import chunk_mask
+from secure_fedsa.crypto.signing import Identity, load_identity
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import BudgetExhausted, ConfigError
 from secure_fedsa.flower import protocol as p
-from secure_fedsa.node import Site, build_site
+from secure_fedsa.flower import secagg_records as sr
+from secure_fedsa.node import Site, SiteSpec, build_site
+from secure_fedsa.secagg import MaskingClient, RoundFailed, fixed_threshold
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,7 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = ClientApp()
 
 
-def _site(message: Message, context: Context) -> tuple[Site, p.Deployment, EgressLog]:
+def _deployment(message: Message, context: Context) -> tuple[p.Deployment, SiteSpec]:
     deployment = p.Deployment.from_run_config(dict(context.run_config))
     expected = message.content[p.CONFIG]["config-digest"]
     if p.config_digest(deployment.config) != expected:
@@ -46,9 +50,99 @@ def _site(message: Message, context: Context) -> tuple[Site, p.Deployment, Egres
             "this site derives a different configuration from the run config than the server "
             "(different secure_fedsa versions?)"
         )
-    spec = p.site_spec(dict(context.node_config))
+    return deployment, p.site_spec(dict(context.node_config))
+
+
+def _site(message: Message, context: Context) -> tuple[Site, p.Deployment, EgressLog]:
+    deployment, spec = _deployment(message, context)
     site = build_site(deployment.config, spec)
     return site, deployment, EgressLog(spec.state_dir / "egress")
+
+
+def _identity(message: Message, context: Context) -> tuple[p.Deployment, Identity, EgressLog]:
+    """What secure aggregation's phases need: the site's identity, not its model or data."""
+    deployment, spec = _deployment(message, context)
+    if spec.identity is None:
+        raise ConfigError("the site needs its signing identity (node config identity=PATH)")
+    identity = load_identity(spec.identity)
+    if identity.key.owner != spec.name:
+        raise ConfigError(
+            f"the identity file belongs to {identity.key.owner!r}, this site is {spec.name!r}"
+        )
+    return deployment, identity, EgressLog(spec.state_dir / "egress")
+
+
+def _secagg_reply(
+    message: Message,
+    context: Context,
+    egress: EgressLog,
+    client: MaskingClient,
+    kind: str,
+    record: ConfigRecord,
+    data: bytes,
+) -> Message:
+    """A secure-aggregation reply: the round's secrets kept in memory for the next phase, the
+    reply recorded in the egress log, then returned."""
+    sr.keep(context, client)
+    egress.record(
+        client.client_id,
+        round_number=int(message.content[p.CONFIG]["round"]),
+        kind=kind,
+        payload=data,
+        encrypted=kind == "secagg-shares",  # each share is encrypted to its recipient
+        tensors=[],
+        transport=p.TRANSPORT,
+    )
+    return Message(RecordDict({p.SECAGG: record}), reply_to=message)
+
+
+@app.query("secagg_keys")
+def secagg_keys(message: Message, context: Context) -> Message:
+    """Phase 1: verify the server's roster, make the round's key pairs, advertise them."""
+    _, identity, egress = _identity(message, context)
+    settings = message.content[p.CONFIG]
+    roster = sr.received_roster(settings, identity)
+    client = MaskingClient(
+        identity.key.owner, identity.key, roster, str(settings["session"]), int(settings["round"])
+    )
+    advert = client.advertise()
+    data = advert.c_pk + advert.s_pk + advert.signature
+    return _secagg_reply(
+        message, context, egress, client, "secagg-keys", sr.advert_record(advert), data
+    )
+
+
+@app.query("secagg_shares")
+def secagg_shares(message: Message, context: Context) -> Message:
+    """Phase 2: check every peer's advert, reply with this site's shares encrypted to each."""
+    deployment, identity, egress = _identity(message, context)
+    settings = message.content[p.CONFIG]
+    client = sr.restore(context, identity.key, str(settings["session"]), int(settings["round"]))
+    adverts = sr.adverts_from(message.content.config_records[p.SECAGG])
+    threshold = fixed_threshold(deployment.config.masking_threshold, deployment.clients)
+    out = client.share(adverts, threshold=threshold)  # the site's own threshold, not the server's
+    data = b"".join(out[peer] for peer in sorted(out))
+    return _secagg_reply(
+        message, context, egress, client, "secagg-shares", sr.shares_record(out), data
+    )
+
+
+@app.query("secagg_reveal")
+def secagg_reveal(message: Message, context: Context) -> Message:
+    """Phase 4: reveal the shares unmasking needs (never both kinds for one client)."""
+    _, identity, egress = _identity(message, context)
+    settings = message.content[p.CONFIG]
+    client = sr.restore(context, identity.key, str(settings["session"]), int(settings["round"]))
+    reveal = client.reveal(
+        sr.shares_from(message.content.config_records[p.SECAGG]),
+        present=list(settings["present"]),
+        dropped=list(settings["dropped"]),
+    )
+    data = b"".join([*reveal.b_shares.values(), *reveal.s_shares.values()])
+    # kept again: what was revealed is remembered for the rest of the round
+    return _secagg_reply(
+        message, context, egress, client, "secagg-reveal", sr.reveal_record(reveal), data
+    )
 
 
 def _report(egress: EgressLog, site: Site, round_number: int, values: dict) -> ConfigRecord:
@@ -72,6 +166,13 @@ def train(message: Message, context: Context) -> Message:
     site, deployment, egress = _site(message, context)
     client = site.client
     round_number = int(message.content[p.CONFIG]["round"])
+    session = str(message.content[p.CONFIG]["session"])
+    # the masks first: a site that cannot mask does not train (nothing spent for nothing)
+    mask = (
+        _mask(message, context, client.identity.key, deployment, session, round_number)
+        if site.manifest.size > 0
+        else None
+    )
     content = RecordDict()
     report: dict = {"client-id": client.client_id}
     try:
@@ -87,7 +188,7 @@ def train(message: Message, context: Context) -> Message:
             epsilon=result.epsilon,
         )
         if site.manifest.size > 0:
-            payload = client.make_update(round_number, str(message.content[p.CONFIG]["session"]))
+            payload = client.make_update(round_number, session, mask)
             egress.record(
                 client.client_id,
                 round_number=round_number,
@@ -144,6 +245,24 @@ def evaluate(message: Message, context: Context) -> Message:
         (client.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     content = RecordDict({p.REPORT: _report(egress, site, round_number, report)})
     return Message(content, reply_to=message)
+
+
+def _mask(message, context, key, deployment, session, round_number):  # noqa: ANN001, ANN202
+    """The masks of this round (None with masking off). With masking on, a site never sends an
+    unmasked update: without a mask set from the server, or without its kept keys, it refuses."""
+    if not (deployment.config.masking and deployment.config.encryption):
+        return None
+    settings = message.content[p.CONFIG]
+    if "masked-with" not in settings:
+        raise RoundFailed("masking is on but the server named no clients to mask with")
+    client = sr.restore(context, key, session, round_number)
+    seeds = client.seeds(list(settings["masked-with"]))
+    context_bytes = client.context
+
+    def mask(chunk: int, count: int, modulus: int):  # noqa: ANN202
+        return chunk_mask(seeds, context=context_bytes, chunk=chunk, count=count, modulus=modulus)
+
+    return mask
 
 
 def _note(path, record: dict) -> None:  # noqa: ANN001

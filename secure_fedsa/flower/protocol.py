@@ -31,6 +31,7 @@ CONFIG = "config"
 REPORT = "report"
 UPDATE = "update"
 AGGREGATE = "aggregate"
+SECAGG = "secagg"  # secure aggregation's records (secure_fedsa.flower.secagg_records)
 # the opaque array: bytes of a secure_fedsa.wire message (CKKS ciphertexts or, with encryption
 # off, plaintext), carried as a flat uint8 array whose stype says how to read it
 ARRAY_DTYPE = "uint8"
@@ -72,6 +73,8 @@ RUN_KEYS: dict[str, tuple[str, str]] = {
     "accountant": ("accountant", "str"),
     "clipping": ("clipping", "str"),
     "encryption": ("encryption", "bool"),
+    "masking": ("masking", "bool"),
+    "masking-threshold": ("masking_threshold", "opt"),
     "max-clients": ("max_clients", "int"),
 }
 DEPLOYMENT_KEYS = (

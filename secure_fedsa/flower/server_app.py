@@ -30,6 +30,7 @@ import os
 import time
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
+from typing import NoReturn
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common import log
@@ -43,10 +44,14 @@ from secure_fedsa.crypto.signing import (
     load_identity,
     load_roster,
 )
-from secure_fedsa.errors import SecureFedsaError
+from secure_fedsa.errors import CryptoError, SecureFedsaError
 from secure_fedsa.flower import protocol as p
+from secure_fedsa.flower import secagg_records as sr
 from secure_fedsa.node import new_aggregator, new_session, server_manifest, submit
 from secure_fedsa.rundir import RunDirectory
+from secure_fedsa.secagg import MaskingServer, fixed_threshold
+from secure_fedsa.secagg import RoundFailed as MaskingFailed
+from secure_fedsa.server import Aggregator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -237,7 +242,13 @@ class FlowerFederation:
             roster=self.roster,
             key=self.identity.key,
         )
-        messages = {n: self._message(n, MessageType.TRAIN, round_number) for n in nodes}
+        masking, train_nodes, extra = None, nodes, {}
+        if aggregator is not None and self.masked:
+            masking, train_nodes = self.masking_setup(round_number, nodes, record)
+            extra = {"masked-with": sorted(masking.masked_with)}
+        messages = {
+            n: self._message(n, MessageType.TRAIN, round_number, **extra) for n in train_nodes
+        }
         replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
         answered = []
         for node, reply in sorted(replies.items()):
@@ -286,7 +297,10 @@ class FlowerFederation:
             for n in answered
         }
         if aggregator is not None and aggregator.accepted:
-            aggregate = aggregator.result()
+            offsets = None
+            if masking is not None:
+                offsets = self.unmask(round_number, masking, aggregator, record)
+            aggregate = aggregator.result(offsets)
             array = Array(
                 dtype=p.ARRAY_DTYPE, shape=(len(aggregate),), stype=p.ARRAY_STYPE, data=aggregate
             )
@@ -331,6 +345,103 @@ class FlowerFederation:
         record["seconds"] = time.time() - started
         return record, final
 
+    # -- secure aggregation (secure_fedsa.secagg; messages: secure_fedsa.flower.secagg_records)
+    @property
+    def masked(self) -> bool:
+        return self.config.masking and self.config.encryption
+
+    def masking_setup(
+        self, round_number: int, nodes: list[int], record: dict
+    ) -> tuple[MaskingServer, list[int]]:
+        """Phases 1 and 2: key adverts from every node, shares among those that advertised.
+        Returns the round's masking server and the nodes that may train (U2)."""
+        threshold = fixed_threshold(self.config.masking_threshold, self.deployment.clients)
+        masking = MaskingServer(self.roster, self.session, round_number, threshold)
+        roster = sr.roster_settings(self.roster, self.identity.key)
+        messages = {n: self._message(n, sr.KEYS, round_number, **roster) for n in nodes}
+        replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
+        by_client: dict[str, int] = {}
+        adverts = []
+        for node, reply in sorted(replies.items()):
+            try:
+                advert = sr.advert_from(reply.content.config_records[p.SECAGG])
+            except (KeyError, CryptoError):
+                failures[node] = "malformed key advertisement"
+                continue
+            by_client[advert.client] = node
+            adverts.append(advert)
+        self._dropouts(record, failures, "secagg-keys", round_number)
+        try:
+            u1 = masking.collect_adverts(adverts)  # only adverts that verify against the roster
+            for advert in u1:
+                self.clients[by_client[advert.client]] = advert.client
+            messages = {
+                by_client[a.client]: self._message(by_client[a.client], sr.SHARES, round_number)
+                for a in u1
+            }
+            for message in messages.values():
+                message.content[p.SECAGG] = sr.adverts_record(u1)
+            replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
+            shares = {}
+            for node, reply in sorted(replies.items()):
+                if p.SECAGG in reply.content.config_records:
+                    shares[self._name(node)] = sr.shares_from(
+                        reply.content.config_records[p.SECAGG]
+                    )
+                else:
+                    failures[node] = "malformed share message"
+            self._dropouts(record, failures, "secagg-shares", round_number)
+            u2 = masking.collect_shares(shares)
+        except MaskingFailed as exc:
+            record["masking"] = {"threshold": threshold, "failed": str(exc)}
+            self._fail(round_number, record, len(masking.adverts), reason=str(exc))
+        record["masking"] = {
+            "threshold": threshold,
+            "participants": sorted(masking.adverts),
+            "masked_with": sorted(u2),
+        }
+        return masking, sorted(by_client[c] for c in u2)
+
+    def unmask(
+        self, round_number: int, masking: MaskingServer, aggregator: Aggregator, record: dict
+    ) -> list:
+        """Phase 4: the accepted clients reveal their shares; what to subtract from the sum."""
+        present = list(aggregator.accepted)
+        dropped = sorted(masking.masked_with - set(present))
+        nodes = {cid: node for node, cid in self.clients.items() if cid in present}
+        messages = {}
+        for cid, node in nodes.items():
+            message = self._message(
+                node, sr.REVEAL, round_number, present=sorted(present), dropped=dropped
+            )
+            message.content[p.SECAGG] = sr.shares_record(masking.shares_for(cid))
+            messages[node] = message
+        replies, failures = exchange(self.grid, messages, self.deployment.round_timeout)
+        reveals = []
+        for node, reply in sorted(replies.items()):
+            try:
+                reveal = sr.reveal_from(reply.content.config_records[p.SECAGG])
+            except (KeyError, CryptoError):
+                failures[node] = "malformed reveal"
+                continue
+            if reveal.client == self._name(node):
+                reveals.append(reveal)
+        self._dropouts(record, failures, "secagg-reveal", round_number)
+        record["masking"].update(dropped=dropped, revealed_by=sorted(r.client for r in reveals))
+        try:
+            return masking.unmasking_offsets(
+                reveals, present=present, **_shape(self.codec.mask_shape(aggregator.n_values))
+            )
+        except (MaskingFailed, CryptoError) as exc:
+            self._fail(round_number, record, len(reveals), reason=f"unmasking failed: {exc}")
+
+    def _dropouts(self, record: dict, failures: dict[int, str], phase: str, round_number: int):  # noqa: ANN202
+        for node, reason in sorted(failures.items()):
+            record["dropouts"].append({"client": self._name(node), "phase": phase,
+                                       "reason": reason})  # fmt: skip
+            log(WARNING, "round %d: %s dropped out (%s): %s", round_number, self._name(node),
+                phase, reason)  # fmt: skip
+
     def final_evaluation(self, round_number: int) -> dict[str, dict]:
         nodes = sorted(self.grid.get_node_ids())
         messages = {
@@ -349,10 +460,11 @@ class FlowerFederation:
             }
         return final
 
-    def _fail(self, round_number: int, record: dict, accepted: int) -> None:
-        reason = (
-            f"round {round_number} failed: {accepted} accepted update(s), min-clients is "
-            f"{self.deployment.min_clients}"
+    def _fail(
+        self, round_number: int, record: dict, accepted: int, reason: str | None = None
+    ) -> NoReturn:
+        reason = f"round {round_number} failed: " + (
+            reason or f"{accepted} accepted update(s), min-clients is {self.deployment.min_clients}"
         )
         self.rundir.write_json(
             "summary.json",
@@ -404,6 +516,11 @@ class FlowerFederation:
         self.rundir.write_json("summary.json", summary)
         log(INFO, "run directory: %s", self.rundir.path)
         return summary
+
+
+def _shape(shape: tuple[int, int, int]) -> dict[str, int]:
+    chunks, count, modulus = shape
+    return {"chunks": chunks, "count": count, "modulus": modulus}
 
 
 def _array(content: RecordDict, key: str) -> Array | None:

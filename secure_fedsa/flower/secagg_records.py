@@ -1,0 +1,148 @@
+"""Secure aggregation's phases over Flower messages: the records both apps exchange.
+
+The protocol is :mod:`secure_fedsa.secagg`; this module only turns its dataclasses into Flower
+``ConfigRecord`` values and back, and keeps a site's round secrets between messages. Per round,
+with masking on, the ServerApp sends three extra ``query`` messages besides ``train`` and
+``evaluate`` (Flower message types ``query.<action>``):
+
+1. ``query.secagg_keys`` to every node, with the roster signed by the server: each site checks
+   the signature, makes the round's key pairs and replies with its signed key advertisement.
+2. ``query.secagg_shares`` to the sites that advertised (U1), with every advert: each site checks
+   them against the roster and replies with its secrets' shares, encrypted to each peer.
+3. ``train`` to the sites whose shares arrived (U2), naming U2: each site masks against U2.
+4. ``query.secagg_reveal`` to the sites whose update the server accepted (U3), naming U3 and the
+   dropped sites and carrying the shares addressed to that site: it reveals what unmasking needs.
+
+A site's private keys and self-mask seed live only in its SuperNode's memory between these
+messages (``Context.state``, which Flower keeps in the SuperNode process and never writes to
+disk), for one round: the next round's advert replaces them. Each ClientApp run restores them,
+and a site restarted mid-round cannot mask or reveal for that round (it is a dropout).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from flwr.app import ConfigRecord, Context
+
+from secure_fedsa.crypto.signing import Identity, Roster, SigningKey, parse_roster, verify
+from secure_fedsa.errors import CryptoError
+from secure_fedsa.secagg import KeyAdvert, MaskingClient, Reveal
+
+KEYS = "query.secagg_keys"
+SHARES = "query.secagg_shares"
+REVEAL = "query.secagg_reveal"
+ROSTER_KIND = "roster"
+STATE = "secagg"  # the key of a site's round secrets in Context.state (memory only)
+ADVERT = "advert"
+OUT = "shares"
+RECEIVED = "received"
+REVEALED = "reveal"
+
+
+# --------------------------------------------------------------------------- the roster
+def roster_settings(roster: Roster, server_key: SigningKey) -> dict[str, bytes]:
+    """The roster as the server sends it, signed with the server's identity."""
+    text = json.dumps(roster.to_json(), sort_keys=True).encode()
+    digest = bytes.fromhex(roster.digest)
+    return {"roster": text, "roster-signature": server_key.sign(ROSTER_KIND, digest)}
+
+
+def received_roster(settings: Mapping, identity: Identity) -> Roster:
+    """The roster a site received, accepted only with the server's valid signature (the site's
+    identity file holds the server's verification key)."""
+    try:
+        roster = parse_roster(json.loads(bytes(settings["roster"])), "the server's roster")
+    except (KeyError, ValueError, TypeError):
+        raise CryptoError("the server sent no readable roster for secure aggregation") from None
+    signature = bytes(settings.get("roster-signature", b""))
+    if roster.server != identity.server_key or not verify(
+        identity.server_key, signature, ROSTER_KIND, bytes.fromhex(roster.digest)
+    ):
+        raise CryptoError("the roster the server sent is not signed by this federation's server")
+    return roster
+
+
+# --------------------------------------------------------------------------- adverts
+def advert_record(advert: KeyAdvert) -> ConfigRecord:
+    return ConfigRecord(
+        {"client": advert.client, "c-pk": advert.c_pk, "s-pk": advert.s_pk,
+         "signature": advert.signature}
+    )  # fmt: skip
+
+
+def advert_from(record: Mapping) -> KeyAdvert:
+    try:
+        return KeyAdvert(
+            str(record["client"]),
+            bytes(record["c-pk"]),
+            bytes(record["s-pk"]),
+            bytes(record["signature"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise CryptoError("malformed key advertisement") from None
+
+
+def adverts_record(adverts: list[KeyAdvert]) -> ConfigRecord:
+    """Every advert of U1, one value per client (c_pk, s_pk, signature concatenated)."""
+    return ConfigRecord({a.client: a.c_pk + a.s_pk + a.signature for a in adverts})
+
+
+def adverts_from(record: Mapping) -> list[KeyAdvert]:
+    adverts = []
+    for client, blob in record.items():
+        blob = bytes(blob)
+        if len(blob) != 128:
+            raise CryptoError(f"malformed key advertisement of {client}")
+        adverts.append(KeyAdvert(str(client), blob[:32], blob[32:64], blob[64:]))
+    return adverts
+
+
+# --------------------------------------------------------------------------- shares, reveals
+def shares_record(shares: Mapping[str, bytes]) -> ConfigRecord:
+    return ConfigRecord({peer: bytes(blob) for peer, blob in shares.items()})
+
+
+def shares_from(record: Mapping) -> dict[str, bytes]:
+    return {str(peer): bytes(blob) for peer, blob in record.items()}
+
+
+def reveal_record(reveal: Reveal) -> ConfigRecord:
+    values: dict = {"client": reveal.client, "holder": reveal.holder}
+    values.update({f"b/{c}": share for c, share in reveal.b_shares.items()})
+    values.update({f"s/{c}": share for c, share in reveal.s_shares.items()})
+    return ConfigRecord(values)
+
+
+def reveal_from(record: Mapping) -> Reveal:
+    try:
+        client, holder = str(record["client"]), int(record["holder"])
+    except (KeyError, TypeError, ValueError):
+        raise CryptoError("malformed reveal") from None
+    b_shares = {k[2:]: bytes(v) for k, v in record.items() if k.startswith("b/")}
+    s_shares = {k[2:]: bytes(v) for k, v in record.items() if k.startswith("s/")}
+    return Reveal(client, holder, b_shares, s_shares)
+
+
+# --------------------------------------------------------------------------- a site's secrets
+def keep(context: Context, client: MaskingClient) -> None:
+    """Keep the round's secrets (and the verified roster) in the SuperNode's memory until the
+    next message."""
+    roster = json.dumps(client.roster.to_json(), sort_keys=True).encode()
+    context.state.config_records[STATE] = ConfigRecord({**client.export(), "roster": roster})
+
+
+def restore(context: Context, key: SigningKey, session: str, round_number: int) -> MaskingClient:
+    """The site's masking client of this round, as :func:`keep` left it."""
+    state = context.state.config_records.get(STATE) or {}
+    roster = (  # None only when nothing is kept: restore then says so
+        parse_roster(json.loads(bytes(state["roster"])), "the kept roster")
+        if "roster" in state
+        else None
+    )
+    return MaskingClient.restore(state, key, roster, session, round_number)  # type: ignore[arg-type]
+
+
+def forget(context: Context) -> None:
+    context.state.config_records.pop(STATE, None)
