@@ -31,10 +31,11 @@ class _Stop(Exception):
     pass
 
 
-def hostile_make_update(self: Client, round_number: int, session: str) -> bytes:
-    """client-2's update: honest except in rounds 2 (huge values) and 3 (negative weight)."""
+def hostile_make_update(self: Client, round_number: int, session: str, mask=None) -> bytes:  # noqa: ANN001
+    """client-2's update: honest except in rounds 2 (huge values) and 3 (negative weight); it
+    follows secure aggregation's protocol (masks its ciphertexts) like everyone else."""
     if self.client_id != "client-2" or round_number not in (2, 3):
-        return HONEST(self, round_number, session)
+        return HONEST(self, round_number, session, mask)
     values = flatten(self.trained, self.manifest)
     weight = self.data.num_train / WEIGHT_UNIT
     if round_number == 2:
@@ -56,6 +57,7 @@ def hostile_make_update(self: Client, round_number: int, session: str) -> bytes:
             round=round_number,
             session=session,
             key=self.identity.key,
+            mask=mask,
         )
     finally:
         packing.update_floats = checked
