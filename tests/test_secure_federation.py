@@ -66,6 +66,11 @@ def test_only_ciphertexts_of_a_left_the_clients(secure_run):
         lines = [
             json.loads(x) for x in (run_dir / "egress" / f"{cid}.jsonl").read_text().splitlines()
         ]
+        # besides its updates a client sends only secure aggregation's protocol messages
+        protocol = [e for e in lines if e["kind"] != "update"]
+        assert {e["kind"] for e in protocol} == {"secagg-keys", "secagg-shares", "secagg-reveal"}
+        assert all(e["tensors"] == [] for e in protocol)
+        lines = [e for e in lines if e["kind"] == "update"]
         assert len(lines) == config.rounds
         for entry in lines:
             assert entry["form"] == "ciphertext"
