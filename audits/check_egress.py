@@ -6,14 +6,15 @@ from collections import Counter
 from typing import Any
 
 from audits.evidence import RunEvidence
-from audits.groups import ALLOWED_GROUPS, tensor_group
+from audits.groups import allowed_groups, tensor_group
 from audits.result import CheckResult
 
 NAME = "egress"
 STATEMENT = (
     "Every message each client sent (from the egress record written by the transport) carried "
     "only the tensor groups its method shares (fedsa: A; fedit: A and B; ffa: B; local: "
-    "nothing), never the task head or any other tensor; each was a ciphertext; and each client "
+    "nothing; the task head only in a run configured to share it), never any other tensor; "
+    "each was a ciphertext; and each client "
     "sent one update per round it trained, and nothing else (an update re-sent after an "
     "interruption counts only when its privacy-ledger entry shows the round was paid for)."
 )
@@ -30,13 +31,17 @@ def check_egress(run: RunEvidence) -> CheckResult:
     if run.config is None:
         result.error("config.json is missing or unreadable: the method and encryption are unknown")
         return result
-    if method not in ALLOWED_GROUPS:
-        result.error(f"unknown method {method!r}: cannot tell which tensors may leave a client")
+    allowed = allowed_groups(method, run.cfg("head"))
+    if allowed is None:
+        result.error(
+            f"unknown method {method!r} or head setting {run.cfg('head')!r}: cannot tell which "
+            "tensors may leave a client"
+        )
         return result
-    allowed = ALLOWED_GROUPS[method]
     encrypted = run.cfg("encryption") is True
     result.evidence.update(
         method=method,
+        head=run.cfg("head") or "local",
         allowed_groups=sorted(allowed),
         encryption=encrypted,
         manifest=_manifest_names(run),

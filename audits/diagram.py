@@ -15,7 +15,7 @@ from html import escape
 from typing import Any
 
 from audits.evidence import RunEvidence
-from audits.groups import ALLOWED_GROUPS, tensor_group
+from audits.groups import allowed_groups, tensor_group
 
 TRAINED_GROUPS = ("A", "B", "head")
 WIDTH, HEIGHT, BOX_W = 780, 330, 290
@@ -31,13 +31,13 @@ def data_flow(run: RunEvidence) -> dict[str, Any]:
         shared = sorted({tensor_group(str(m.get("name"))) for m in entries})
         source = "setup.json manifest"
     else:
-        shared = sorted(ALLOWED_GROUPS.get(method, frozenset()))
+        shared = sorted(allowed_groups(method, run.cfg("head")) or frozenset())
         source = f"the groups method {method!r} shares (no manifest)"
     updates = [
         r for records in run.egress.values() for r in records or [] if r.get("kind") == "update"
     ]
     observed = {tensor_group(str(t)) for r in updates for t in r.get("tensors") or []}
-    allowed = ALLOWED_GROUPS.get(method, frozenset(shared))
+    allowed = allowed_groups(method, run.cfg("head")) or frozenset(shared)
     sizes = [r["bytes"] for r in updates if isinstance(r.get("bytes"), int)]
     return {
         "method": method,

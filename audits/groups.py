@@ -2,7 +2,8 @@
 
 An auditor must not trust the code under audit to say what is allowed, so the mapping from
 method to the tensor groups it shares is written down again (from the FedSA-LoRA, FedIT and
-FFA-LoRA papers and docs/threat-model.md). The task head is never shared by any method.
+FFA-LoRA papers and docs/threat-model.md). The task head is shared only by a run whose
+``config.json`` says ``head: shared`` (the paper's baselines), and never by ``local``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,23 @@ ALLOWED_GROUPS: dict[str, frozenset[str]] = {
 }
 
 
+def allowed_groups(method: str, head: str | None) -> frozenset[str] | None:
+    """The groups ``method`` may send, with the head when the run shares it (None: unknown
+    method or head setting)."""
+    if method not in ALLOWED_GROUPS or head not in (None, "local", "shared"):
+        return None
+    groups = ALLOWED_GROUPS[method]
+    if head == "shared" and groups:
+        return groups | {"head"}
+    return groups
+
+
 def tensor_group(name: str) -> str:
-    """ "A", "B", "head" or "other" for a parameter name (peft LoRA naming)."""
-    if ".lora_A." in name:
+    """ "A", "B", "head" or "other" for a parameter name (peft LoRA and VeRA naming: VeRA's
+    lambda_d scales the A side, lambda_b the B side)."""
+    if ".lora_A." in name or ".vera_lambda_d" in name:
         return "A"
-    if ".lora_B." in name:
+    if ".lora_B." in name or ".vera_lambda_b" in name:
         return "B"
     if name.startswith("head."):
         return "head"

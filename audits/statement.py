@@ -7,7 +7,7 @@ from typing import Any
 from audits.accountants import merged
 from audits.check_accounting import ledger_history, reported_epsilon
 from audits.evidence import RunEvidence
-from audits.groups import ALLOWED_GROUPS, tensor_group
+from audits.groups import allowed_groups, tensor_group
 
 RECOMPUTED_WITH = "Google dp_accounting PLD (the audit's own accountant)"
 
@@ -87,7 +87,7 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
 def releases(run: RunEvidence) -> dict[str, Any]:
     """What left each client, to whom, in what form, per round (from the egress records)."""
     method = run.cfg("method")
-    allowed = sorted(ALLOWED_GROUPS.get(method, frozenset()))
+    allowed = sorted(allowed_groups(method, run.cfg("head")) or frozenset())
     per_client = {}
     for cid in run.client_ids:
         records = run.egress.get(cid) or []

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from secure_fedsa.config import ACCOUNTANTS, CLIPPING_MODES, PARTITIONS, RunConfig
+from secure_fedsa.config import ACCOUNTANTS, ADAPTERS, CLIPPING_MODES, HEADS, PARTITIONS, RunConfig
 from secure_fedsa.errors import ConfigError, SecureFedsaError
 from secure_fedsa.sharing import POLICIES
 
@@ -26,6 +26,20 @@ EXIT_USER_ERROR = 2
 # (flag, config field, type, help); defaults come from RunConfig itself.
 RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--method", "method", str, f"one of {', '.join(POLICIES)}"),
+    (
+        "--head",
+        "head",
+        str,
+        f"one of {', '.join(HEADS)}: keep the task head on each client, or aggregate it like "
+        "the shared adapter tensors (the FedSA-LoRA paper's baselines)",
+    ),
+    (
+        "--adapter",
+        "adapter",
+        str,
+        f"one of {', '.join(ADAPTERS)} (rslora: LoRA scaled by alpha/sqrt(r); vera: shared "
+        "frozen random projections, trained scaling vectors)",
+    ),
     ("--rounds", "rounds", int, "federation rounds"),
     ("--local-steps", "local_steps", int, "optimizer steps per client per round"),
     ("--clients", "num_clients", int, "number of clients"),
@@ -42,6 +56,7 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--num-layers", "num_layers", int, "keep only the first N encoder layers"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
+    ("--vera-r", "vera_r", int, "rank of VeRA's shared random projections"),
     ("--max-length", "max_length", int, "tokens per example"),
     ("--batch-size", "batch_size", int, "expected logical batch (Poisson sampling under DP)"),
     ("--physical-batch-size", "physical_batch_size", int, "examples per forward pass (memory)"),

@@ -307,9 +307,12 @@ class Client:
         """Write this client's adapter (global A, own B) in peft's format, plus its head."""
         from safetensors.torch import save_file
 
+        from secure_fedsa.vera import peft_layout
+
         self.model.load_adapter_state(self.state)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.encoder.save_pretrained(str(directory))
+        with peft_layout(self.model):  # VeRA: peft's own parameter layout while it saves
+            self.model.encoder.save_pretrained(str(directory))
         head = {k.removeprefix("head."): v.contiguous() for k, v in self.state.items()}
         head = {k: v for k, v in head.items() if k.startswith("classifier.")}
         save_file(head, str(directory / "head.safetensors"))

@@ -18,12 +18,20 @@ CONFIG_VERSION = 2
 ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("hooks", "ghost")
 PARTITIONS = ("iid", "dirichlet", "natural")
+HEADS = ("local", "shared")
+ADAPTERS = ("lora", "rslora", "vera")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     # what to run
     method: str = "fedsa"
+    # the task head: kept on each client (ours), or aggregated like the shared adapter tensors
+    # (FederatedScope's baselines in the FedSA-LoRA paper aggregate the classifier)
+    head: str = "local"
+    # lora; rslora (rank-stabilised scaling alpha/sqrt(r)); vera (frozen shared random
+    # projections of rank vera_r, trained scaling vectors: lambda_d on the A side, lambda_b on B)
+    adapter: str = "lora"
     rounds: int = 5
     local_steps: int = 6
     num_clients: int = 3
@@ -44,6 +52,7 @@ class RunConfig:
     num_layers: int | None = None
     lora_r: int = 8
     lora_alpha: int = 16
+    vera_r: int = 256
     target_modules: tuple[str, ...] = ("query", "value")
     max_length: int = 40
     # optimisation
@@ -140,7 +149,17 @@ def validate(config: RunConfig) -> None:
         config.method in POLICIES,
         f"unknown method {config.method!r}: choose one of {', '.join(sorted(POLICIES))}",
     )
+    _check(config.head in HEADS, f"unknown head {config.head!r}: choose one of {', '.join(HEADS)}")
+    _check(
+        not (config.method == "local" and config.head == "shared"),
+        "--head shared needs a federated method: local shares nothing",
+    )
+    _check(
+        config.adapter in ADAPTERS,
+        f"unknown adapter {config.adapter!r}: choose one of {', '.join(ADAPTERS)}",
+    )
     for name in (
+        "vera_r",
         "rounds",
         "local_steps",
         "num_clients",

@@ -150,7 +150,7 @@ class Federation:
     ) -> None:
         self.config = config
         self.progress = progress or Progress()
-        self.policy = get_policy(config.method)
+        self.policy = get_policy(config.method, config.head)
         # 1. every check that can fail on user input, before anything is written
         self.prepared = prepare(config)
         check_keys_dir(config, list(self.prepared.clients))

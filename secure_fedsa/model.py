@@ -1,8 +1,10 @@
-"""Pretrained encoder + LoRA (peft) + a mean-pooling task head, and named views of its tensors.
+"""Pretrained encoder + an adapter (peft LoRA, rsLoRA or VeRA) + a mean-pooling task head, and
+named views of its tensors.
 
-The trainable tensors fall into three groups: LoRA ``A`` matrices, LoRA ``B`` matrices and the
-``head``. :func:`tensor_group` is the one place that maps a parameter name to its group; the
-sharing policy and the privacy checks build on it.
+The trainable tensors fall into three groups: the adapter's ``A`` side (LoRA's A matrices, VeRA's
+λ_d vectors), its ``B`` side (LoRA's B matrices, VeRA's λ_b vectors) and the ``head``.
+:func:`tensor_group` is the one place that maps a parameter name to its group; the sharing
+policy and the privacy checks build on it.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ def default_model_path() -> Path:
 
 def tensor_group(name: str) -> str | None:
     """Group of a trainable parameter name: ``"A"``, ``"B"``, ``"head"``; None for the rest."""
-    if ".lora_A." in name:
+    if ".lora_A." in name or ".vera_lambda_d" in name:
         return "A"
-    if ".lora_B." in name:
+    if ".lora_B." in name or ".vera_lambda_b" in name:
         return "B"
     if name.startswith("head."):
         return "head"
@@ -120,6 +122,8 @@ class ModelSpec:
     lora_r: int = 8
     lora_alpha: int = 16
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    adapter: str = "lora"  # lora | rslora | vera
+    vera_r: int = 256
 
 
 def _quiet_transformers() -> None:
@@ -163,7 +167,7 @@ def check_fits(spec: ModelSpec, max_length: int) -> None:
             f"in {directory.name}: use --max-length {positions} or less"
         )
     width = getattr(config, "hidden_size", None)
-    if isinstance(width, int) and spec.lora_r > width:
+    if isinstance(width, int) and spec.adapter != "vera" and spec.lora_r > width:
         raise ModelError(
             f"--lora-r {spec.lora_r} is above the layer width {width} of the encoder in "
             f"{directory.name}: a LoRA rank cannot exceed the smaller side of the matrix it "
@@ -182,13 +186,13 @@ def load_tokenizer(spec: ModelSpec):  # noqa: ANN201 - a transformers tokenizer
 
 
 def build_model(spec: ModelSpec, *, num_labels: int, seed: int) -> LoraClassifier:
-    """Pretrained encoder (offline) + LoRA on ``spec.target_modules`` + a fresh head.
+    """Pretrained encoder (offline) + an adapter on ``spec.target_modules`` + a fresh head.
 
-    Seeding makes A and the head identical for every client of a federation; peft initialises
-    B to zero, as in the paper.
+    Seeding makes A (LoRA) or the random projections (VeRA) and the head identical for every
+    client of a federation; peft initialises B (LoRA) and λ_b (VeRA) to zero, as in the papers.
     """
     _quiet_transformers()
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModel
 
     directory = resolve_model_path(spec.path)
@@ -204,23 +208,47 @@ def build_model(spec: ModelSpec, *, num_labels: int, seed: int) -> LoraClassifie
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        lora = LoraConfig(
-            r=spec.lora_r,
-            lora_alpha=spec.lora_alpha,
-            target_modules=list(spec.target_modules),
-            lora_dropout=0.0,
-            bias="none",
-        )
         try:
-            peft_encoder = get_peft_model(encoder, lora)
+            peft_encoder = get_peft_model(encoder, adapter_config(spec, seed))
         except ValueError as exc:
             raise ModelError(
-                f"LoRA target modules {list(spec.target_modules)} not found in {directory.name}: "
-                f"{exc}"
+                f"adapter target modules {list(spec.target_modules)} not found in "
+                f"{directory.name}: {exc}"
             ) from exc
         head = MeanPoolHead(config.hidden_size, num_labels)
     finally:
         torch.random.set_rng_state(generator_state)
+    if spec.adapter == "vera":
+        from secure_fedsa.vera import rehome
+
+        rehome(peft_encoder)  # λ vectors where Opacus' hooks see them
     model = LoraClassifier(peft_encoder, head)
     model.train()  # from_pretrained returns eval mode; Opacus records activations in train mode
     return model
+
+
+def adapter_config(spec: ModelSpec, seed: int):  # noqa: ANN201 - a peft config
+    """The peft configuration of ``spec.adapter``: LoRA, rsLoRA (scaling alpha/sqrt(r) instead of
+    alpha/r), or VeRA (rank ``vera_r``, projections from ``seed``, which every client shares, and
+    saved with the adapter)."""
+    from peft import LoraConfig, VeraConfig
+
+    if spec.adapter == "vera":
+        return VeraConfig(
+            r=spec.vera_r,
+            target_modules=list(spec.target_modules),
+            projection_prng_key=seed,
+            save_projection=True,
+            vera_dropout=0.0,
+            bias="none",
+        )
+    if spec.adapter not in ("lora", "rslora"):
+        raise ModelError(f"unknown adapter {spec.adapter!r}: choose lora, rslora or vera")
+    return LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        target_modules=list(spec.target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        use_rslora=spec.adapter == "rslora",
+    )

@@ -309,7 +309,7 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         )
     identity = load_identity(spec.identity)
     data, label_names = site_data(config, spec)
-    policy = get_policy(config.method)
+    policy = get_policy(config.method, config.head)
     torch.manual_seed(config.seed)
     model = build_model(model_spec(config), num_labels=len(label_names), seed=config.seed)
     plan = history = None
@@ -346,7 +346,7 @@ def server_manifest(config: RunConfig) -> Manifest:
     from secure_fedsa.model import build_model
     from secure_fedsa.prepare import model_spec
 
-    policy = get_policy(config.method)
+    policy = get_policy(config.method, config.head)
     num_labels = max(len(config.labels), 2)
     model = build_model(model_spec(config), num_labels=num_labels, seed=config.seed)
     return shared_manifest(model.adapter_state(), policy)

@@ -45,6 +45,8 @@ def model_spec(config: RunConfig) -> ModelSpec:
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
         target_modules=tuple(config.target_modules),
+        adapter=config.adapter,
+        vera_r=config.vera_r,
     )
 
 

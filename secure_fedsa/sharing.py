@@ -11,8 +11,12 @@ ffa       B           A           FFA-LoRA (Sun et al., ICLR 2024): A frozen at 
 local     -           -           no communication at all
 ========  ==========  ==========  ===================================================
 
-The task head is never shared. A :class:`Manifest` fixes the names, shapes and order of the shared
-tensors; its hash binds every encrypted update to that exact layout.
+"A" and "B" are the adapter's two sides (:func:`secure_fedsa.model.tensor_group`): LoRA's A and B
+matrices (also with rsLoRA's scaling), or VeRA's scaling vectors ``lambda_d`` (A side) and
+``lambda_b`` (B side). The task head stays on each client unless the run shares it
+(``head="shared"``, as FederatedScope's baselines do in the FedSA-LoRA paper): then it joins the
+shared tensors of any federated method. A :class:`Manifest` fixes the names, shapes and order of
+the shared tensors; its hash binds every encrypted update to that exact layout.
 """
 
 from __future__ import annotations
@@ -56,13 +60,26 @@ POLICIES: dict[str, SharingPolicy] = {
 }
 
 
-def get_policy(method: str) -> SharingPolicy:
+def get_policy(method: str, head: str = "local") -> SharingPolicy:
+    """The policy of ``method``; with ``head="shared"`` the head is shared too."""
     try:
-        return POLICIES[method]
+        policy = POLICIES[method]
     except KeyError:
         raise ConfigError(
             f"unknown method {method!r}: choose one of {', '.join(sorted(POLICIES))}"
         ) from None
+    if head == "local":
+        return policy
+    if head != "shared":
+        raise ConfigError(f"unknown head {head!r}: choose local or shared")
+    if not policy.shared:
+        raise ConfigError(f"--head shared needs a federated method: {method} shares nothing")
+    return SharingPolicy(
+        policy.name,
+        policy.shared | {"head"},
+        policy.frozen,
+        policy.description.replace("; B and head stay local", "; B stays local") + "; head shared",
+    )
 
 
 @dataclass(frozen=True)

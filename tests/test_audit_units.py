@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from audits.canary_bound import count_correct, epsilon_lower_bound, guesses, p_value
 from audits.check_encryption import fingerprint, security_ok
 from audits.check_hazards import poisson_z
-from audits.groups import ALLOWED_GROUPS, tensor_group
+from audits.groups import ALLOWED_GROUPS, allowed_groups, tensor_group
 from audits.result import CheckResult, verdict
 
 
@@ -97,16 +97,25 @@ def test_groups_are_restated_independently():
     assert tensor_group("encoder.x.lora_B.default.weight") == "B"
     assert tensor_group("head.classifier.weight") == "head"
     assert tensor_group("encoder.embeddings.word_embeddings.weight") == "other"
+    assert tensor_group("encoder.x.query.vera_lambda_d_default") == "A"  # VeRA's A side
+    assert tensor_group("encoder.x.query.vera_lambda_b_default") == "B"
     assert ALLOWED_GROUPS["fedsa"] == {"A"} and ALLOWED_GROUPS["local"] == set()
     assert not any("head" in g for g in ALLOWED_GROUPS.values())
+    # the head leaves only a run configured to share it, and never a local run
+    assert allowed_groups("fedit", "shared") == {"A", "B", "head"}
+    assert allowed_groups("fedsa", None) == {"A"} and allowed_groups("local", "shared") == set()
+    assert allowed_groups("fedsa", "everything") is None
 
 
 def test_independent_of_the_sharing_policy_yet_in_agreement():
-    from secure_fedsa.sharing import POLICIES
+    from secure_fedsa.sharing import POLICIES, get_policy
 
     assert {m: set(p.shared) for m, p in POLICIES.items()} == {
         m: set(g) for m, g in ALLOWED_GROUPS.items()
     }
+    for method in POLICIES:
+        if method != "local":
+            assert set(get_policy(method, "shared").shared) == allowed_groups(method, "shared")
 
 
 def test_verdict_counts_errors_as_failures():

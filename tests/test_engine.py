@@ -87,6 +87,18 @@ def test_zero_noise_dp_step_equals_per_example_reference(tiny_model, tokenizer, 
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("clip", [1e6, 1e-3])
+@pytest.mark.parametrize("adapter", ["rslora", "vera"])
+def test_every_adapter_matches_the_per_example_reference(tokenizer, adapter, clip, mode):
+    """rsLoRA (peft LoRA layers, another scaling) and VeRA (our grad sampler for peft's VeRA
+    layer: λ_d and λ_b) give exactly the per-example clipped gradients, A side, B side and head."""
+    from secure_fedsa.model import ModelSpec, build_model
+
+    model = build_model(ModelSpec(num_layers=1, adapter=adapter, vera_r=32), num_labels=2, seed=0)
+    test_zero_noise_dp_step_equals_per_example_reference(model, tokenizer, clip, mode)
+
+
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
 def test_opacus_hooks_are_removed_after_a_round(tiny_model, tokenizer, mode):
     data = _batch(tokenizer)
     train_dp(

@@ -29,6 +29,45 @@ def test_exactly_the_right_tensors_leave_a_client(tiny_model, method):
     assert len(shared) == 2 * len(EXPECTED_SHARED[method])
 
 
+@pytest.fixture(scope="module")
+def adapter_names():
+    """Every adapter/head tensor name of a one-layer model per adapter."""
+    from secure_fedsa.model import ModelSpec, build_model
+
+    return {
+        adapter: list(
+            build_model(
+                ModelSpec(num_layers=1, adapter=adapter, vera_r=16), num_labels=2, seed=0
+            ).adapter_state()
+        )
+        for adapter in ("lora", "rslora", "vera")
+    }
+
+
+@pytest.mark.parametrize("adapter", ["lora", "rslora", "vera"])
+@pytest.mark.parametrize("head", ["local", "shared"])
+@pytest.mark.parametrize("method", sorted(EXPECTED_SHARED))
+def test_exactly_the_right_tensors_leave_per_method_head_and_adapter(
+    adapter_names, adapter, head, method
+):
+    names = adapter_names[adapter]
+    if method == "local" and head == "shared":
+        with pytest.raises(ConfigError, match="local shares nothing"):
+            get_policy(method, head)
+        return
+    shared = get_policy(method, head).shared_names(names)
+    expected = EXPECTED_SHARED[method] | ({"head"} if head == "shared" else set())
+    assert {tensor_group(n) for n in shared} == expected
+    # exactly the names of those groups, nothing else, in model order
+    assert shared == [n for n in names if tensor_group(n) in expected]
+    a_side = {"lora": ".lora_A.", "rslora": ".lora_A.", "vera": ".vera_lambda_d"}[adapter]
+    b_side = {"lora": ".lora_B.", "rslora": ".lora_B.", "vera": ".vera_lambda_b"}[adapter]
+    assert any(a_side in n for n in shared) == ("A" in expected)
+    assert any(b_side in n for n in shared) == ("B" in expected)
+    assert any(n.startswith("head.") for n in shared) == (head == "shared")
+    assert not any("vera_A" in n or "vera_B" in n for n in shared)  # projections never move
+
+
 def test_ffa_freezes_a_and_trains_b_and_head(tiny_model):
     tiny_model.set_trainable(get_policy("ffa").trained)
     groups = {tensor_group(n) for n in tiny_model.trainable_names()}

@@ -48,6 +48,14 @@ def _rows(out):
         return list(csv.DictReader(handle))
 
 
+def _write_rows(out, rows, *, like):
+    """Replace ``out``'s results.csv with ``rows`` (columns as in ``like``'s)."""
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(_rows(like)[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
@@ -113,15 +121,31 @@ def test_half_finished_cell_is_resumed_and_lost_row_recovered(sweep, monkeypatch
     shutil.copytree(sweep["out"], out)
     (out / "cells" / "fedsa-eps4-seed0" / "summary.json").unlink()  # interrupted cell
     rows = [r for r in _rows(out) if r["cell"] not in ("fedsa-eps4-seed0", "local-eps4-seed0")]
-    with open(out / "results.csv", "w", newline="") as handle:  # row lost, summary kept
-        writer = csv.DictWriter(handle, fieldnames=list(_rows(sweep["out"])[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(out, rows, like=sweep["out"])  # row lost, summary kept
     calls = Calls()
     monkeypatch.setattr(federation, "run_federation", calls)
     assert main(["sweep", "--resume", str(out), "--quiet"]) == 0
     assert calls.calls == [("fedsa-eps4-seed0", True)]
     assert {r["cell"] for r in _rows(out)} == CELLS
+
+
+def test_a_sweep_carried_with_its_small_files_keeps_its_rows(sweep, monkeypatch, tmp_path):
+    """Another machine gets sweep.json and results.csv from the repository, no run directories:
+    the rows are kept and only cells without a row run."""
+    import shutil
+
+    out = tmp_path / "carried"
+    out.mkdir()
+    for name in ("sweep.json", "results.csv"):
+        shutil.copy2(sweep["out"] / name, out / name)
+    rows = [r for r in _rows(out) if r["cell"] != "local-eps4-seed0"]
+    _write_rows(out, rows, like=sweep["out"])  # one cell never finished
+    calls = Calls()
+    monkeypatch.setattr(federation, "run_federation", calls)
+    assert main(["sweep", "--resume", str(out), "--quiet"]) == 0
+    assert calls.calls == [("local-eps4-seed0", False)]
+    assert {r["cell"] for r in _rows(out)} == CELLS
+    assert (out / "summary.md").exists() and (out / "curve.svg").exists()
 
 
 def test_curve_is_a_png_with_one_line_per_series(sweep):

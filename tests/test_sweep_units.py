@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
@@ -179,7 +181,11 @@ def test_summary_table():
     rows = [parse_row(r) for r in _rows(["fedsa", "ffa"], [math.inf, 2.0], [0, 1])]
     text = render_summary(spec, rows)
     assert "| method | no DP | ε=2 |" in text
-    assert "| FedSA-LoRA | 0.705 ± 0.007 | 0.605 ± 0.007 |" in text
+    # two seeds (0.70, 0.71): sd 0.00707, t(0.975, 1) = 12.706: half-width 0.0635
+    assert "| FedSA-LoRA | 0.705 ± 0.064 (n=2) | 0.605 ± 0.064 (n=2) |" in text
+    # ffa and fedsa have identical rows: a paired difference of exactly 0, not significant
+    assert "| FFA-LoRA | +0.000 ± 0.000 (n=2) | +0.000 ± 0.000 (n=2) |" in text
+    assert "no significant difference to FFA-LoRA" in text
     assert "secure-fedsa sweep" in text and "encryption on" in text.lower()
     stats = group_over_seeds(rows)
     assert stats[("ffa", 2.0)].n == 2
@@ -214,3 +220,79 @@ def test_examples_are_valid_sweeps(script, cells):
     spec = spec_from_args(args, sweep_parser)
     assert len(spec.cells()) == cells
     assert spec.base.encryption and spec.command.startswith("secure-fedsa sweep")
+
+
+# --------------------------------------------------------------------------- statistics
+def test_confidence_interval_against_known_values():
+    from secure_fedsa.sweep.stats import seed_stats, t_critical
+
+    assert t_critical(4) == pytest.approx(2.776445, abs=1e-6)
+    assert t_critical(1) == pytest.approx(12.706205, abs=1e-6)
+    stats = seed_stats([0.80, 0.82, 0.81, 0.79, 0.83])
+    assert stats.mean == pytest.approx(0.81)
+    assert stats.std == pytest.approx(0.0158114, abs=1e-7)
+    assert stats.half_width == pytest.approx(0.0196327, abs=1e-6)
+    assert stats.ci == pytest.approx((0.81 - 0.0196327, 0.81 + 0.0196327), abs=1e-6)
+    assert seed_stats([0.5]).half_width is None and seed_stats([0.5]).ci is None
+
+
+def test_paired_difference_against_known_values():
+    from secure_fedsa.sweep.stats import paired_difference
+
+    reference = {0: 0.80, 1: 0.82, 2: 0.81, 9: 0.5}  # seed 9 has no partner: left out
+    other = {0: 0.78, 1: 0.80, 2: 0.80}
+    diff = paired_difference(other, reference)
+    assert diff.n == 3 and diff.mean == pytest.approx(-0.0166667, abs=1e-6)
+    # sd of (-0.02, -0.02, -0.01) is 0.0057735; t(0.975, 2) = 4.302653
+    assert diff.half_width == pytest.approx(4.302653 * 0.0057735 / 3**0.5, abs=1e-6)
+    assert diff.significant
+    noisy = paired_difference({0: 0.78, 1: 0.84, 2: 0.80}, reference)
+    assert not noisy.significant
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.4, 0.9), st.floats(-0.05, 0.05)), min_size=2, max_size=8))
+def test_significance_agrees_with_scipys_paired_t_test(pairs):
+    """Independent check: significant exactly when scipy's paired t-test gives p < 0.05."""
+    from scipy.stats import ttest_rel
+
+    from secure_fedsa.sweep.stats import paired_difference
+
+    reference = {i: a for i, (a, _) in enumerate(pairs)}
+    other = {i: a + d for i, (a, d) in enumerate(pairs)}
+    diffs = [other[i] - reference[i] for i in reference]
+    if max(diffs) - min(diffs) < 1e-9:
+        return  # no variance: the t-test is undefined
+    p_value = ttest_rel(list(other.values()), list(reference.values())).pvalue
+    if abs(p_value - 0.05) < 1e-6:
+        return  # on the boundary
+    assert paired_difference(other, reference).significant == (p_value < 0.05)
+
+
+def test_method_variants_parse_and_label():
+    from secure_fedsa.sweep.plot import method_label
+    from secure_fedsa.sweep.spec import parse_variant
+
+    assert parse_variant("fedit+head") == ("fedit", "shared", None)
+    assert parse_variant("fedsa@vera") == ("fedsa", None, "vera")
+    assert parse_variant("ffa+head@rslora") == ("ffa", "shared", "rslora")
+    for bad, message in (
+        ("local+head", "local shares nothing"),
+        ("fedsa@dora", "unknown adapter"),
+        ("fedprox", "unknown method"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_variant(bad)
+    assert method_label("fedsa@vera") == "FedSA-VeRA"
+    assert method_label("fedsa@rslora") == "FedSA-rsLoRA"
+    assert method_label("fedit+head") == "FedIT (shared head)"
+    assert method_label("ffa+head@vera") == "FFA-VeRA (shared head)"
+    cell = Cell("fedit+head@rslora", 8.0, 3)
+    config = cell.config(RunConfig())
+    assert (config.method, config.head, config.adapter, config.seed) == (
+        "fedit",
+        "shared",
+        "rslora",
+        3,
+    )
+    assert Cell("fedsa", math.inf, 0).config(RunConfig(adapter="vera")).adapter == "vera"

@@ -46,6 +46,9 @@ AGGREGATE_NONE = "none"
 # run-config key -> (RunConfig field, kind); kind "opt" maps 0 / "" to None
 RUN_KEYS: dict[str, tuple[str, str]] = {
     "method": ("method", "str"),
+    "head": ("head", "str"),
+    "adapter": ("adapter", "str"),
+    "vera-r": ("vera_r", "int"),
     "rounds": ("rounds", "int"),
     "local-steps": ("local_steps", "int"),
     "seed": ("seed", "int"),

@@ -1,6 +1,7 @@
 """`secure-fedsa sweep`: parse the sweep's options; the work happens in :mod:`runner`.
 
     secure-fedsa sweep --epsilons inf,8,4,2,1 --methods fedsa,fedit,ffa,local --seeds 3 [options]
+    secure-fedsa sweep --methods fedsa,fedit,fedit+head,ffa,ffa+head,local,fedsa@vera ...
     secure-fedsa sweep --resume SWEEP_DIR
     secure-fedsa sweep --plot-only SWEEP_DIR
 
@@ -58,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--methods",
-        help=f"comma-separated methods from {', '.join(POLICIES)} (default: all)",
+        help=f"comma-separated methods from {', '.join(POLICIES)} (default: all); a method "
+        "may name a variant: METHOD+head aggregates the task head too, METHOD@ADAPTER uses "
+        "another adapter (lora, rslora, vera), e.g. fedit+head,fedsa@vera",
     )
     parser.add_argument(
         "--seeds",

@@ -24,6 +24,7 @@ METHOD_NAMES = {
     "ffa": "FFA-LoRA",
     "local": "local only",
 }
+ADAPTER_NAMES = {"lora": "LoRA", "rslora": "rsLoRA", "vera": "VeRA"}
 CURVE_FILES = ("curve.png", "curve.svg")
 # Title lines are wrapped at this many characters: at this font size they fit the figure's width.
 TITLE_WIDTH = 80
@@ -31,7 +32,21 @@ TITLE_FONT_SIZE = 10
 
 
 def method_label(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    """``fedsa`` -> FedSA-LoRA, ``fedsa@vera`` -> FedSA-VeRA, ``fedit+head`` -> FedIT (shared
+    head); anything else as given."""
+    base, _, adapter = method.partition("@")
+    head = base.endswith("+head")
+    base = base.removesuffix("+head")
+    if base not in METHOD_NAMES or (adapter and adapter not in ADAPTER_NAMES):
+        return method
+    label = METHOD_NAMES[base]
+    if adapter:
+        label = (
+            label.replace("-LoRA", "-" + ADAPTER_NAMES[adapter])
+            if label.endswith("-LoRA")
+            else f"{label} ({ADAPTER_NAMES[adapter]})"
+        )
+    return f"{label} (shared head)" if head else label
 
 
 def dodge(index: int, count: int, step: float = 0.015) -> float:
@@ -56,7 +71,7 @@ def build_figure(
     methods: Sequence[str] | None = None,
     delta: float | None = None,
 ) -> Figure:
-    """Mean accuracy over seeds against target epsilon (log axis), min-max band over seeds.
+    """Mean accuracy over seeds against target epsilon (log axis), 95 % interval error bars.
 
     Per method: one solid line over the finite budgets and one dashed horizontal line for its
     no-DP (epsilon = inf) result, so ``len(ax.get_lines())`` is the number of such series.
@@ -83,13 +98,14 @@ def build_figure(
                 label=method_label(method),
             )
             if seeds > 1:
-                ax.fill_between(
+                ax.errorbar(
                     xs,
-                    [s.low for _, s in points],
-                    [s.high for _, s in points],
-                    color=color,
-                    alpha=0.15,
-                    linewidth=0,
+                    [s.mean for _, s in points],
+                    yerr=[s.half_width or 0.0 for _, s in points],
+                    fmt="none",
+                    ecolor=color,
+                    capsize=0,  # bars only: no cap lines among the plotted series
+                    linewidth=1,
                 )
         reference = stats.get((method, math.inf))
         if reference is not None:
@@ -100,8 +116,14 @@ def build_figure(
                 linewidth=1.2,
                 label=f"{method_label(method)}, no DP",
             )
-            if seeds > 1:
-                ax.axhspan(reference.low, reference.high, color=color, alpha=0.06, linewidth=0)
+            if reference.half_width is not None:
+                ax.axhspan(
+                    reference.mean - reference.half_width,
+                    reference.mean + reference.half_width,
+                    color=color,
+                    alpha=0.06,
+                    linewidth=0,
+                )
     majority = majority_reference(rows)
     if majority is not None:
         ax.axhline(
@@ -125,7 +147,7 @@ def build_figure(
         f"privacy budget ε per client (target{delta_text}; log scale; right = less private)"
     )
     ax.set_ylabel("test accuracy (unweighted mean over clients)")
-    spread = f"mean over {seeds} seeds, band = min–max" if seeds > 1 else "one seed"
+    spread = f"mean over {seeds} seeds, bars and bands = 95 % interval" if seeds > 1 else "one seed"
     spread += "; markers offset sideways to stay visible" if len(order) > 1 else ""
     lines = ["Privacy–utility trade-off", title, f"({spread}; dashed = no DP; dotted = majority)"]
     ax.set_title(

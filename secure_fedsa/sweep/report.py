@@ -1,4 +1,5 @@
-"""``summary.md``: the method x epsilon table (mean ± std over seeds) and the exact command."""
+"""``summary.md``: the method x epsilon table (mean and 95 % interval over seeds), each method's
+paired difference to FedSA with its interval and whether it is significant, and the command."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from secure_fedsa.sweep.plot import majority_reference, method_label
 from secure_fedsa.sweep.spec import SweepSpec, format_epsilon
-from secure_fedsa.sweep.stats import SeedStats, group_over_seeds
+from secure_fedsa.sweep.stats import PairedDifference, SeedStats, differences_to, group_over_seeds
+
+REFERENCE = "fedsa"
 
 
 def _epsilon_header(epsilon: float) -> str:
@@ -16,11 +19,60 @@ def _epsilon_header(epsilon: float) -> str:
 
 
 def _cell_text(stats: SeedStats | None, digits: int = 3) -> str:
+    """``mean ± half-width of the 95 % interval (n seeds)``; just the mean for one seed."""
     if stats is None:
         return "–"
-    if stats.n == 1:
+    if stats.half_width is None:
         return f"{stats.mean:.{digits}f}"
-    return f"{stats.mean:.{digits}f} ± {stats.std:.{digits}f}"
+    return f"{stats.mean:.{digits}f} ± {stats.half_width:.{digits}f} (n={stats.n})"
+
+
+def _difference_text(diff: PairedDifference | None) -> str:
+    if diff is None:
+        return "–"
+    if diff.half_width is None:
+        return f"{diff.mean:+.3f} (1 seed)"
+    mark = " **significant**" if diff.significant else ""
+    return f"{diff.mean:+.3f} ± {diff.half_width:.3f} (n={diff.n}){mark}"
+
+
+def differences_table(
+    diffs: dict[tuple[str, float], PairedDifference],
+    methods: Sequence[str],
+    epsilons: Sequence[float],
+    reference: str = REFERENCE,
+) -> str:
+    """Per method and budget: mean over shared seeds of (method − reference) ± 95 % interval."""
+    header = "| method − " + method_label(reference) + " | "
+    header += " | ".join(_epsilon_header(e) for e in epsilons) + " |"
+    lines = [header, "|---|" + "---|" * len(epsilons)]
+    for method in methods:
+        if method == reference:
+            continue
+        cells = [_difference_text(diffs.get((method, e))) for e in epsilons]
+        lines.append(f"| {method_label(method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def significance_sentences(
+    diffs: dict[tuple[str, float], PairedDifference], reference: str = REFERENCE
+) -> list[str]:
+    """One plain sentence per budget: which methods differ significantly from the reference."""
+    out = []
+    for epsilon in sorted({e for _, e in diffs}, key=lambda e: (math.isinf(e), e)):
+        here = {m: d for (m, e), d in diffs.items() if e == epsilon}
+        better = [method_label(m) for m, d in here.items() if d.significant and d.mean > 0]
+        worse = [method_label(m) for m, d in here.items() if d.significant and d.mean < 0]
+        tied = [method_label(m) for m, d in here.items() if not d.significant]
+        parts = []
+        if worse:
+            parts.append(f"{method_label(reference)} is significantly ahead of {', '.join(worse)}")
+        if better:
+            parts.append(f"{', '.join(better)} significantly ahead of {method_label(reference)}")
+        if tied:
+            parts.append(f"no significant difference to {', '.join(tied)}")
+        out.append(f"- {_epsilon_header(epsilon)}: " + "; ".join(parts) + ".")
+    return out
 
 
 def markdown_table(
@@ -54,12 +106,24 @@ def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
         f"max examples: {base.max_examples or 'all'}.",
         f"Cells finished: {len(rows)} of {total}; seeds: {', '.join(map(str, seeds_done)) or '–'}.",
         "",
-        "Test accuracy, unweighted mean over clients (each client's full test split); "
-        "mean ± sample std over seeds:",
+        "Test accuracy, unweighted mean over clients (each client's full test split); mean over "
+        "seeds ± half-width of its 95 % confidence interval (Student t):",
         "",
         markdown_table(accuracy, spec.methods, spec.epsilons),
         "",
     ]
+    diffs = differences_to(rows, REFERENCE)
+    if diffs:
+        lines += [
+            f"Paired difference to {method_label(REFERENCE)} (same seeds, so the same clients and "
+            "partitions), mean ± half-width of its 95 % interval; **significant** when the "
+            "interval excludes 0 (5 %, two-sided, not corrected for the number of comparisons):",
+            "",
+            differences_table(diffs, spec.methods, spec.epsilons),
+            "",
+            *significance_sentences(diffs),
+            "",
+        ]
     majority = majority_reference(rows)
     if majority is not None:
         lines += [

@@ -8,7 +8,10 @@ Sweep directory::
     summary.md          method x epsilon table and the command
     cells/<method>-eps<epsilon>-seed<s>/   each cell's run directory (as `secure-fedsa run`)
 
-A cell is finished when it has a row in ``results.csv`` and ``summary.json`` in its directory.
+A cell is finished when it has a row in ``results.csv`` and ``summary.json`` in its directory,
+or a row and no directory at all: a sweep carried to another machine with only its small files
+(``sweep.json``, ``results.csv``; the run directories are large and stay behind) keeps the rows
+it has and runs the rest.
 A cell directory with ``config.json`` but no summary was interrupted: it is continued with
 ``run_federation(..., resume=True)``, which keeps its privacy ledgers (spent privacy is never
 forgotten). A cell directory without ``config.json`` holds nothing a run can continue from and
@@ -137,6 +140,9 @@ def run_sweep(
             if summary_path.exists() and has_row:
                 report(f"{tag}: finished earlier, skipped")
                 continue
+            if has_row and not cell_dir.exists():
+                report(f"{tag}: finished earlier (its row is kept; its run directory is not here)")
+                continue
             if summary_path.exists():  # finished, but interrupted before its row was written
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
                 rows = upsert(rows, row_from_summary(cell, summary, summary.get("seconds", 0.0)))
@@ -194,5 +200,6 @@ def _federation_lines(report: Report, round_lines: bool) -> Report:
 
 
 def _done(cell: Cell, rows: list[dict[str, Any]], directory: Path) -> bool:
-    finished = directory / CELLS_DIR / cell.name / "summary.json"
-    return finished.exists() and any(r["cell"] == cell.name for r in rows)
+    cell_dir = directory / CELLS_DIR / cell.name
+    has_row = any(r["cell"] == cell.name for r in rows)
+    return has_row and ((cell_dir / "summary.json").exists() or not cell_dir.exists())

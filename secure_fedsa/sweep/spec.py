@@ -1,6 +1,9 @@
 """What a sweep runs: a fixed base configuration crossed with methods, budgets and seeds.
 
-A cell is one full federation: (method, target epsilon, seed). ``epsilon = inf`` means no
+A cell is one full federation: (method, target epsilon, seed). A method may name a variant,
+``METHOD[+head][@ADAPTER]``: ``fedit+head`` is FedIT with the task head aggregated too (the
+FedSA-LoRA paper's baselines), ``fedsa@vera`` is FedSA-VeRA, ``fedsa@rslora`` FedSA-rsLoRA;
+without a suffix the base configuration's head and adapter apply. ``epsilon = inf`` means no
 differential privacy (``dp=False``); every other epsilon is a per-client budget for the whole
 federation. The spec is written to ``sweep.json`` so that resume and ``--plot-only`` know the
 cells without the original command line.
@@ -45,13 +48,40 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+HEAD_SUFFIX = "+head"
+
+
+def parse_variant(token: str, known: Iterable[str] = ()) -> tuple[str, str | None, str | None]:
+    """``"fedit+head@rslora"`` -> ``("fedit", "shared", "rslora")``; ``"fedsa"`` ->
+    ``("fedsa", None, None)`` (the base configuration decides)."""
+    from secure_fedsa.config import ADAPTERS
+    from secure_fedsa.sharing import POLICIES
+
+    known = tuple(known) or tuple(POLICIES)
+    rest, _, adapter = token.partition("@")
+    head = None
+    if rest.endswith(HEAD_SUFFIX):
+        rest, head = rest[: -len(HEAD_SUFFIX)], "shared"
+    if rest not in known:
+        raise ConfigError(
+            f"--methods: unknown method {token!r}: choose from {', '.join(known)}, optionally "
+            f"with {HEAD_SUFFIX} (head shared) and @ADAPTER ({', '.join(ADAPTERS)})"
+        )
+    if adapter and adapter not in ADAPTERS:
+        raise ConfigError(
+            f"--methods: unknown adapter in {token!r}: choose from {', '.join(ADAPTERS)}"
+        )
+    if head and rest == "local":
+        raise ConfigError("--methods: local+head makes no sense: local shares nothing")
+    return rest, head, adapter or None
+
+
 def parse_methods(text: str, known: Iterable[str]) -> tuple[str, ...]:
-    """``"fedsa,fedit"`` -> ``("fedsa", "fedit")``; every name must be a known method."""
+    """``"fedsa,fedit+head,fedsa@vera"`` -> those variants, each checked (:func:`parse_variant`)."""
     known = tuple(known)
     methods: list[str] = []
     for item in _items(text, "--methods"):
-        if item not in known:
-            raise ConfigError(f"--methods: unknown method {item!r}: choose from {', '.join(known)}")
+        parse_variant(item, known)
         if item not in methods:
             methods.append(item)
     return tuple(methods)
@@ -102,18 +132,19 @@ class Cell:
         return not math.isinf(self.epsilon)
 
     def config(self, base: RunConfig) -> RunConfig:
-        """The cell's full configuration: the base with method, budget and seed set."""
+        """The cell's full configuration: the base with method (head, adapter), budget and seed
+        set."""
+        method, head, adapter = parse_variant(self.method)
+        variant = {
+            "method": method,
+            "head": head or base.head,
+            "adapter": adapter or base.adapter,
+            "seed": self.seed,
+            "noise_multiplier": None,
+        }
         if self.private:
-            return base.replace(
-                method=self.method,
-                seed=self.seed,
-                dp=True,
-                epsilon=self.epsilon,
-                noise_multiplier=None,
-            )
-        return base.replace(
-            method=self.method, seed=self.seed, dp=False, epsilon=None, noise_multiplier=None
-        )
+            return base.replace(**variant, dp=True, epsilon=self.epsilon)
+        return base.replace(**variant, dp=False, epsilon=None)
 
 
 @dataclass(frozen=True)

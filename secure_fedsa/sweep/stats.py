@@ -1,4 +1,12 @@
-"""Pure arithmetic of a sweep: statistics over seeds and the time left."""
+"""Pure arithmetic of a sweep: statistics over seeds, paired differences, and the time left.
+
+Seeds are the replicates: each seed fixes the data split, the partition and the initialisation,
+so two methods run with the same seed see the same clients. A cell's 95 % confidence interval is
+Student's t over its seeds, ``mean ± t(0.975, n−1) · s / √n``; the difference of a method to the
+reference (FedSA) is taken seed by seed (a paired design, which removes the partition's effect)
+and gets the same interval over the per-seed differences. A difference is significant (at 5 %,
+two-sided, uncorrected for the number of comparisons) when its interval excludes zero.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+CONFIDENCE = 0.95
+
+
+def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student-t quantile ``t((1 + confidence) / 2, df)``."""
+    from scipy.stats import t
+
+    if df < 1:
+        raise ValueError("a confidence interval needs at least two values")
+    return float(t.ppf((1 + confidence) / 2, df))
 
 
 @dataclass(frozen=True)
@@ -17,6 +36,13 @@ class SeedStats:
     std: float  # sample standard deviation (n - 1); 0 for a single seed
     low: float
     high: float
+    half_width: float | None = None  # of the 95 % confidence interval; None for one seed
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        if self.half_width is None:
+            return None
+        return self.mean - self.half_width, self.mean + self.half_width
 
 
 def seed_stats(values: Sequence[float]) -> SeedStats:
@@ -25,7 +51,57 @@ def seed_stats(values: Sequence[float]) -> SeedStats:
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return SeedStats(n=n, mean=mean, std=std, low=min(values), high=max(values))
+    half = t_critical(n - 1) * std / math.sqrt(n) if n > 1 else None
+    return SeedStats(n=n, mean=mean, std=std, low=min(values), high=max(values), half_width=half)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean over shared seeds of (method − reference), with its 95 % interval."""
+
+    n: int
+    mean: float
+    half_width: float | None
+
+    @property
+    def significant(self) -> bool:
+        return self.half_width is not None and abs(self.mean) > self.half_width
+
+
+def paired_difference(values: dict[int, float], reference: dict[int, float]) -> PairedDifference:
+    """The difference over the seeds both have (keys are seeds)."""
+    seeds = sorted(set(values) & set(reference))
+    if not seeds:
+        raise ValueError("no seed in common")
+    stats = seed_stats([values[s] - reference[s] for s in seeds])
+    return PairedDifference(n=stats.n, mean=stats.mean, half_width=stats.half_width)
+
+
+def by_seed(
+    rows: Iterable[dict[str, Any]], value: str = "accuracy_mean"
+) -> dict[tuple[str, float], dict[int, float]]:
+    """``{(method, epsilon_target): {seed: value}}`` (absent values left out)."""
+    out: dict[tuple[str, float], dict[int, float]] = {}
+    for row in rows:
+        number = row[value]
+        if isinstance(number, float) and math.isnan(number):
+            continue
+        out.setdefault((row["method"], row["epsilon_target"]), {})[int(row["seed"])] = number
+    return out
+
+
+def differences_to(
+    rows: Iterable[dict[str, Any]], reference: str, value: str = "accuracy_mean"
+) -> dict[tuple[str, float], PairedDifference]:
+    """Paired differences of every other method to ``reference``, per budget."""
+    seeds = by_seed(rows, value)
+    out = {}
+    for (method, epsilon), values in seeds.items():
+        base = seeds.get((reference, epsilon))
+        if method == reference or base is None or not set(values) & set(base):
+            continue
+        out[(method, epsilon)] = paired_difference(values, base)
+    return out
 
 
 def group_over_seeds(
