@@ -14,7 +14,7 @@ from secure_fedsa.errors import ConfigError
 from secure_fedsa.federation import run_federation
 from secure_fedsa.model import tensor_group
 
-CONFIG = {**TINY_DP, "rounds": 2, "num_clients": 3, "max_examples": 1000}
+CONFIG = {**TINY_DP, "rounds": 1, "num_clients": 3, "max_examples": 1000}
 
 
 def _lines(path):
@@ -58,7 +58,7 @@ def test_a_shared_head_leaves_encrypted_and_every_client_loads_the_same(shared_h
         torch.testing.assert_close(heads[0][name], heads[1][name], rtol=0, atol=1e-6)
         torch.testing.assert_close(heads[0][name], heads[2][name], rtol=0, atol=1e-6)
     rounds = _lines(shared_head_run / "metrics.jsonl")
-    assert [r["aggregate"]["status"] for r in rounds] == ["applied", "applied"]
+    assert [r["aggregate"]["status"] for r in rounds] == ["applied"]
     config = json.loads((shared_head_run / "config.json").read_text())
     assert config["head"] == "shared" and config["adapter"] == "rslora"
 
@@ -91,7 +91,7 @@ def test_fedsa_vera_shares_lambda_d_only_and_saves_a_peft_adapter(vera_run):
     names = [m["name"] for m in setup["manifest"]]
     assert names and all(".vera_lambda_d" in n for n in names)
     rounds = _lines(vera_run / "metrics.jsonl")
-    assert [r["aggregate"]["status"] for r in rounds] == ["applied", "applied"]
+    assert [r["aggregate"]["status"] for r in rounds] == ["applied"]
     states = [_state(vera_run, c) for c in ("client-0", "client-1", "client-2")]
     for name in names:  # the aggregated side is identical on every client
         torch.testing.assert_close(states[0][name], states[1][name], rtol=0, atol=1e-6)

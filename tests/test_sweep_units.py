@@ -186,6 +186,9 @@ def test_summary_table():
     # ffa and fedsa have identical rows: a paired difference of exactly 0, not significant
     assert "| FFA-LoRA | +0.000 ± 0.000 (n=2) | +0.000 ± 0.000 (n=2) |" in text
     assert "no significant difference to FFA-LoRA" in text
+    one_seed = render_summary(spec, [r for r in rows if r["seed"] == 0])
+    assert "not testable yet (one seed in common) for FFA-LoRA" in one_seed
+    assert "no significant difference" not in one_seed
     assert "secure-fedsa sweep" in text and "encryption on" in text.lower()
     stats = group_over_seeds(rows)
     assert stats[("ffa", 2.0)].n == 2

@@ -63,7 +63,12 @@ def significance_sentences(
         here = {m: d for (m, e), d in diffs.items() if e == epsilon}
         better = [method_label(m) for m, d in here.items() if d.significant and d.mean > 0]
         worse = [method_label(m) for m, d in here.items() if d.significant and d.mean < 0]
-        tied = [method_label(m) for m, d in here.items() if not d.significant]
+        tied = [
+            method_label(m)
+            for m, d in here.items()
+            if not d.significant and d.half_width is not None
+        ]
+        untested = [method_label(m) for m, d in here.items() if d.half_width is None]
         parts = []
         if worse:
             parts.append(f"{method_label(reference)} is significantly ahead of {', '.join(worse)}")
@@ -71,6 +76,8 @@ def significance_sentences(
             parts.append(f"{', '.join(better)} significantly ahead of {method_label(reference)}")
         if tied:
             parts.append(f"no significant difference to {', '.join(tied)}")
+        if untested:
+            parts.append(f"not testable yet (one seed in common) for {', '.join(untested)}")
         out.append(f"- {_epsilon_header(epsilon)}: " + "; ".join(parts) + ".")
     return out
 
