@@ -112,12 +112,18 @@ def secagg_keys(message: Message, context: Context) -> Message:
     )
 
 
-@app.query("secagg_shares")
-def secagg_shares(message: Message, context: Context) -> Message:
-    """Phase 2: check every peer's advert, reply with this site's shares encrypted to each."""
+def _kept(message: Message, context: Context):  # noqa: ANN202
+    """A later phase's start: the site's identity and the masking client it kept this round."""
     deployment, identity, egress = _identity(message, context)
     settings = message.content[p.CONFIG]
     client = sr.restore(context, identity.key, str(settings["session"]), int(settings["round"]))
+    return deployment, identity, egress, client
+
+
+@app.query("secagg_shares")
+def secagg_shares(message: Message, context: Context) -> Message:
+    """Phase 2: check every peer's advert, reply with this site's shares encrypted to each."""
+    deployment, identity, egress, client = _kept(message, context)
     adverts = sr.adverts_from(message.content.config_records[p.SECAGG])
     threshold = fixed_threshold(deployment.config.masking_threshold, deployment.clients)
     out = client.share(adverts, threshold=threshold)  # the site's own threshold, not the server's
@@ -130,9 +136,8 @@ def secagg_shares(message: Message, context: Context) -> Message:
 @app.query("secagg_reveal")
 def secagg_reveal(message: Message, context: Context) -> Message:
     """Phase 4: reveal the shares unmasking needs (never both kinds for one client)."""
-    _, identity, egress = _identity(message, context)
+    _, identity, egress, client = _kept(message, context)
     settings = message.content[p.CONFIG]
-    client = sr.restore(context, identity.key, str(settings["session"]), int(settings["round"]))
     reveal = client.reveal(
         sr.shares_from(message.content.config_records[p.SECAGG]),
         present=list(settings["present"]),
