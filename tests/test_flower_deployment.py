@@ -436,6 +436,7 @@ def _sent(node_config: dict[str, str], round_number: int, kind: str) -> bool:
     )
 
 
+@pytest.mark.slow  # about 6 minutes on 2 cores: run with -m slow (docs/deployment.md)
 @pytest.mark.deployment
 def test_dropout_round_failure_and_resume(tmp_path):
     """site-c crashes in round 2 after it has masked against the others (round 2 completes with
