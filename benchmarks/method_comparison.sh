@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The numbers in docs/results.md: the default job (`secure-fedsa run` with no options: Rotten
 # Tomatoes, 3 clients, Dirichlet 0.5, full 6-layer all-MiniLM-L6-v2, LoRA r=8 on query/value,
-# 5 rounds x 6 local steps of batch 128, DP at epsilon 8 and CKKS on) for every method, then
+# 5 rounds x 6 local steps of batch 128, lr 0.005, clip 1, DP at epsilon 8 and CKKS on: the
+# default job before the default clip became 5, pinned here) for every method, then
 # FedSA-LoRA at tighter budgets and without DP. Runs one after the other (a few minutes each on
 # 2 CPU cores when the machine is otherwise idle); finished runs are skipped on a rerun.
 #
@@ -12,7 +13,8 @@ out=${1:-runs/method-comparison}
 run() {  # name, then options
   local name=$1
   shift
-  [ -f "$out/$name/summary.json" ] || secure-fedsa run --quiet --out "$out/$name" "$@"
+  [ -f "$out/$name/summary.json" ] ||
+    secure-fedsa run --quiet --out "$out/$name" --local-steps 6 --batch-size 128 --lr 0.005 --clip 1 "$@"
 }
 for method in fedsa fedit ffa local; do
   run "$method-eps8" --method "$method"
