@@ -14,14 +14,13 @@ import torch
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.data.datasets import rotten_tomatoes
-from secure_fedsa.model import ModelSpec, build_model, load_tokenizer
+from secure_fedsa.model import build_model, load_tokenizer
+from secure_fedsa.prepare import model_spec, tokenize
 
 
 def _per_example_norms(count: int = 32) -> np.ndarray:
     config = RunConfig()
-    spec = ModelSpec(
-        lora_r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=config.target_modules
-    )
+    spec = model_spec(config)
     model = build_model(spec, num_labels=2, seed=config.seed)
     tokenizer = load_tokenizer(spec)
     data = rotten_tomatoes()
@@ -29,15 +28,9 @@ def _per_example_norms(count: int = 32) -> np.ndarray:
     params = [p for p in model.parameters() if p.requires_grad]
     norms = []
     for i in picks:
-        batch = tokenizer(
-            [data.texts[i]],
-            truncation=True,
-            max_length=config.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
+        input_ids, attention_mask = tokenize(tokenizer, [data.texts[i]], config.max_length)
         model.zero_grad()
-        logits = model(batch["input_ids"], batch["attention_mask"])
+        logits = model(input_ids, attention_mask)
         torch.nn.functional.cross_entropy(logits, torch.tensor([int(data.labels[i])])).backward()
         norms.append(float(torch.sqrt(sum(p.grad.pow(2).sum() for p in params))))
     return np.array(norms)
