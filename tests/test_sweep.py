@@ -172,6 +172,8 @@ def test_curve_is_a_png_with_one_line_per_series(sweep):
     assert "| FedSA-LoRA |" in summary and "secure-fedsa sweep" in summary
     assert "--epsilons inf,4" in summary and "encryption on" in summary.lower()
     assert "Majority-class reference: 0." in summary
+    # two sweeps differing only in lr or clip must not read the same
+    assert ", AdamW lr " in summary and ", clip " in summary
 
 
 def test_plot_only_redraws(sweep, tmp_path):
@@ -179,10 +181,14 @@ def test_plot_only_redraws(sweep, tmp_path):
 
     out = tmp_path / "copy"
     shutil.copytree(sweep["out"], out)
+    before = {n: (out / n).read_bytes() for n in ("curve.svg", "summary.md")}
     for name in ("curve.png", "curve.svg", "summary.md"):
         (out / name).unlink()
     assert main(["sweep", "--plot-only", str(out)]) == 0
     assert all((out / n).exists() for n in ("curve.png", "curve.svg", "summary.md"))
+    # committed outputs: redrawing unchanged results changes no byte (no date, fixed SVG ids)
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert b"<dc:date>" not in before["curve.svg"]
 
 
 def test_other_sweep_in_same_directory_is_refused(sweep, capsys):

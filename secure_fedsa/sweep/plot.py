@@ -161,12 +161,20 @@ def build_figure(
 
 
 def save_curve(figure: Figure, directory: Path) -> list[Path]:
-    """Write the figure as ``curve.png`` and ``curve.svg`` (each via a temporary file)."""
+    """Write the figure as ``curve.png`` and ``curve.svg`` (each via a temporary file).
+
+    The files carry no date and fixed SVG element ids, so that redrawing unchanged results
+    leaves the committed files unchanged."""
+    import matplotlib
+
     paths = []
     for name in CURVE_FILES:
         path = directory / name
         tmp = path.with_name(f".{name}.tmp")
-        figure.savefig(tmp, format=name.rsplit(".", 1)[1])
+        fmt = name.rsplit(".", 1)[1]
+        metadata = {"Date": None} if fmt == "svg" else None
+        with matplotlib.rc_context({"svg.hashsalt": "secure_fedsa"}):
+            figure.savefig(tmp, format=fmt, metadata=metadata)
         tmp.replace(path)
         paths.append(path)
     return paths

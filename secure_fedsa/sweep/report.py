@@ -109,7 +109,9 @@ def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
         "# Privacy-utility sweep",
         "",
         f"{spec.title()}; {base.rounds} rounds × {base.local_steps} local steps, batch "
-        f"{base.batch_size}, δ={base.delta:g}, model layers: {base.num_layers or 'all'}, "
+        f"{base.batch_size}, AdamW lr {base.lr:g}"
+        + (f", clip {base.clip:g}" if private else "")
+        + f", δ={base.delta:g}, model layers: {base.num_layers or 'all'}, "
         f"max examples: {base.max_examples or 'all'}.",
         f"Cells finished: {len(rows)} of {total}; seeds: {', '.join(map(str, seeds_done)) or '–'}.",
         "",
