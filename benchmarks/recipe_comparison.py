@@ -1,8 +1,9 @@
 """Compare DP recipes of the default job over seeds (docs/results.md, "A DP recipe ...").
 
-Each recipe is a committed sweep of FedSA-LoRA on the default job (3 seeds); the reference for
-"no DP" is the former default's no-DP cells. Differences are paired by seed (same partition and
-initial model), with 95 % Student-t intervals from secure_fedsa.sweep.stats.
+Each recipe is one or more committed sweeps of FedSA-LoRA on the default job (a later sweep adds
+seeds to an earlier one). "No DP" is the default settings without DP (the clip is not used
+there). Differences are paired by seed (same partition and initial model; DP noise is fresh in
+every run), with 95 % Student-t intervals from secure_fedsa.sweep.stats.
 
     python benchmarks/recipe_comparison.py
 """
@@ -15,24 +16,30 @@ from pathlib import Path
 from secure_fedsa.sweep.stats import paired_difference, seed_stats
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-RECIPES = {  # name: (sweep directory, what it changes from the former default)
-    "former default (clip 1)": ("dp-recipe-before", "5 × 6 × 128, lr 5e-3, clip 1"),
-    "default now (clip 5)": ("dp-recipe-clip5", "clip 5"),
-    "DP recipe": ("dp-recipe-after", "5 × 3 × 256, lr 1e-2, clip 5"),
+# name: (sweep directories, what the recipe changes from 5 × 6 × 128, lr 5e-3)
+RECIPES = {
+    "former default": (("dp-recipe-before",), "clip 1"),
+    "default (clip 5)": (("dp-recipe-clip5", "dp-recipe-clip5-seeds34"), "clip 5"),
+    "lr 1e-2 under DP": (("dp-recipe-lr1e-2", "dp-recipe-lr1e-2-seeds34"), "clip 5, lr 1e-2"),
+    "larger batch": (("dp-recipe-after",), "5 × 3 × 256, clip 5, lr 1e-2"),
+    "rsLoRA": (("dp-recipe-rslora",), "clip 5, `--adapter rslora`"),
 }
-REFERENCE = "former default (clip 1)"
+NO_DP = ("dp-recipe-before", "dp-recipe-nodp-seeds34")  # default settings, DP off
+DEFAULT, FORMER = "default (clip 5)", "former default"
 
 
-def accuracies(directory: str, epsilon: str) -> dict[int, float]:
-    path = ROOT / directory / "results.csv"
-    if not path.exists():
-        return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        return {
-            int(row["seed"]): float(row["accuracy_mean"])
-            for row in csv.DictReader(handle)
-            if row["epsilon_target"] == epsilon
-        }
+def accuracies(directories: tuple[str, ...], epsilon: str) -> dict[int, float]:
+    """Mean accuracy over clients per seed, from the recipe's sweeps (later ones add seeds)."""
+    values: dict[int, float] = {}
+    for directory in directories:
+        path = ROOT / directory / "results.csv"
+        if not path.exists():
+            continue
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row["epsilon_target"] == epsilon:
+                    values[int(row["seed"])] = float(row["accuracy_mean"])
+    return values
 
 
 def cell(values: dict[int, float]) -> str:
@@ -51,28 +58,32 @@ def difference(values: dict[int, float], reference: dict[int, float]) -> str:
     if diff.half_width is None:
         return f"{diff.mean:+.3f} (1 seed)"
     mark = " **significant**" if diff.significant else ""
-    return f"{diff.mean:+.3f} ± {diff.half_width:.3f}{mark}"
+    return f"{diff.mean:+.3f} ± {diff.half_width:.3f} (n={diff.n}){mark}"
 
 
 def main() -> None:
-    no_dp = accuracies(RECIPES[REFERENCE][0], "inf")
-    dp_reference = accuracies(RECIPES[REFERENCE][0], "8")
+    no_dp = accuracies(NO_DP, "inf")
+    default = accuracies(RECIPES[DEFAULT][0], "8")
+    former = accuracies(RECIPES[FORMER][0], "8")
+    print(f"No DP, default settings: {cell(no_dp)}")
+    print()
     print(
-        "| recipe | settings | no DP (same settings) | ε = 8 | ε = 8 − no DP of the former default "
-        "(paired) | ε = 8 − former default at ε = 8 (paired) |"
+        "| recipe | changes | no DP (same settings) | ε = 8 | ε = 8 − no DP (paired) | "
+        "− default at ε = 8 (paired) | − former default at ε = 8 (paired) |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, (directory, settings) in RECIPES.items():
-        plain, private = accuracies(directory, "inf"), accuracies(directory, "8")
-        if not plain and name != REFERENCE:
-            plain_text = "same as the former default (the clip is not used without DP)"
-        else:
-            plain_text = cell(plain)
-        vs_reference = "—" if name == REFERENCE else difference(private, dp_reference)
+    print("|---|---|---|---|---|---|---|")
+    for name, (directories, settings) in RECIPES.items():
+        plain, private = accuracies(directories, "inf"), accuracies(directories, "8")
+        plain_text = cell(plain) if plain else "as no DP above (the clip is not used without DP)"
         print(
             f"| {name} | {settings} | {plain_text} | {cell(private)} | "
-            f"{difference(private, no_dp)} | {vs_reference} |"
+            f"{difference(private, no_dp)} | "
+            f"{'—' if name == DEFAULT else difference(private, default)} | "
+            f"{'—' if name == FORMER else difference(private, former)} |"
         )
+    lr_plain = accuracies(("dp-recipe-lr1e-2-nodp",), "inf")
+    print()
+    print(f"lr 1e-2 without DP: {cell(lr_plain)}, {difference(lr_plain, no_dp)} against lr 5e-3")
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--partition", "partition", str, f"one of {', '.join(PARTITIONS)}"),
     ("--alpha", "alpha", float, "Dirichlet concentration for label skew"),
     ("--test-fraction", "test_fraction", float, "share of each client's data held out"),
-    ("--max-examples", "max_examples", int, "use a random subset of this many examples"),
+    ("--max-examples", "max_examples", int, "a random subset of N examples (default: all)"),
     ("--model", "model", str, "local Hugging Face encoder directory (default all-MiniLM-L6-v2)"),
-    ("--num-layers", "num_layers", int, "keep only the first N encoder layers"),
+    ("--num-layers", "num_layers", int, "keep only the first N encoder layers (default: all)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),
     ("--lora-alpha", "lora_alpha", int, "LoRA alpha"),
     ("--vera-r", "vera_r", int, "rank of VeRA's shared random projections"),
@@ -83,9 +83,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     defaults = RunConfig()
     for flag, name, kind, text in RUN_OPTIONS:
         default = getattr(defaults, name)
-        parser.add_argument(
-            flag, dest=name, type=kind, default=None, help=f"{text} (default: {default})"
-        )
+        shown = text if default is None else f"{text} (default: {default})"
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=shown)
     parser.add_argument("--data", dest="data_files", nargs="+", help="one data file per client")
     parser.add_argument("--labels", help="comma-separated label vocabulary; others are errors")
     parser.add_argument(
