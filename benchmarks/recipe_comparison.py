@@ -10,9 +10,9 @@ every run), with 95 % Student-t intervals from secure_fedsa.sweep.stats.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from secure_fedsa.sweep.results import read_rows
 from secure_fedsa.sweep.stats import paired_difference, seed_stats
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -32,13 +32,9 @@ def accuracies(directories: tuple[str, ...], epsilon: str) -> dict[int, float]:
     """Mean accuracy over clients per seed, from the recipe's sweeps (later ones add seeds)."""
     values: dict[int, float] = {}
     for directory in directories:
-        path = ROOT / directory / "results.csv"
-        if not path.exists():
-            continue
-        with path.open(newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row["epsilon_target"] == epsilon:
-                    values[int(row["seed"])] = float(row["accuracy_mean"])
+        for row in read_rows(ROOT / directory / "results.csv"):  # empty when not run
+            if row["epsilon_target"] == epsilon:
+                values[int(row["seed"])] = float(row["accuracy_mean"])
     return values
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -165,8 +166,6 @@ def save_curve(figure: Figure, directory: Path) -> list[Path]:
 
     The files carry no date and fixed SVG element ids, so that redrawing unchanged results
     leaves the committed files unchanged."""
-    import matplotlib
-
     paths = []
     for name in CURVE_FILES:
         path = directory / name
