@@ -61,6 +61,12 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--batch-size", "batch_size", int, "expected logical batch (Poisson sampling under DP)"),
     ("--physical-batch-size", "physical_batch_size", int, "examples per forward pass (memory)"),
     ("--lr", "lr", float, "learning rate (AdamW)"),
+    (
+        "--optimizer-state",
+        "optimizer_state",
+        str,
+        "kept: AdamW state carries over between rounds; fresh: a new optimizer every round",
+    ),
     ("--eval-examples", "eval_examples_per_round", int, "test examples per client per round"),
     ("--epsilon", "epsilon", float, "DP budget per client for the whole federation"),
     ("--delta", "delta", float, "DP delta (must be below 1/n)"),

@@ -3,7 +3,10 @@
 A client's state (A, B and head) lives in memory and in ``state.pt`` under its directory; the
 model object is shared between clients only as scratch space: a client loads its state into it
 before each use. B and the head never leave this object except through :meth:`Client.export`,
-which writes to the client's own directory.
+which writes to the client's own directory. With ``optimizer_state="kept"`` the client also
+keeps its AdamW state from round to round (in memory and in ``state.pt``, never sent). Either
+way it clamps each round's change of its shared values to the bound a fresh optimizer obeys,
+which the aggregate check assumes (a no-op for a fresh optimizer, which cannot pass it).
 
 DP noise and Poisson sampling come from ``randomness`` (the OS CSPRNG unless a test passes
 otherwise); ``seed`` only drives what is not private: the shuffling of training without DP.
@@ -32,14 +35,25 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from secure_fedsa.aggregate_check import Bounds, aggregate_problems, round_change_bound
+from secure_fedsa.aggregate_check import (
+    Bounds,
+    aggregate_problems,
+    clamp_round_change,
+    round_change_bound,
+)
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.signing import Identity
 from secure_fedsa.errors import BudgetExhausted, SecureFedsaError
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
 from secure_fedsa.privacy.continuity import Release
-from secure_fedsa.privacy.engine import DPSettings, RoundStats, train_dp, train_plain
+from secure_fedsa.privacy.engine import (
+    DPSettings,
+    OptimizerCarry,
+    RoundStats,
+    train_dp,
+    train_plain,
+)
 from secure_fedsa.privacy.ledger import PrivacyLedger, check_budget
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
 from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
@@ -70,6 +84,9 @@ class TrainingPlan:
     physical_batch_size: int
     lr: float
     clipping: str = "hooks"
+    # "fresh": a new optimizer every round (FederatedScope's way); "kept": each client's AdamW
+    # state carries over to its next round
+    optimizer_state: str = "fresh"
 
 
 @dataclass
@@ -86,6 +103,7 @@ class TrainResult:
     stats: RoundStats | None
     epsilon: float | None
     resumed: bool = False
+    clamped: int = 0  # shared values whose change this round was limited to the round bound
 
 
 class Client:
@@ -140,6 +158,9 @@ class Client:
         self.trained_round = 0
         self.trained_entry: str | None = None  # ledger entry that paid for ``trained``
         self.last_stats: RoundStats | None = None
+        self.last_clamped = 0
+        # local only, like B: the optimizer's moments never leave the client
+        self.carry = OptimizerCarry() if plan.optimizer_state == "kept" else None
         saved = self.directory / STATE_FILE
         if saved.exists():
             self._load(saved)
@@ -165,7 +186,12 @@ class Client:
             # Resuming a round this client finished before an interruption: no new training,
             # no new privacy spent; the update is re-made from the saved post-training state,
             # which the ledger entry ``trained_entry`` already paid for.
-            return TrainResult(stats=self.last_stats, epsilon=self.epsilon_spent, resumed=True)
+            return TrainResult(
+                stats=self.last_stats,
+                epsilon=self.epsilon_spent,
+                resumed=True,
+                clamped=self.last_clamped,
+            )
         # If the ledger already records this round, the process died after charging it but
         # before saving its result: nothing of it was released, and it is trained again with
         # fresh noise and charged again (counting a round twice is safe, zero times never is).
@@ -183,6 +209,7 @@ class Client:
                 lr=self.plan.lr,
                 generator=self.generator,
                 on_step=on_step,
+                carry=self.carry,
             )
             epsilon = None
         else:
@@ -196,6 +223,7 @@ class Client:
                 randomness=self.randomness,
                 mode=self.plan.clipping,
                 on_step=on_step,
+                carry=self.carry,
             )
             # Privacy is spent the moment training ran: record it before anything else, and
             # above all before anything computed in this round can leave the client.
@@ -206,12 +234,19 @@ class Client:
                 noise_source=self.randomness.name,
             )
             self.trained_entry = self.privacy.ledger.head
-        self.state = self.model.adapter_state()
+        # Every honest client's shared values move at most the round bound in a round: a fresh
+        # AdamW cannot pass it, a carried one could in principle, so it is enforced here.
+        trained = self.model.adapter_state()
+        shared, clamped = clamp_round_change(
+            self.start_shared, flatten(trained, self.manifest), self.bounds.round_change
+        )
+        self.state = {**trained, **unflatten(shared, self.manifest)}
         self.trained = self.state
         self.trained_round = round_number
         self.last_stats = stats
+        self.last_clamped = clamped
         self._save()
-        return TrainResult(stats=stats, epsilon=epsilon)
+        return TrainResult(stats=stats, epsilon=epsilon, clamped=clamped)
 
     def will_train(self, round_number: int) -> bool:
         """Whether this client sends an update in ``round_number`` (trained already, or its
@@ -330,6 +365,8 @@ class Client:
             "generator": self.generator.get_state(),  # no-DP shuffling only; never DP noise
             "trained_entry": self.trained_entry,
             "start_shared": torch.from_numpy(self.start_shared),
+            "clamped": self.last_clamped,
+            "optimizer": None if self.carry is None else self.carry.saved,
         }
         torch.save(payload, tmp)
         os.replace(tmp, target)
@@ -344,6 +381,9 @@ class Client:
         self.generator.set_state(payload["generator"])
         self.trained_entry = payload.get("trained_entry")
         self.start_shared = payload["start_shared"].numpy()
+        self.last_clamped = int(payload.get("clamped", 0))
+        if self.carry is not None:
+            self.carry.saved = payload.get("optimizer")
 
 
 def saved_release(directory: Path) -> Release | None:

@@ -20,6 +20,7 @@ CLIPPING_MODES = ("hooks", "ghost")
 PARTITIONS = ("iid", "dirichlet", "natural")
 HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
+OPTIMIZER_STATES = ("fresh", "kept")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class RunConfig:
     batch_size: int = 128
     physical_batch_size: int = 64
     lr: float = 5e-3
+    # fresh: a new AdamW every round (FederatedScope's way); kept: each client's AdamW state
+    # (moments, step count) carries over to its next round, and the client clamps each round's
+    # change of its shared values to the bound a fresh optimizer obeys (docs/crypto.md). Kept
+    # did not beat fresh over 5 seeds (docs/results.md, "A DP recipe for the default job").
+    optimizer_state: str = "fresh"
     eval_examples_per_round: int = 200
     # differential privacy
     dp: bool = True
@@ -194,6 +200,11 @@ def validate(config: RunConfig) -> None:
     _check(
         config.accountant in ACCOUNTANTS,
         f"unknown accountant {config.accountant!r}: choose one of {', '.join(ACCOUNTANTS)}",
+    )
+    _check(
+        config.optimizer_state in OPTIMIZER_STATES,
+        f"unknown optimizer state {config.optimizer_state!r}: choose one of "
+        f"{', '.join(OPTIMIZER_STATES)}",
     )
     _check(
         config.clipping in CLIPPING_MODES,

@@ -330,6 +330,7 @@ class Federation:
                 examples=None if result.stats is None else result.stats.examples,
                 steps=None if result.stats is None else result.stats.steps,
                 epsilon=result.epsilon,
+                clamped=result.clamped,
             )
             if aggregator is not None:
                 mask = masking.mask_for(cid) if masking else None

@@ -48,6 +48,7 @@ def training_plan(config: RunConfig) -> TrainingPlan:
         physical_batch_size=config.physical_batch_size,
         lr=config.lr,
         clipping=config.clipping,
+        optimizer_state=config.optimizer_state,
     )
 
 

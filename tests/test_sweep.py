@@ -174,6 +174,7 @@ def test_curve_is_a_png_with_one_line_per_series(sweep):
     assert "Majority-class reference: 0." in summary
     # two sweeps differing only in lr or clip must not read the same
     assert ", AdamW lr " in summary and ", clip " in summary
+    assert "(fresh every round)" in summary  # the default; "(state kept across rounds)" if kept
 
 
 def test_plot_only_redraws(sweep, tmp_path):

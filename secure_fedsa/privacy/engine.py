@@ -16,6 +16,7 @@ received per-sample gradients in the first backward pass) and stops the round on
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,33 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
 }
+
+
+@dataclass
+class OptimizerCarry:
+    """A client's local optimizer state carried from one round to the next.
+
+    ``saved`` is the optimizer's ``state_dict()`` at the end of the last round (None: the next
+    round starts a fresh optimizer). Training loads it before its first step and replaces it
+    after its last, and only then: a round that fails keeps the state it started with. The
+    moments are computed from the (noisy, clipped) gradients, so under DP they are
+    post-processing of what DP already protects, like the model itself.
+    """
+
+    saved: dict | None = None
+
+
+def _resume(opt: torch.optim.Optimizer, carry: OptimizerCarry | None, lr: float) -> None:
+    if carry is None or carry.saved is None:
+        return
+    opt.load_state_dict(copy.deepcopy(carry.saved))  # torch would share its tensors
+    for group in opt.param_groups:  # the run's lr, whatever the saved state says
+        group["lr"] = lr
+
+
+def _keep(opt: torch.optim.Optimizer, carry: OptimizerCarry | None) -> None:
+    if carry is not None:
+        carry.saved = opt.state_dict()
 
 
 @dataclass(frozen=True)
@@ -93,10 +121,13 @@ def train_plain(
     generator: torch.Generator,
     optimizer: str = "adamw",
     on_step: Callable[[], None] | None = None,
+    carry: OptimizerCarry | None = None,
 ) -> RoundStats:
-    """``steps`` optimizer steps on shuffled batches. No privacy."""
+    """``steps`` optimizer steps on shuffled batches. No privacy. With ``carry``, the optimizer
+    starts from ``carry.saved`` and leaves its final state there."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr)
+    _resume(opt, carry, lr)
     sampler_gen = torch.Generator().manual_seed(
         int(torch.randint(0, 2**31, (1,), generator=generator))
     )
@@ -120,6 +151,7 @@ def train_plain(
         examples += n
         if on_step is not None:
             on_step()
+    _keep(opt, carry)
     return RoundStats(steps=steps, examples=examples, mean_loss=total_loss / max(examples, 1))
 
 
@@ -299,6 +331,7 @@ def train_dp(
     mode: str = "hooks",
     on_step: Callable[[], None] | None = None,
     sampler: PoissonSampler | None = None,
+    carry: OptimizerCarry | None = None,
 ) -> RoundStats:
     """``steps`` DP-SGD (DP-AdamW by default) steps with Poisson sampling at ``dp.sample_rate``.
 
@@ -308,7 +341,8 @@ def train_dp(
     sampling stays exactly Poisson (no gradient accumulation across logical batches).
 
     Before the first noisy step the mechanism's hazards are checked with what was built and
-    observed; on any, :class:`PrivacyError` is raised and no parameter has changed.
+    observed; on any, :class:`PrivacyError` is raised and no parameter has changed. With
+    ``carry``, the optimizer starts from ``carry.saved`` and leaves its final state there.
     """
     if mode not in DP_MODES:
         raise PrivacyError(f"unknown clipping mode {mode!r}: choose one of {', '.join(DP_MODES)}")
@@ -318,6 +352,7 @@ def train_dp(
     named = _trainable(model)
     params = [p for _, p in named]
     base = OPTIMIZERS[optimizer](params, lr)
+    _resume(base, carry, lr)
     built: list[torch.optim.Optimizer] = []
 
     def hazards(covered: list[str] | None) -> list:  # noqa: ANN202
@@ -363,6 +398,7 @@ def train_dp(
             examples += size
             if on_step is not None:
                 on_step()
+        _keep(base, carry)
         return RoundStats(steps=steps, examples=examples, mean_loss=total_loss / max(examples, 1))
     finally:
         stepper.close()

@@ -97,6 +97,9 @@ def markdown_table(
     return "\n".join(lines)
 
 
+OPTIMIZER_TEXT = {"kept": "state kept across rounds", "fresh": "fresh every round"}
+
+
 def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
     """The whole ``summary.md`` for parsed result rows (finished cells only)."""
     base = spec.base
@@ -109,7 +112,7 @@ def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
         "# Privacy-utility sweep",
         "",
         f"{spec.title()}; {base.rounds} rounds × {base.local_steps} local steps, batch "
-        f"{base.batch_size}, AdamW lr {base.lr:g}"
+        f"{base.batch_size}, AdamW lr {base.lr:g} ({OPTIMIZER_TEXT[base.optimizer_state]})"
         + (f", clip {base.clip:g}" if private else "")
         + f", δ={base.delta:g}, model layers: {base.num_layers or 'all'}, "
         f"max examples: {base.max_examples or 'all'}.",
