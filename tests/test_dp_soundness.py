@@ -136,9 +136,13 @@ def test_no_file_of_the_run_holds_dp_randomness(victims):
     """Nothing written names an RNG state for noise or sampling (only the no-DP shuffler's)."""
     run = victims / "a"
     saved = torch.load(run / "clients/client-0/state.pt", weights_only=True)
+    # "optimizer": AdamW's moments with --optimizer-state kept (computed from the noisy
+    # gradients, so no source of the noise), None by default; "clamped": a count
     assert set(saved) == {
-        "state", "trained", "trained_round", "stats", "generator", "trained_entry", "start_shared"
+        "state", "trained", "trained_round", "stats", "generator", "trained_entry", "start_shared",
+        "clamped", "optimizer",
     }  # fmt: skip
+    assert saved["optimizer"] is None and isinstance(saved["clamped"], int)
     for path in run.rglob("*.json*"):
         text = path.read_text()
         assert "noise_seed" not in text and "rng_state" not in text
