@@ -26,6 +26,10 @@ RECIPES = {
     ),
     "larger batch": (("dp-recipe-after",), "5 × 3 × 256, clip 5, lr 1e-2"),
     "rsLoRA": (("dp-recipe-rslora",), "clip 5, `--adapter rslora`"),
+    "twice the rounds": (
+        ("dp-recipe-10rounds", "dp-recipe-10rounds-nodp"),
+        "10 × 6 × 128, clip 5",
+    ),
     "AdamW state kept": (
         ("dp-recipe-kept", "dp-recipe-kept-nodp"),
         "clip 5, `--optimizer-state kept`",
@@ -91,6 +95,12 @@ def main() -> None:
     print(f"lr 1e-2 without DP: {cell(lr_plain)}, {difference(lr_plain, no_dp)} against lr 5e-3")
     kept = RECIPES["AdamW state kept"][0]
     kept_plain, kept_private = accuracies(kept, "inf"), accuracies(kept, "8")
+    longer = RECIPES["twice the rounds"][0]
+    longer_plain, longer_private = accuracies(longer, "inf"), accuracies(longer, "8")
+    print(
+        f"Twice the rounds, without DP: {difference(longer_plain, no_dp)} against 5 rounds; "
+        f"at ε = 8 against its own no-DP runs: {difference(longer_private, longer_plain)}"
+    )
     print(
         f"AdamW state kept, without DP: {difference(kept_plain, no_dp)} against a fresh optimizer; "
         f"at ε = 8 against its own no-DP runs: {difference(kept_private, kept_plain)}"
