@@ -67,6 +67,12 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
         str,
         "kept: AdamW state carries over between rounds; fresh: a new optimizer every round",
     ),
+    (
+        "--lr-schedule",
+        "lr_schedule",
+        str,
+        "lr over the whole federation: constant, or decaying from --lr towards 0 (linear, cosine)",
+    ),
     ("--eval-examples", "eval_examples_per_round", int, "test examples per client per round"),
     ("--epsilon", "epsilon", float, "DP budget per client for the whole federation"),
     ("--delta", "delta", float, "DP delta (must be below 1/n)"),

@@ -56,6 +56,7 @@ from secure_fedsa.privacy.engine import (
 )
 from secure_fedsa.privacy.ledger import PrivacyLedger, check_budget
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
+from secure_fedsa.schedule import round_factors
 from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
 from secure_fedsa.wire import decode_aggregate, encode_update
 
@@ -87,6 +88,14 @@ class TrainingPlan:
     # "fresh": a new optimizer every round (FederatedScope's way); "kept": each client's AdamW
     # state carries over to its next round
     optimizer_state: str = "fresh"
+    rounds: int = 1  # of the federation: the lr schedule runs over rounds * local_steps steps
+    lr_schedule: str = "constant"
+
+    def lr_factors(self, round_number: int) -> list[float]:
+        """This round's per-step lr factors (secure_fedsa/schedule.py)."""
+        return round_factors(
+            self.lr_schedule, round_number, rounds=self.rounds, local_steps=self.local_steps
+        )
 
 
 @dataclass
@@ -210,6 +219,7 @@ class Client:
                 generator=self.generator,
                 on_step=on_step,
                 carry=self.carry,
+                lr_factors=self.plan.lr_factors(round_number),
             )
             epsilon = None
         else:
@@ -224,6 +234,7 @@ class Client:
                 mode=self.plan.clipping,
                 on_step=on_step,
                 carry=self.carry,
+                lr_factors=self.plan.lr_factors(round_number),
             )
             # Privacy is spent the moment training ran: record it before anything else, and
             # above all before anything computed in this round can leave the client.

@@ -21,6 +21,7 @@ PARTITIONS = ("iid", "dirichlet", "natural")
 HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
 OPTIMIZER_STATES = ("fresh", "kept")
+LR_SCHEDULES = ("constant", "linear", "cosine")  # secure_fedsa.schedule computes them
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class RunConfig:
     # change of its shared values to the bound a fresh optimizer obeys (docs/crypto.md). Kept
     # did not beat fresh over 5 seeds (docs/results.md, "A DP recipe for the default job").
     optimizer_state: str = "fresh"
+    # the lr of each step over the whole federation: constant, or decaying from lr towards 0
+    # (linear, cosine); secure_fedsa/schedule.py
+    lr_schedule: str = "constant"
     eval_examples_per_round: int = 200
     # differential privacy
     dp: bool = True
@@ -205,6 +209,10 @@ def validate(config: RunConfig) -> None:
         config.optimizer_state in OPTIMIZER_STATES,
         f"unknown optimizer state {config.optimizer_state!r}: choose one of "
         f"{', '.join(OPTIMIZER_STATES)}",
+    )
+    _check(
+        config.lr_schedule in LR_SCHEDULES,
+        f"unknown lr schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}",
     )
     _check(
         config.clipping in CLIPPING_MODES,

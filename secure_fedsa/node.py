@@ -49,6 +49,8 @@ def training_plan(config: RunConfig) -> TrainingPlan:
         lr=config.lr,
         clipping=config.clipping,
         optimizer_state=config.optimizer_state,
+        rounds=config.rounds,
+        lr_schedule=config.lr_schedule,
     )
 
 

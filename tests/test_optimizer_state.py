@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from test_engine import _batch
-from tiny_runs import TINY_DP
+from tiny_runs import TINY_DP, interrupt_then_resume
 
 from secure_fedsa.aggregate_check import clamp_round_change
 from secure_fedsa.config import RunConfig
@@ -147,25 +147,12 @@ def test_fresh_is_the_default_and_older_configurations_read_as_fresh():
 
 
 # -- a federation: the state survives an interruption, the clamp holds ----------------------
-class _Stop(Exception):
-    pass
-
-
 def _run(tmp_path, **overrides):
-    from secure_fedsa.federation import Progress, run_federation
-
     config = RunConfig(
         **{**TINY_DP, "encryption": False, "masking": False, "optimizer_state": "kept", **overrides}
     )
     run_dir = tmp_path / "run"
-
-    def stop_after_one(number: int) -> None:
-        if number == 1:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_federation(config, run_dir, Progress(message=lambda _: None, round_done=stop_after_one))
-    run_federation(config, run_dir, Progress(message=lambda _: None), resume=True)
+    interrupt_then_resume(config, run_dir)
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     states = {
         cid: torch.load(run_dir / "clients" / cid / "state.pt", weights_only=True)

@@ -15,3 +15,23 @@ TINY_DP = dict(
     epsilon=8.0,
     seed=0,
 )
+
+
+class StopAfterRound(Exception):
+    """Raised from the progress callback to interrupt a federation after a round."""
+
+
+def interrupt_then_resume(config, run_dir, after: int = 1) -> None:  # noqa: ANN001
+    """Run ``config`` into ``run_dir``, interrupt it after round ``after``, then resume it to
+    the end (as a restarted process would, from the run directory only)."""
+    import pytest
+
+    from secure_fedsa.federation import Progress, run_federation
+
+    def stop(number: int) -> None:
+        if number == after:
+            raise StopAfterRound
+
+    with pytest.raises(StopAfterRound):
+        run_federation(config, run_dir, Progress(message=lambda _: None, round_done=stop))
+    run_federation(config, run_dir, Progress(message=lambda _: None), resume=True)

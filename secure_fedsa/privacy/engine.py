@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +62,27 @@ def _resume(opt: torch.optim.Optimizer, carry: OptimizerCarry | None, lr: float)
     opt.load_state_dict(copy.deepcopy(carry.saved))  # torch would share its tensors
     for group in opt.param_groups:  # the run's lr, whatever the saved state says
         group["lr"] = lr
+
+
+def _factors(lr_factors: Sequence[float] | None, steps: int) -> list[float]:
+    """The per-step lr factors of a round (all 1 without a schedule); checked before training."""
+    if lr_factors is None:
+        return [1.0] * steps
+    factors = [float(f) for f in lr_factors]
+    if len(factors) != steps or not all(0.0 < f <= 1.0 for f in factors):
+        raise ValueError(f"need {steps} lr factors in (0, 1], got {factors}")
+    return factors
+
+
+def _scheduler(opt: torch.optim.Optimizer) -> Callable[[float], None]:
+    """Sets every parameter group's lr to the lr it has now times a factor."""
+    base = [group["lr"] for group in opt.param_groups]
+
+    def scale(factor: float) -> None:
+        for group, lr in zip(opt.param_groups, base, strict=True):
+            group["lr"] = lr * factor
+
+    return scale
 
 
 def _keep(opt: torch.optim.Optimizer, carry: OptimizerCarry | None) -> None:
@@ -122,9 +143,12 @@ def train_plain(
     optimizer: str = "adamw",
     on_step: Callable[[], None] | None = None,
     carry: OptimizerCarry | None = None,
+    lr_factors: Sequence[float] | None = None,
 ) -> RoundStats:
     """``steps`` optimizer steps on shuffled batches. No privacy. With ``carry``, the optimizer
-    starts from ``carry.saved`` and leaves its final state there."""
+    starts from ``carry.saved`` and leaves its final state there. Step ``i`` runs at
+    ``lr * lr_factors[i]`` (``lr`` throughout without factors)."""
+    factors = _factors(lr_factors, steps)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr)
     _resume(opt, carry, lr)
@@ -139,7 +163,9 @@ def train_plain(
     batches = _cycle(loader)
     total_loss, examples = 0.0, 0
     model.train()
-    for _ in range(steps):
+    schedule = _scheduler(opt)
+    for factor in factors:
+        schedule(factor)
         batch = next(batches)
         n = batch[0].shape[0]
         opt.zero_grad(set_to_none=True)
@@ -332,6 +358,7 @@ def train_dp(
     on_step: Callable[[], None] | None = None,
     sampler: PoissonSampler | None = None,
     carry: OptimizerCarry | None = None,
+    lr_factors: Sequence[float] | None = None,
 ) -> RoundStats:
     """``steps`` DP-SGD (DP-AdamW by default) steps with Poisson sampling at ``dp.sample_rate``.
 
@@ -342,10 +369,13 @@ def train_dp(
 
     Before the first noisy step the mechanism's hazards are checked with what was built and
     observed; on any, :class:`PrivacyError` is raised and no parameter has changed. With
-    ``carry``, the optimizer starts from ``carry.saved`` and leaves its final state there.
+    ``carry``, the optimizer starts from ``carry.saved`` and leaves its final state there. Step
+    ``i`` runs at ``lr * lr_factors[i]`` (``lr`` throughout without factors); the factors are
+    public (a function of the step's position), so the schedule is post-processing.
     """
     if mode not in DP_MODES:
         raise PrivacyError(f"unknown clipping mode {mode!r}: choose one of {', '.join(DP_MODES)}")
+    factors = _factors(lr_factors, steps)
     n = len(data)
     sampler = sampler if sampler is not None else PoissonSampler(n, dp.sample_rate, randomness)
     expected_batch = max(1, round(dp.sample_rate * n))
@@ -376,7 +406,9 @@ def train_dp(
         _refuse_hazards(hazards(None))
         total_loss, examples = 0.0, 0
         model.train()
-        for _ in range(steps):
+        schedule = _scheduler(base)
+        for factor in factors:
+            schedule(factor)
             index = sampler.draw()
             batch: Batch = tuple(t[index] for t in data.tensors)  # type: ignore[assignment]
             dp_optimizer.zero_grad(set_to_none=True)

@@ -112,7 +112,9 @@ def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
         "# Privacy-utility sweep",
         "",
         f"{spec.title()}; {base.rounds} rounds × {base.local_steps} local steps, batch "
-        f"{base.batch_size}, AdamW lr {base.lr:g} ({OPTIMIZER_TEXT[base.optimizer_state]})"
+        f"{base.batch_size}, AdamW lr {base.lr:g}"
+        + ("" if base.lr_schedule == "constant" else f" with {base.lr_schedule} decay")
+        + f" ({OPTIMIZER_TEXT[base.optimizer_state]})"
         + (f", clip {base.clip:g}" if private else "")
         + f", δ={base.delta:g}, model layers: {base.num_layers or 'all'}, "
         f"max examples: {base.max_examples or 'all'}.",
