@@ -42,6 +42,10 @@ def test_run_config_conversions_and_errors():
     )
     assert not d.config.dp and d.config.epsilon is None and d.config.num_layers == 1
     assert d.config.labels == ("a", "b") and d.min_clients == 1
+    d = p.Deployment.from_run_config({"optimizer-state": "kept", "lr-schedule": "linear"})
+    assert d.config.optimizer_state == "kept" and d.config.lr_schedule == "linear"
+    with pytest.raises(ConfigError, match="lr schedule"):
+        p.Deployment.from_run_config({"lr-schedule": "exponential"})
     d = p.Deployment.from_run_config({"noise-multiplier": 1.2, "epsilon": 0})
     assert d.config.epsilon is None and d.config.noise_multiplier == 1.2
     with pytest.raises(ConfigError, match="unknown run config"):

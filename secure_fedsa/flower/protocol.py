@@ -67,6 +67,8 @@ RUN_KEYS: dict[str, tuple[str, str]] = {
     "batch-size": ("batch_size", "int"),
     "physical-batch-size": ("physical_batch_size", "int"),
     "lr": ("lr", "float"),
+    "optimizer-state": ("optimizer_state", "str"),
+    "lr-schedule": ("lr_schedule", "str"),
     "eval-examples": ("eval_examples_per_round", "int"),
     "dp": ("dp", "bool"),
     "epsilon": ("epsilon", "opt"),
