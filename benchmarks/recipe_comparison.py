@@ -34,6 +34,14 @@ RECIPES = {
         ("dp-recipe-kept", "dp-recipe-kept-nodp"),
         "clip 5, `--optimizer-state kept`",
     ),
+    "lr 1e-2, linear decay": (
+        ("dp-recipe-linear", "dp-recipe-linear-nodp"),
+        "clip 5, lr 1e-2, `--lr-schedule linear`",
+    ),
+    "twice the batch": (
+        ("dp-recipe-batch256", "dp-recipe-batch256-nodp"),
+        "5 × 6 × 256, clip 5",
+    ),
 }
 NO_DP = ("dp-recipe-before", "dp-recipe-nodp-seeds34")  # default settings, DP off
 DEFAULT, FORMER = "default (clip 5)", "former default"
@@ -100,6 +108,18 @@ def main() -> None:
     print(
         f"Twice the rounds, without DP: {difference(longer_plain, no_dp)} against 5 rounds; "
         f"at ε = 8 against its own no-DP runs: {difference(longer_private, longer_plain)}"
+    )
+    linear = RECIPES["lr 1e-2, linear decay"][0]
+    linear_plain, linear_private = accuracies(linear, "inf"), accuracies(linear, "8")
+    print(
+        f"lr 1e-2 with linear decay, without DP: {difference(linear_plain, no_dp)} against the "
+        f"default; at ε = 8 against its own no-DP runs: {difference(linear_private, linear_plain)}"
+    )
+    wide = RECIPES["twice the batch"][0]
+    wide_plain, wide_private = accuracies(wide, "inf"), accuracies(wide, "8")
+    print(
+        f"Twice the batch, without DP: {difference(wide_plain, no_dp)} against batch 128; "
+        f"at ε = 8 against its own no-DP runs: {difference(wide_private, wide_plain)}"
     )
     print(
         f"AdamW state kept, without DP: {difference(kept_plain, no_dp)} against a fresh optimizer; "
