@@ -159,3 +159,7 @@ def test_every_round_trains_with_its_own_factors_across_an_interruption(tmp_path
     assert [f for _, f in seen] == [e for e in expected for _ in range(clients)]
     assert {lr for lr, _ in seen} == {config.lr}
     assert json.loads((run_dir / "config.json").read_text())["lr_schedule"] == "linear"
+    # factors <= 1: every round stays inside the bound the aggregate check assumes at --lr
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["aggregate"]["status"] for m in metrics] == ["applied"] * 3
+    assert all(c["clamped"] == 0 for m in metrics for c in m["clients"].values())
