@@ -28,18 +28,15 @@ PROMPTS = ("a bad movie", "a good movie")  # rotten = 0, fresh = 1
 SCALE = 5.0
 
 
-def prompt_embeddings(spec: model_module.ModelSpec) -> torch.Tensor:
-    from transformers import AutoModel, AutoTokenizer
-
-    directory = model_module.resolve_model_path(spec.path)
-    overrides = {} if spec.num_layers is None else {"num_hidden_layers": spec.num_layers}
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    encoder = AutoModel.from_pretrained(str(directory), **overrides).eval()
-    batch = tokenizer(list(PROMPTS), padding=True, return_tensors="pt")
+def prompt_embeddings(built: model_module.LoraClassifier, spec: model_module.ModelSpec):  # noqa: ANN201
+    """Unit-length mean-pooled embeddings of PROMPTS by ``built``'s encoder, whose adapter is
+    still the identity (peft starts B, or VeRA's λ_b, at zero)."""
+    batch = model_module.load_tokenizer(spec)(list(PROMPTS), padding=True, return_tensors="pt")
     with torch.no_grad():
-        hidden = encoder(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    pooled = (hidden * mask).sum(1) / mask.sum(1)
+        hidden = built.encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+    pooled = model_module.mean_pool(hidden, batch["attention_mask"])
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
@@ -49,7 +46,7 @@ def public_head_builder(original):  # noqa: ANN001, ANN201 - wraps model.build_m
         if num_labels != len(PROMPTS):
             raise SystemExit(f"prompts for {len(PROMPTS)} labels, the data has {num_labels}")
         with torch.no_grad():
-            built.head.classifier.weight.copy_(SCALE * prompt_embeddings(spec))
+            built.head.classifier.weight.copy_(SCALE * prompt_embeddings(built, spec))
             built.head.classifier.bias.zero_()
         return built
 

@@ -50,6 +50,12 @@ def tensor_group(name: str) -> str | None:
     return None
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (batch, tokens, features) over the tokens ``attention_mask`` keeps."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class MeanPoolHead(nn.Module):
     """Masked mean of the last hidden state, then a linear classifier.
 
@@ -62,9 +68,7 @@ class MeanPoolHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.classifier(pooled)
+        return self.classifier(mean_pool(hidden, attention_mask))
 
 
 class LoraClassifier(nn.Module):

@@ -52,7 +52,7 @@ def test_public_head_is_the_prompts_zero_shot_classifier(scripts):
     weight = public.head.classifier.weight.detach()
     assert torch.allclose(weight.norm(dim=1), torch.full((2,), head_script.SCALE))
     assert torch.equal(public.head.classifier.bias.detach(), torch.zeros(2))
-    assert torch.allclose(weight / head_script.SCALE, head_script.prompt_embeddings(spec))
+    assert torch.allclose(weight / head_script.SCALE, head_script.prompt_embeddings(plain, spec))
     # the adapter is untouched: only the head differs from a plain build with the same seed
     for (name, a), (_, b) in zip(plain.named_parameters(), public.named_parameters(), strict=True):
         assert torch.equal(a, b) or name.startswith("head."), name
