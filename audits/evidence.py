@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_VERSION = 2  # the configuration format this audit understands
+# the configuration formats this audit understands (3 added adapter_layers; absent in 2, where
+# every encoder layer was adapted)
+CONFIG_VERSIONS = (2, 3)
 LEDGER_FORMAT = "secure_fedsa.privacy_ledger"
 LEDGER_VERSION = 2
 LEDGER_FILE = "privacy_ledger.json"
@@ -152,10 +154,11 @@ def _check_config_version(evidence: RunEvidence) -> None:
     if config is None:
         return
     version = config.get("version")
-    if version != CONFIG_VERSION:
+    if version not in CONFIG_VERSIONS:
         evidence.problems["config.json"] = (
-            f"configuration version {version!r}; this audit reads version {CONFIG_VERSION} "
-            "(the run was made by another release of secure_fedsa)"
+            f"configuration version {version!r}; this audit reads versions "
+            f"{', '.join(map(str, CONFIG_VERSIONS))} (the run was made by another release of "
+            "secure_fedsa)"
         )
     elif "secure_fedsa" not in config:
         evidence.problems["config.json"] = "no 'secure_fedsa' release field (an older release?)"

@@ -48,6 +48,7 @@ def run_parameters(run: RunEvidence) -> dict[str, Any]:
             "kind": run.cfg("adapter") or "lora",
             "r": run.cfg("vera_r") if run.cfg("adapter") == "vera" else run.cfg("lora_r"),
             "target_modules": run.cfg("target_modules"),
+            "layers": run.cfg("adapter_layers") or "all",  # the top N encoder layers
         },
         "differential_privacy": run.cfg("dp"),
         "epsilon_budget": run.cfg("epsilon"),

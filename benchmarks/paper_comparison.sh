@@ -27,8 +27,10 @@ cd "$(dirname "$0")/.."
 # The DP cells run at clip 5, the default since docs/results.md "A DP recipe for the default job".
 # They started at clip 1 (the default then); those DP cells were moved, unchanged, into
 # benchmarks/results/rt-dirichlet-0.5-clip1 (no-DP cells never use the clip, so they were kept).
-COMMON=(--num-layers 2 --rounds 8 --local-steps 6 --batch-size 128 --lr 0.005 --clip 5
-  --eval-examples 100 --seeds 5)
+# --adapter-layers all: both layers of the cut encoder, as the sweeps were configured before the
+# option existed (their sweep.json reads as "all").
+COMMON=(--num-layers 2 --adapter-layers all --rounds 8 --local-steps 6 --batch-size 128 --lr 0.005
+  --clip 5 --eval-examples 100 --seeds 5)
 
 secure-fedsa sweep \
   --dataset rotten_tomatoes --clients 3 --partition dirichlet --alpha 0.5 \

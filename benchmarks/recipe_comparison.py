@@ -42,6 +42,10 @@ RECIPES = {
         ("dp-recipe-batch256", "dp-recipe-batch256-nodp"),
         "5 × 6 × 256, clip 5",
     ),
+    "top 2 layers, 4 × the batch": (
+        ("dp-recipe-top2-b512", "dp-recipe-top2-b512-nodp"),
+        "5 × 6 × 512, clip 5, `--adapter-layers 2`",
+    ),
 }
 NO_DP = ("dp-recipe-before", "dp-recipe-nodp-seeds34")  # default settings, DP off
 DEFAULT, FORMER = "default (clip 5)", "former default"
@@ -124,6 +128,13 @@ def main() -> None:
     print(
         f"AdamW state kept, without DP: {difference(kept_plain, no_dp)} against a fresh optimizer; "
         f"at ε = 8 against its own no-DP runs: {difference(kept_private, kept_plain)}"
+    )
+    top = RECIPES["top 2 layers, 4 × the batch"][0]
+    top_plain, top_private = accuracies(top, "inf"), accuracies(top, "8")
+    print(
+        f"Top 2 layers, 4 × the batch, without DP: {difference(top_plain, no_dp)} against all "
+        f"layers at batch 128; at ε = 8 against its own no-DP runs: "
+        f"{difference(top_private, top_plain)}"
     )
 
 

@@ -104,6 +104,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="comma-separated module names that get LoRA (default: query,value; "
         "e.g. q_lin,v_lin for DistilBERT)",
     )
+    default_layers = RunConfig().adapter_layers
+    parser.add_argument(
+        "--adapter-layers",
+        type=_adapter_layers,
+        help="adapt only the top N encoder layers, or all (default: "
+        f"{'all' if default_layers is None else default_layers})",
+    )
     parser.add_argument("--no-dp", action="store_true", help="turn differential privacy OFF")
     parser.add_argument("--no-encryption", action="store_true", help="turn encryption OFF")
     parser.add_argument(
@@ -112,6 +119,23 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run directory (default: runs/<time>-<method>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+
+
+def _adapter_layers(text: str) -> int | str:
+    """``--adapter-layers``: a positive count, or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return value
+
+
+def _layers_value(given: int | str) -> int | None:
+    return None if given == "all" else int(given)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -128,6 +152,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values["target_modules"] = tuple(
             x.strip() for x in args.target_modules.split(",") if x.strip()
         )
+    if args.adapter_layers is not None:
+        values["adapter_layers"] = _layers_value(args.adapter_layers)
     if args.noise_multiplier is not None and args.epsilon is None:
         values["epsilon"] = None
     if args.no_dp:
@@ -154,6 +180,8 @@ def _explicit_values(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
     if args.target_modules:
         modules = tuple(x.strip() for x in args.target_modules.split(",") if x.strip())
         given["target_modules"] = ("--target-modules", modules)
+    if args.adapter_layers is not None:
+        given["adapter_layers"] = ("--adapter-layers", _layers_value(args.adapter_layers))
     if args.no_dp:
         given["dp"] = ("--no-dp", False)
     if args.no_encryption:

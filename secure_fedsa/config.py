@@ -14,7 +14,9 @@ from typing import Any
 
 from secure_fedsa.errors import ConfigError
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
+# Version 2 had no adapter_layers: every encoder layer was adapted. It is read as that.
+READABLE_VERSIONS = (2, 3)
 ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("hooks", "ghost")
 PARTITIONS = ("iid", "dirichlet", "natural")
@@ -56,9 +58,16 @@ class RunConfig:
     lora_alpha: int = 16
     vera_r: int = 256
     target_modules: tuple[str, ...] = ("query", "value")
+    # adapt only the top N encoder layers (None: every layer; an encoder with N layers or fewer
+    # is adapted whole). Fewer adapted layers: fewer values that carry DP noise, and no backward
+    # pass below the lowest adapted layer, which pays for the larger batch below (docs/results.md,
+    # "A DP recipe for the default job").
+    adapter_layers: int | None = 2
     max_length: int = 40
     # optimisation
-    batch_size: int = 128
+    # expected batch (Poisson sampling under DP): σ grows slowly with it at this budget, so the
+    # noise per example (σ · clip / batch) falls almost in proportion (docs/results.md)
+    batch_size: int = 512
     physical_batch_size: int = 64
     lr: float = 5e-3
     # fresh: a new AdamW every round (FederatedScope's way); kept: each client's AdamW state
@@ -111,12 +120,16 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown configuration fields: {', '.join(unknown)}")
         version = data.get("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ConfigError(
                 f"configuration version {version} is not supported (this is version "
                 f"{CONFIG_VERSION}); use the secure_fedsa release that wrote it"
             )
         values = dict(data)
+        if version == 2:  # written before adapter_layers existed: every layer was adapted
+            if "adapter_layers" in values:
+                raise ConfigError("a version 2 configuration cannot have adapter_layers")
+            values.update(adapter_layers=None, version=CONFIG_VERSION)
         for key in ("data_files", "labels", "target_modules"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -198,6 +211,15 @@ def validate(config: RunConfig) -> None:
     _check(0 < config.test_fraction < 1, "test-fraction must be between 0 and 1")
     _check(config.max_examples is None or config.max_examples > 0, "max-examples must be positive")
     _check(config.num_layers is None or config.num_layers > 0, "num-layers must be positive")
+    _check(
+        config.adapter_layers is None
+        or (
+            isinstance(config.adapter_layers, int)
+            and not isinstance(config.adapter_layers, bool)
+            and config.adapter_layers > 0
+        ),
+        f"adapter-layers must be a positive integer or 'all', got {config.adapter_layers!r}",
+    )
     _check(config.lr > 0 and math.isfinite(config.lr), "lr must be a positive number")
     _check(config.clip > 0 and math.isfinite(config.clip), "clip must be a positive number")
     _check(0 < config.delta < 1, "delta must be between 0 and 1 (and below 1/n)")

@@ -128,6 +128,17 @@ class ModelSpec:
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     adapter: str = "lora"  # lora | rslora | vera
     vera_r: int = 256
+    adapter_layers: int | None = None  # the top N encoder layers get the adapter; None: all
+
+
+def adapted_layers(spec: ModelSpec, total: int) -> list[int] | None:
+    """Indices of the encoder layers that get the adapter: the top ``spec.adapter_layers`` of
+    ``total`` (None: all of them, also when the encoder has no more layers than that)."""
+    if spec.adapter_layers is None or spec.adapter_layers >= total:
+        return None
+    if spec.adapter_layers < 1:
+        raise ModelError(f"adapter-layers must be positive, got {spec.adapter_layers}")
+    return list(range(total - spec.adapter_layers, total))
 
 
 def _quiet_transformers() -> None:
@@ -213,7 +224,8 @@ def build_model(spec: ModelSpec, *, num_labels: int, seed: int) -> LoraClassifie
     torch.manual_seed(seed)
     try:
         try:
-            peft_encoder = get_peft_model(encoder, adapter_config(spec, seed))
+            layers = adapted_layers(spec, config.num_hidden_layers)
+            peft_encoder = get_peft_model(encoder, adapter_config(spec, seed, layers))
         except ValueError as exc:
             raise ModelError(
                 f"adapter target modules {list(spec.target_modules)} not found in "
@@ -231,10 +243,11 @@ def build_model(spec: ModelSpec, *, num_labels: int, seed: int) -> LoraClassifie
     return model
 
 
-def adapter_config(spec: ModelSpec, seed: int):  # noqa: ANN201 - a peft config
+def adapter_config(spec: ModelSpec, seed: int, layers: list[int] | None = None):  # noqa: ANN201
     """The peft configuration of ``spec.adapter``: LoRA, rsLoRA (scaling alpha/sqrt(r) instead of
     alpha/r), or VeRA (rank ``vera_r``, projections from ``seed``, which every client shares, and
-    saved with the adapter)."""
+    saved with the adapter), on the encoder layers ``layers`` (None: all; peft reads a module's
+    layer from the first number in its name, ``encoder.layer.4.attention...``)."""
     from peft import LoraConfig, VeraConfig
 
     if spec.adapter == "vera":
@@ -245,6 +258,7 @@ def adapter_config(spec: ModelSpec, seed: int):  # noqa: ANN201 - a peft config
             save_projection=True,
             vera_dropout=0.0,
             bias="none",
+            layers_to_transform=layers,
         )
     if spec.adapter not in ("lora", "rslora"):
         raise ModelError(f"unknown adapter {spec.adapter!r}: choose lora, rslora or vera")
@@ -255,4 +269,5 @@ def adapter_config(spec: ModelSpec, seed: int):  # noqa: ANN201 - a peft config
         lora_dropout=0.0,
         bias="none",
         use_rslora=spec.adapter == "rslora",
+        layers_to_transform=layers,
     )

@@ -47,6 +47,7 @@ def model_spec(config: RunConfig) -> ModelSpec:
         target_modules=tuple(config.target_modules),
         adapter=config.adapter,
         vera_r=config.vera_r,
+        adapter_layers=config.adapter_layers,
     )
 
 

@@ -377,6 +377,19 @@ def test_older_config_version_fails(copy):
     assert "configuration version 0" in findings(report, "run-directory")
 
 
+def test_a_version_2_config_is_read_as_every_layer_adapted(copy):
+    """Runs made before ``adapter_layers`` existed (configuration version 2) stay auditable."""
+
+    def downgrade(config):
+        config.pop("adapter_layers")
+        config.update(version=2)
+
+    edit_json(copy / "config.json", downgrade)
+    report = audit_run(copy)
+    assert results(report)["run-directory"] == "pass"
+    assert 'adapter"' in json.dumps(report) and '"layers": "all"' in json.dumps(report)
+
+
 def test_missing_config_is_reported_not_passed(copy):
     (copy / "config.json").unlink()
     report = audit_run(copy)

@@ -99,6 +99,17 @@ def test_every_adapter_matches_the_per_example_reference(tokenizer, adapter, cli
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("clip", [1e6, 1e-3])
+def test_an_adapter_on_the_top_layer_only_matches_the_per_example_reference(tokenizer, clip, mode):
+    """``--adapter-layers``: the lowest adapted layer's input needs no gradient (nothing below it
+    trains); the per-sample gradients are still exact."""
+    from secure_fedsa.model import ModelSpec, build_model
+
+    model = build_model(ModelSpec(num_layers=2, adapter_layers=1), num_labels=2, seed=0)
+    test_zero_noise_dp_step_equals_per_example_reference(model, tokenizer, clip, mode)
+
+
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
 def test_opacus_hooks_are_removed_after_a_round(tiny_model, tokenizer, mode):
     data = _batch(tokenizer)
     train_dp(

@@ -114,6 +114,22 @@ def test_rerun_skips_finished_cells(sweep, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in summaries} == summaries
 
 
+def test_a_rerun_in_other_words_keeps_the_summary_plot_only_gives(sweep, monkeypatch, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(sweep["out"], out)
+    monkeypatch.setattr(federation, "run_federation", Calls())
+    options = [TINY[i : i + 2] for i in range(0, len(TINY) - 1, 2)]  # (flag, value) pairs
+    reordered = [x for pair in reversed(options) for x in pair] + ["--quiet"]
+    assert main(["sweep", *SWEEP, *reordered, "--out", str(out)]) == 0
+    written = (out / "summary.md").read_text()
+    stored = json.loads((out / "sweep.json").read_text())["command"]
+    assert stored in written  # the command that made the sweep, not this one's words
+    assert main(["sweep", "--plot-only", str(out)]) == 0
+    assert (out / "summary.md").read_text() == written
+
+
 def test_half_finished_cell_is_resumed_and_lost_row_recovered(sweep, monkeypatch, tmp_path):
     import shutil
 

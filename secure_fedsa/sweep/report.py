@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from secure_fedsa.config import RunConfig
+from secure_fedsa.model import DEFAULT_TARGET_MODULES
 from secure_fedsa.sweep.plot import majority_reference, method_label
 from secure_fedsa.sweep.spec import SweepSpec, format_epsilon
 from secure_fedsa.sweep.stats import PairedDifference, SeedStats, differences_to, group_over_seeds
@@ -100,6 +102,17 @@ def markdown_table(
 OPTIMIZER_TEXT = {"kept": "state kept across rounds", "fresh": "fresh every round"}
 
 
+def _adapter_text(base: RunConfig) -> str:
+    """Where the adapter sits, when not on every layer's query and value (older summaries had
+    no such words, and keep none)."""
+    text = ""
+    if base.adapter_layers is not None:
+        text += f", adapter on the top {base.adapter_layers} layers"
+    if tuple(base.target_modules) != DEFAULT_TARGET_MODULES:
+        text += f", adapter modules: {', '.join(base.target_modules)}"
+    return text
+
+
 def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
     """The whole ``summary.md`` for parsed result rows (finished cells only)."""
     base = spec.base
@@ -116,8 +129,9 @@ def render_summary(spec: SweepSpec, rows: Sequence[dict[str, Any]]) -> str:
         + ("" if base.lr_schedule == "constant" else f" with {base.lr_schedule} decay")
         + f" ({OPTIMIZER_TEXT[base.optimizer_state]})"
         + (f", clip {base.clip:g}" if private else "")
-        + f", δ={base.delta:g}, model layers: {base.num_layers or 'all'}, "
-        f"max examples: {base.max_examples or 'all'}.",
+        + f", δ={base.delta:g}, model layers: {base.num_layers or 'all'}"
+        + _adapter_text(base)
+        + f", max examples: {base.max_examples or 'all'}.",
         f"Cells finished: {len(rows)} of {total}; seeds: {', '.join(map(str, seeds_done)) or '–'}.",
         "",
         "Test accuracy, unweighted mean over clients (each client's full test split); mean over "

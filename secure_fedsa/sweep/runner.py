@@ -122,6 +122,10 @@ def run_sweep(
 
     spec.check()
     created = open_sweep_dir(spec, directory)
+    if not created:
+        # the same cells, perhaps asked for in other words: keep the command that made the sweep,
+        # so that summary.md stays what --plot-only gives
+        spec = read_spec(directory)
     results = directory / RESULTS_FILE
     rows: list[dict[str, Any]] = list(read_rows(results))
     cells = spec.cells()
