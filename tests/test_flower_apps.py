@@ -42,6 +42,8 @@ def test_run_config_conversions_and_errors():
     )
     assert not d.config.dp and d.config.epsilon is None and d.config.num_layers == 1
     assert d.config.labels == ("a", "b") and d.min_clients == 1
+    assert p.Deployment.from_run_config({"adapter-layers": 0}).config.adapter_layers is None
+    assert p.Deployment.from_run_config({"adapter-layers": 3}).config.adapter_layers == 3
     d = p.Deployment.from_run_config({"optimizer-state": "kept", "lr-schedule": "linear"})
     assert d.config.optimizer_state == "kept" and d.config.lr_schedule == "linear"
     with pytest.raises(ConfigError, match="lr schedule"):

@@ -61,6 +61,7 @@ RUN_KEYS: dict[str, tuple[str, str]] = {
     "max-examples": ("max_examples", "opt"),
     "model": ("model", "opt"),
     "num-layers": ("num_layers", "opt"),
+    "adapter-layers": ("adapter_layers", "opt"),
     "lora-r": ("lora_r", "int"),
     "lora-alpha": ("lora_alpha", "int"),
     "max-length": ("max_length", "int"),
