@@ -44,6 +44,7 @@ from secure_fedsa.aggregate_check import (
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.signing import Identity
 from secure_fedsa.errors import BudgetExhausted, SecureFedsaError
+from secure_fedsa.frozen_prefix import FrozenPrefix
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
 from secure_fedsa.privacy.continuity import Release
@@ -136,6 +137,8 @@ class Client:
         self.client_id = client_id
         self.data = data
         self.model = model
+        # the encoder's frozen bottom, computed once per record (in memory only, like the data)
+        self.prefix = FrozenPrefix(model)
         self.policy = policy
         self.manifest = manifest
         self.plan = plan
@@ -208,10 +211,12 @@ class Client:
         self.start_shared = flatten(self.state, self.manifest)
         self.model.load_adapter_state(self.state)
         self.model.set_trainable(self.policy.trained)
+        module, train = self.prefix.module(self.data.train), self.prefix.data(self.data.train)
+        self.prefix.check_trainable(module)
         if self.privacy is None:
             stats = train_plain(
-                self.model,
-                self.data.train,
+                module,
+                train,
                 steps=self.plan.local_steps,
                 batch_size=self.plan.batch_size,
                 physical_batch_size=self.plan.physical_batch_size,
@@ -224,8 +229,8 @@ class Client:
             epsilon = None
         else:
             stats = train_dp(
-                self.model,
-                self.data.train,
+                module,
+                train,
                 steps=self.plan.local_steps,
                 dp=self.privacy.settings,
                 physical_batch_size=self.plan.physical_batch_size,
@@ -336,15 +341,16 @@ class Client:
     # -- evaluation and export -----------------------------------------------------------
     def evaluate(self, limit: int | None = None) -> float:
         """Accuracy on this client's own test split (the first ``limit`` examples if given)."""
-        ids, mask, labels = self.data.test.tensors
-        if limit is not None:
-            ids, mask, labels = ids[:limit], mask[:limit], labels[:limit]
         self.model.load_adapter_state(self.state)
+        module = self.prefix.module(self.data.test)
+        inputs, mask, labels = self.prefix.data(self.data.test).tensors
+        if limit is not None:
+            inputs, mask, labels = inputs[:limit], mask[:limit], labels[:limit]
         self.model.eval()
         correct = 0
         with torch.no_grad():
             for start in range(0, len(labels), 256):
-                logits = self.model(ids[start : start + 256], mask[start : start + 256])
+                logits = module(inputs[start : start + 256], mask[start : start + 256])
                 correct += int((logits.argmax(-1) == labels[start : start + 256]).sum())
         self.model.train()
         return correct / max(len(labels), 1)
