@@ -26,7 +26,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from secure_fedsa.errors import ModelError
 from secure_fedsa.model import LoraClassifier, tensor_group
@@ -112,12 +112,63 @@ class EncoderTop(nn.Module):
         return self.head(hidden, attention_mask)
 
 
+class HiddenRows:
+    """The hidden states entering layer ``depth`` of a dataset's records, each computed the
+    first time a batch asks for it and kept: indexing (``rows[index]``, with an index tensor, a
+    slice or an int) returns a tensor. A record is never computed twice, and never when no
+    batch draws it, so the cache costs no more than the frozen passes it replaces."""
+
+    def __init__(
+        self, model: LoraClassifier, depth: int, ids: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        self.model, self.depth, self.ids, self.mask = model, depth, ids, mask
+        width = int(_bert(model).config.hidden_size)
+        self.values = torch.empty((len(ids), ids.shape[1], width))  # pages filled on use
+        self.done = torch.zeros(len(ids), dtype=torch.bool)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: torch.Tensor | slice | int) -> torch.Tensor:
+        rows = torch.arange(len(self.ids))[index]
+        missing = rows.reshape(-1)[~self.done[rows.reshape(-1)]].unique()
+        if len(missing):
+            self.values[missing] = encode_bottom(
+                self.model, self.depth, self.ids[missing], self.mask[missing]
+            )
+            self.done[missing] = True
+        return self.values[rows]
+
+
+class CachedData(Dataset):
+    """A client's records as (hidden states entering the top layers, mask, label): the
+    ``tensors`` of a TensorDataset, with batched loading (``__getitems__``) for DataLoader."""
+
+    def __init__(self, rows: HiddenRows, mask: torch.Tensor, labels: torch.Tensor) -> None:
+        self.tensors = (rows, mask, labels)
+
+    def __len__(self) -> int:
+        return len(self.tensors[2])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        columns = [t[index] for t in self.tensors]
+        return list(zip(*columns, strict=True))
+
+
 class FrozenPrefix:
     """One client's view of the shared model: the module to train and evaluate, and its data.
 
-    ``module(dataset)`` and ``data(dataset)`` give :class:`EncoderTop` and the dataset's cached
-    hidden states (built on first use, once per dataset) when the model has a frozen bottom,
-    and the whole model with the dataset as it is otherwise.
+    ``module(dataset)`` and ``data(dataset)`` give :class:`EncoderTop` and the dataset as
+    :class:`CachedData` (rows computed on first use, once per record) when the model has a
+    frozen bottom, and the whole model with the dataset as it is otherwise.
     """
 
     def __init__(
@@ -127,9 +178,9 @@ class FrozenPrefix:
         self.depth = frozen_depth(model) if enabled else 0
         self.top = EncoderTop(model, self.depth) if self.depth else None
         self.limit_bytes = CACHE_LIMIT_BYTES if limit_bytes is None else limit_bytes
-        self._cache: dict[int, TensorDataset | None] = {}
+        self._cache: dict[int, CachedData | None] = {}
 
-    def _cached(self, dataset: TensorDataset) -> TensorDataset | None:
+    def _cached(self, dataset: TensorDataset) -> CachedData | None:
         key = id(dataset)
         if key not in self._cache:
             self._cache[key] = self._build(dataset)
@@ -138,7 +189,7 @@ class FrozenPrefix:
     def module(self, dataset: TensorDataset) -> nn.Module:
         return self.top if self._cached(dataset) is not None else self.model  # type: ignore[return-value]
 
-    def data(self, dataset: TensorDataset) -> TensorDataset:
+    def data(self, dataset: TensorDataset) -> TensorDataset | CachedData:
         cached = self._cached(dataset)
         return dataset if cached is None else cached
 
@@ -157,15 +208,15 @@ class FrozenPrefix:
                 "this is a bug, please report it"
             )
 
-    def _build(self, dataset: TensorDataset) -> TensorDataset | None:
+    def _build(self, dataset: TensorDataset) -> CachedData | None:
         if self.top is None:
             return None
         ids, mask, labels = dataset.tensors
         width = int(_bert(self.model).config.hidden_size)
         if ids.numel() * width * 4 > self.limit_bytes:
             return None
-        hidden = encode_bottom(self.model, self.depth, ids, mask)
-        if len(labels) and not _agrees(self.model, self.top, ids, mask, hidden):
+        rows = HiddenRows(self.model, self.depth, ids, mask)
+        if len(labels) and not _agrees(self.model, self.top, ids, mask, rows):
             warnings.warn(
                 "the cached frozen encoder layers do not reproduce the model's output with this "
                 "transformers version; training without the cache (slower, same results)",
@@ -173,7 +224,7 @@ class FrozenPrefix:
             )
             self.top = None
             return None
-        return TensorDataset(hidden, mask, labels)
+        return CachedData(rows, mask, labels)
 
 
 def encode_bottom(
@@ -201,11 +252,11 @@ def _agrees(
     top: nn.Module,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    hidden: torch.Tensor,
+    rows: HiddenRows,
 ) -> bool:
     """Whether the cached path gives the whole model's logits on the first records."""
     n = min(_CHECK_RECORDS, len(ids))
     with torch.no_grad():
         whole = model(ids[:n], mask[:n])
-        cached = top(hidden[:n], mask[:n])
+        cached = top(rows[:n], mask[:n])
     return bool(torch.allclose(whole, cached, atol=_CHECK_TOLERANCE, rtol=0.0))

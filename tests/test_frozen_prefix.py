@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_engine import _batch, _randomise_b, check_zero_noise_step
 from tiny_runs import TINY_DP
+from torch.utils.data import TensorDataset
 
 from secure_fedsa import frozen_prefix
 from secure_fedsa.config import RunConfig
@@ -15,7 +16,7 @@ from secure_fedsa.errors import ModelError
 from secure_fedsa.federation import Federation
 from secure_fedsa.frozen_prefix import EncoderTop, FrozenPrefix, frozen_depth
 from secure_fedsa.model import ModelSpec, build_model
-from secure_fedsa.privacy.engine import DPSettings, train_dp
+from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
 from secure_fedsa.privacy.randomness import SeededTestRandom
 
 
@@ -47,8 +48,9 @@ def test_the_cached_path_gives_the_models_logits(tokenizer, adapter):
     data = _batch(tokenizer)
     prefix = FrozenPrefix(model)
     assert prefix.depth == 2 and prefix.module(data) is prefix.top
-    hidden, mask, labels = prefix.data(data).tensors
-    assert hidden.shape == (6, 16, 384) and torch.equal(labels, data.tensors[2])
+    rows, mask, labels = prefix.data(data).tensors
+    assert rows.shape == (6, 16, 384) and torch.equal(labels, data.tensors[2])
+    hidden = rows[torch.arange(6)]
     with torch.no_grad():
         whole = model(*data.tensors[:2])
         cached = prefix.top(hidden, mask)
@@ -102,6 +104,52 @@ def test_the_same_noise_gives_the_same_dp_training_with_and_without_the_cache(to
         torch.testing.assert_close(cached[name], plain[name], rtol=1e-4, atol=1e-6)
     moved = _model().adapter_state()
     assert any(not torch.equal(moved[n], cached[n]) for n in cached)  # training happened
+
+
+def test_the_same_shuffling_gives_the_same_training_without_dp_with_and_without_the_cache(
+    tokenizer,
+):
+    data = _batch(tokenizer)
+    results = []
+    for cached in (False, True):
+        model = _model()
+        _randomise_b(model)
+        prefix = FrozenPrefix(model, enabled=cached)
+        train_plain(
+            prefix.module(data),
+            prefix.data(data),
+            steps=3,
+            batch_size=4,
+            physical_batch_size=2,
+            lr=5e-3,
+            generator=torch.Generator().manual_seed(3),
+        )
+        results.append(model.adapter_state())
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_each_record_is_computed_once_and_only_when_drawn(tokenizer, monkeypatch):
+    data = TensorDataset(*(torch.cat([t] * 3) for t in _batch(tokenizer).tensors))  # 18 records
+    computed = []
+    encode = frozen_prefix.encode_bottom
+
+    def counting(model, depth, ids, mask):  # noqa: ANN001, ANN202
+        computed.append(len(ids))
+        return encode(model, depth, ids, mask)
+
+    monkeypatch.setattr(frozen_prefix, "encode_bottom", counting)
+    model = _model()
+    rows = FrozenPrefix(model).data(data).tensors[0]
+    assert computed == [8]  # the check against the whole model, on the first 8 records
+    batch = rows[torch.tensor([9, 9, 12, 2])]
+    assert computed == [8, 2]  # rows 9 and 12, once each; row 2 was computed by the check
+    torch.testing.assert_close(batch[0], batch[1], rtol=0, atol=0)
+    rows[torch.tensor([12, 9])]
+    assert rows[torch.tensor([], dtype=torch.long)].shape == (0, 16, 384)
+    assert computed == [8, 2] and int(rows.done.sum()) == 10
+    torch.testing.assert_close(rows[14], batch[3], rtol=0, atol=1e-6)  # a copy of record 2
+    assert computed == [8, 2, 1]
 
 
 def test_a_cache_that_disagrees_with_the_model_is_not_used(tokenizer, monkeypatch):
