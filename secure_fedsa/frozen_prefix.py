@@ -1,12 +1,13 @@
-"""The encoder's frozen bottom, computed once per record instead of in every step.
+"""The encoder's frozen bottom, computed at most once per record instead of in every step.
 
 With the adapter on the top N encoder layers (``--adapter-layers``, 2 by default), the
 embeddings and every layer below the lowest adapted one hold frozen pretrained weights, and
 dropout is off (model.py), so they map a record to the same hidden states in every step of every
-round. :class:`FrozenPrefix` computes those hidden states once per record and trains and
-evaluates :class:`EncoderTop` (the adapted layers and the head) on them: the same function of
-the same parameters, so the same per-sample gradients, the same clipping, the same noise and the
-same accounting; only the repeated frozen forward pass is gone.
+round. :class:`FrozenPrefix` computes a record's hidden states the first time a batch draws it
+(:class:`HiddenRows`), keeps them, and trains and evaluates :class:`EncoderTop` (the adapted
+layers and the head) on them: the same function of the same parameters, so the same per-sample
+gradients, the same clipping, the same noise and the same accounting; only the repeated frozen
+forward pass is gone.
 
 Privacy: the cached hidden states are a deterministic function of one record and public
 weights. They stay in this process's memory with the client's other data, are never written
@@ -17,7 +18,7 @@ Safety: the cache is used only when every trainable tensor of the model lies in
 :class:`EncoderTop` (:func:`frozen_depth` and :meth:`FrozenPrefix.check_trainable`), and each
 cached dataset is checked once against the whole model on its first records
 (:func:`_agrees`); a model or a transformers version where the two disagree runs uncached, with a
-warning. A cache larger than :data:`CACHE_LIMIT_BYTES` is not built either.
+warning. A dataset whose cache could grow beyond :data:`CACHE_LIMIT_BYTES` is not cached either.
 """
 
 from __future__ import annotations
