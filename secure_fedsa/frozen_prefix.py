@@ -24,6 +24,7 @@ warning. A dataset whose cache could grow beyond :data:`CACHE_LIMIT_BYTES` is no
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -179,13 +180,15 @@ class FrozenPrefix:
         self.depth = frozen_depth(model) if enabled else 0
         self.top = EncoderTop(model, self.depth) if self.depth else None
         self.limit_bytes = CACHE_LIMIT_BYTES if limit_bytes is None else limit_bytes
-        self._cache: dict[int, CachedData | None] = {}
+        # Keyed by the dataset object itself, and gone with it: an id could be reused.
+        self._cache: weakref.WeakKeyDictionary[Dataset, CachedData | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _cached(self, dataset: TensorDataset) -> CachedData | None:
-        key = id(dataset)
-        if key not in self._cache:
-            self._cache[key] = self._build(dataset)
-        return self._cache[key]
+        if dataset not in self._cache:
+            self._cache[dataset] = self._build(dataset)
+        return self._cache[dataset]
 
     def module(self, dataset: TensorDataset) -> nn.Module:
         return self.top if self._cached(dataset) is not None else self.model  # type: ignore[return-value]

@@ -4,6 +4,8 @@ the same federation; and it is refused where it could change something."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from test_engine import _batch, _randomise_b, check_zero_noise_step
@@ -150,6 +152,29 @@ def test_each_record_is_computed_once_and_only_when_drawn(tokenizer, monkeypatch
     assert computed == [8, 2] and int(rows.done.sum()) == 10
     torch.testing.assert_close(rows[14], batch[3], rtol=0, atol=1e-6)  # a copy of record 2
     assert computed == [8, 2, 1]
+
+
+def test_a_new_dataset_never_gets_an_older_datasets_cache(tokenizer):
+    """The cache is keyed by the dataset object and dies with it, so a dataset made after
+    another was freed (Python may give it the freed one's id) gets its own rows, never the
+    other's records."""
+    model = _model()
+    prefix = FrozenPrefix(model)
+    base = _batch(tokenizer).tensors
+    for shift in range(3):
+        dataset = TensorDataset(*(torch.roll(t, shift, dims=0) for t in base))
+        cached = prefix.data(dataset)
+        torch.testing.assert_close(cached.tensors[2], dataset.tensors[2], rtol=0, atol=0)
+        torch.testing.assert_close(
+            cached.tensors[0][:],
+            frozen_prefix.encode_bottom(model, prefix.depth, *dataset.tensors[:2]),
+            rtol=0,
+            atol=1e-6,
+        )
+        assert len(prefix._cache) == 1
+        del dataset, cached
+        gc.collect()
+        assert len(prefix._cache) == 0  # nothing left that a reused id could find
 
 
 def test_a_cache_that_disagrees_with_the_model_is_not_used(tokenizer, monkeypatch):
