@@ -47,6 +47,11 @@ def _bert(model: LoraClassifier) -> nn.Module:
     return model.encoder.get_base_model()
 
 
+def _width(model: LoraClassifier) -> int:
+    """Values per token in the encoder's hidden states."""
+    return int(_bert(model).config.hidden_size)
+
+
 def _layers(model: LoraClassifier) -> nn.ModuleList | None:
     encoder = getattr(_bert(model), "encoder", None)
     layers = getattr(encoder, "layer", None)
@@ -124,8 +129,7 @@ class HiddenRows:
         self, model: LoraClassifier, depth: int, ids: torch.Tensor, mask: torch.Tensor
     ) -> None:
         self.model, self.depth, self.ids, self.mask = model, depth, ids, mask
-        width = int(_bert(model).config.hidden_size)
-        self.values = torch.empty((len(ids), ids.shape[1], width))  # pages filled on use
+        self.values = torch.empty((len(ids), ids.shape[1], _width(model)))  # pages filled on use
         self.done = torch.zeros(len(ids), dtype=torch.bool)
 
     @property
@@ -216,8 +220,7 @@ class FrozenPrefix:
         if self.top is None:
             return None
         ids, mask, labels = dataset.tensors
-        width = int(_bert(self.model).config.hidden_size)
-        if ids.numel() * width * 4 > self.limit_bytes:
+        if ids.numel() * _width(self.model) * 4 > self.limit_bytes:
             return None
         rows = HiddenRows(self.model, self.depth, ids, mask)
         if len(labels) and not _agrees(self.model, self.top, ids, mask, rows):
@@ -247,7 +250,7 @@ def encode_bottom(
             hidden = base.embeddings(input_ids=piece_ids)
             parts.append(_run_layers(base, layers, hidden, piece_mask))
     if not parts:
-        return torch.zeros((0, ids.shape[1], int(base.config.hidden_size)))
+        return torch.zeros((0, ids.shape[1], _width(model)))
     return torch.cat(parts)
 
 
