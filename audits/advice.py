@@ -39,6 +39,11 @@ ADVICE: dict[str, str] = {
         "with 279 and 1 161 records never beat the majority class at ε = 8): merge sites so each "
         "client has thousands of records, raise the budget, or leave the client out."
     ),
+    "evaluation-released": (
+        "Treat every accuracy in the run's shared files as a non-private statistic of each "
+        "client's test records, or re-run without `--release-evaluation` (the default), which "
+        "keeps it in each client's own directory."
+    ),
     "fixed-size-batches": (
         "Ask the operator whether the run used the engine's Poisson sampler (each record drawn "
         "with probability q), since with fixed-size batches the accountant's ε does not "

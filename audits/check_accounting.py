@@ -1,9 +1,12 @@
-"""Check (P4, P5): the ε each ledger reports is what its DP events cost.
+"""Check (P4, P5): the ε each ledger reports is what its DP events cost, under the relation the
+run states, and every other place that names ε or the budget agrees with the ledger.
 
-The ledger's events are re-accounted with accountants other than the one the run used (a PRV
-run is checked with Google's PLD and with RDP; an RDP run with PLD and PRV), the steps in the
-ledger are matched against the steps metrics.jsonl says were executed, and δ is checked against
-1/n for each client's number of training records.
+The ledger's events are re-accounted with this audit's own replace-one computation
+(:mod:`audits.replace_one`: numpy only, independent of dp_accounting, which the run used), which
+gives bounds that contain the true ε; the reported ε must lie inside them. The ledger's rounds
+and steps are matched against metrics.jsonl, the ε metrics.jsonl shows after each round against
+the ledger's, the ledger heads the server accepted (metrics.jsonl ``ledger``) against the ledger's
+entries, the budget in config.json against the ledger's, and δ against 1/n.
 """
 
 from __future__ import annotations
@@ -11,22 +14,25 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from audits.accountants import agrees, pld_epsilon, prv_epsilon, rdp_epsilon
 from audits.evidence import LEDGER_FORMAT, LEDGER_VERSION, RunEvidence
+from audits.replace_one import replace_one_epsilon
 from audits.result import CheckResult
 
 NAME = "accounting"
 STATEMENT = (
-    "For every client, ε re-computed from its privacy ledger's events with an independent "
-    "accountant matches the ε the ledger reports; the ledger's rounds and steps equal the "
-    "rounds and steps metrics.jsonl says were executed; δ < 1/n for the client's n training "
-    "records; and no client exceeded the budget."
+    "For every client, ε re-computed from its privacy ledger's events under replace-one "
+    "neighbours by the audit's own accountant brackets the ε the ledger reports; the ε "
+    "metrics.jsonl shows after each round, the ledger heads the server accepted and the budget "
+    "in config.json agree with the ledger; the ledger's rounds and steps equal those "
+    "metrics.jsonl says were executed; δ < 1/n for the client's n training records; and no "
+    "client exceeded the budget."
 )
-# PRV and PLD are both tight numerical accountants: they agree to about 0.01 at δ = 1e-5.
-TIGHT_ABS, TIGHT_REL = 0.05, 0.02
-# RDP is an upper bound, 8-20 % above the tight value at these settings; more is suspicious.
-RDP_MAX_RATIO, RDP_MAX_EXTRA = 1.5, 0.5
-SAME_ACCOUNTANT_REL = 1e-3
+RELATION = "replace-one"
+# slack around the independent bounds: the run's accountant (dp_accounting PLD) is itself a
+# pessimistic discretisation, within about 0.01 of the true ε
+SLACK_ABS, SLACK_REL = 0.02, 0.005
+# per-round ε in metrics.jsonl is a copy of the ledger's (exact up to JSON float printing)
+COPY_TOLERANCE = 1e-9
 
 
 def check_accounting(run: RunEvidence) -> CheckResult:
@@ -103,9 +109,12 @@ def _check_client(run: RunEvidence, cid: str, result: CheckResult) -> dict[str, 
         "epsilon_per_round": [reported_epsilon(e) for e in entries],
         "versions": identity.get("versions"),
     }
+    evidence["neighbouring_relation"] = identity.get("neighbouring_relation")
     _check_identity(run, cid, identity, entries, result)
     _check_steps(run, cid, entries, result)
     _check_delta(run, cid, identity, result, evidence)
+    _check_metrics_epsilon(run, cid, entries, result, evidence)
+    _check_server_heads(run, cid, entries, result)
     if entries:
         reported = reported_epsilon(entries[-1])
         if reported is None:
@@ -113,7 +122,7 @@ def _check_client(run: RunEvidence, cid: str, result: CheckResult) -> dict[str, 
         else:
             evidence.update(_recompute(cid, history, delta, accountant, reported, result))
             _check_prefixes(cid, history, entries, delta, accountant, result, evidence)
-            budget = run.cfg("epsilon")
+            budget = identity.get("target_epsilon")
             if isinstance(budget, (int, float)) and reported > budget + 1e-9:
                 result.fail(f"{cid}: reported ε = {reported:.4g} exceeds the budget ε = {budget}")
     return evidence
@@ -124,7 +133,17 @@ def _check_identity(
 ) -> None:
     if identity.get("client_id") != cid:
         result.fail(f"{cid}: ledger belongs to client {identity.get('client_id')!r}")
-    for key, config_key in (("delta", "delta"), ("clip", "clip"), ("accountant", "accountant")):
+    if identity.get("neighbouring_relation") != RELATION:
+        result.fail(
+            f"{cid}: the ledger states its ε under {identity.get('neighbouring_relation')!r} "
+            f"neighbours, not {RELATION!r}: with n public, only replace-one means something"
+        )
+    for key, config_key in (
+        ("delta", "delta"),
+        ("clip", "clip"),
+        ("accountant", "accountant"),
+        ("target_epsilon", "epsilon"),
+    ):
         if identity.get(key) != run.cfg(config_key):
             result.fail(
                 f"{cid}: ledger {key} = {identity.get(key)!r}, config.json says "
@@ -217,43 +236,38 @@ def _recompute(
     result: CheckResult,
 ) -> dict[str, Any]:
     """Re-account the ledger's events; ``epsilon_matches`` says whether the reported ε holds."""
-    pld = pld_epsilon(history, delta)
-    out: dict[str, Any] = {"reported_epsilon": reported, "pld_epsilon": pld}
-    problems: list[str] = []
+    out: dict[str, Any] = {"reported_epsilon": reported}
+    if accountant != "pld":
+        result.fail(
+            f"{cid}: the ledger was accounted with {accountant!r}, not replace-one PLD: its ε is "
+            "not stated in the relation a run that publishes n needs"
+        )
+        out["epsilon_matches"] = False
+        return out
+    try:
+        bounds = replace_one_epsilon(history, delta)
+    except ValueError as exc:
+        result.error(f"{cid}: the independent re-computation could not run: {exc}")
+        out["epsilon_matches"] = False
+        return out
+    out.update(
+        independent_epsilon_lower=bounds.lower,
+        independent_epsilon_upper=bounds.upper,
+        independent_grid=bounds.grid,
+    )
+    slack = max(SLACK_ABS, SLACK_REL * reported) if math.isfinite(reported) else 0.0
+    problems = []
     if math.isinf(reported):
         problems.append(f"{cid}: reported ε is infinite: no finite privacy guarantee")
-    elif accountant == "prv":
-        rdp = rdp_epsilon(history, delta)
-        out["rdp_epsilon"] = rdp
-        if not agrees(reported, pld, abs_tol=TIGHT_ABS, rel_tol=TIGHT_REL):
-            problems.append(
-                f"{cid}: reported ε = {reported:.4f} (PRV) disagrees with ε = {pld:.4f} "
-                "re-computed with Google's PLD accountant"
-            )
-        if rdp < reported * (1 - TIGHT_REL) - 0.01:
-            problems.append(f"{cid}: reported ε = {reported:.4f} exceeds the RDP bound {rdp:.4f}")
-        elif rdp > RDP_MAX_RATIO * reported + RDP_MAX_EXTRA:
-            problems.append(f"{cid}: RDP bound {rdp:.4f} is far above reported ε = {reported:.4f}")
-    elif accountant == "rdp":
-        prv = prv_epsilon(history, delta)
-        rdp = rdp_epsilon(history, delta)
-        out.update(prv_epsilon=prv, rdp_epsilon=rdp)
-        tight = pld if math.isfinite(pld) else prv
-        if not agrees(reported, rdp, abs_tol=1e-3, rel_tol=SAME_ACCOUNTANT_REL):
-            problems.append(f"{cid}: reported ε = {reported:.4f} is not the RDP value {rdp:.4f}")
-        if reported < tight * (1 - TIGHT_REL) - 0.01:
-            problems.append(
-                f"{cid}: reported RDP ε = {reported:.4f} is below the PLD value {tight:.4f}"
-            )
-        elif reported > RDP_MAX_RATIO * tight + RDP_MAX_EXTRA:
-            problems.append(f"{cid}: reported ε = {reported:.4f} is far above PLD's {tight:.4f}")
-    else:
-        result.error(f"{cid}: unknown accountant {accountant!r}; compared with PLD only")
-        if not agrees(reported, pld, abs_tol=TIGHT_ABS, rel_tol=TIGHT_REL):
-            problems.append(f"{cid}: reported ε = {reported:.4f} disagrees with PLD's {pld:.4f}")
+    elif not bounds.contains(reported, slack=slack):
+        low = "below" if reported < bounds.lower else "above"
+        problems.append(
+            f"{cid}: reported ε = {reported:.4f} is {low} the independent replace-one bounds "
+            f"[{bounds.lower:.4f}, {bounds.upper:.4f}] of the ledger's events"
+        )
     for problem in problems:
         result.fail(problem)
-    out["epsilon_matches"] = not problems and accountant in ("prv", "rdp")
+    out["epsilon_matches"] = not problems
     return out
 
 
@@ -266,19 +280,84 @@ def _check_prefixes(
     result: CheckResult,
     evidence: dict,
 ) -> None:
-    """Each round's cumulative ε is at most the (cheap) RDP bound of the events up to it."""
+    """Each earlier round's cumulative ε lies within the independent bounds of the events up to
+    it (the last round is checked by :func:`_recompute`)."""
+    if accountant != "pld":
+        return
     bounds = []
-    for index, entry in enumerate(entries):
-        bound = rdp_epsilon(history[: index + 1], delta)
-        bounds.append(bound)
+    for index, entry in enumerate(entries[:-1]):
+        interval = replace_one_epsilon(history[: index + 1], delta)
+        bounds.append([interval.lower, interval.upper])
         reported = reported_epsilon(entry)
-        if reported is None:
+        if reported is None or math.isinf(reported):
             continue
-        too_high = reported > bound * (1 + SAME_ACCOUNTANT_REL) + 1e-3
-        too_low = accountant == "rdp" and reported < bound * (1 - SAME_ACCOUNTANT_REL) - 1e-3
-        if too_high or too_low:
+        if not interval.contains(reported, slack=max(SLACK_ABS, SLACK_REL * reported)):
             result.fail(
-                f"{cid}: round {entry.get('round')}: reported ε = {reported:.4f} is inconsistent "
-                f"with the RDP bound {bound:.4f} of the events up to it"
+                f"{cid}: round {entry.get('round')}: reported ε = {reported:.4f} is outside the "
+                f"independent bounds [{interval.lower:.4f}, {interval.upper:.4f}] of the events "
+                "up to it"
             )
-    evidence["rdp_epsilon_per_round"] = bounds
+    evidence["independent_bounds_per_round"] = bounds
+
+
+def _check_metrics_epsilon(
+    run: RunEvidence, cid: str, entries: list, result: CheckResult, evidence: dict
+) -> None:
+    """The ε metrics.jsonl shows after each round equals the ledger's after that round (a
+    ledger rewritten after the fact no longer agrees with what the run showed as it went)."""
+    by_round: dict[Any, float | None] = {}
+    for entry in entries:
+        by_round[entry.get("round")] = reported_epsilon(entry)
+    shown = []
+    for record in run.metrics or []:
+        entry = ((record or {}).get("clients") or {}).get(cid)
+        number = record.get("round") if isinstance(record, dict) else None
+        if not isinstance(entry, dict) or not isinstance(number, int):
+            continue
+        value = entry.get("epsilon_spent")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        shown.append([number, value])
+        # the ε after round r is that of the last ledger entry of a round <= r
+        ledger_value = None
+        for e in entries:
+            if isinstance(e.get("round"), int) and e["round"] <= number:
+                ledger_value = reported_epsilon(e)
+        if ledger_value is None and value == 0:
+            continue
+        if ledger_value is None or abs(float(value) - ledger_value) > COPY_TOLERANCE * max(
+            1.0, abs(ledger_value)
+        ):
+            said = (
+                "has no entry up to that round"
+                if ledger_value is None
+                else f"says ε = {ledger_value:.4f}"
+            )
+            result.fail(
+                f"{cid}: metrics.jsonl shows ε = {value:.4f} after round {number}, the ledger "
+                f"{said}: the ledger or metrics.jsonl was changed after the run"
+            )
+    evidence["metrics_epsilon"] = shown
+
+
+def _check_server_heads(run: RunEvidence, cid: str, entries: list, result: CheckResult) -> None:
+    """Every ledger head the server accepted in an update (metrics.jsonl ``ledger``) is the
+    ledger's entry at that position: a ledger rewritten or rolled back after the server saw it
+    no longer contains those entries."""
+    hashes = [e.get("hash") for e in entries]
+    for record in run.metrics or []:
+        entry = ((record or {}).get("clients") or {}).get(cid)
+        head = entry.get("ledger") if isinstance(entry, dict) else None
+        if not isinstance(head, dict):
+            continue
+        position, digest = head.get("entries"), head.get("head")
+        if not isinstance(position, int) or position < 1 or position > len(hashes):
+            result.fail(
+                f"{cid}: the server accepted an update of round {record.get('round')} paid for "
+                f"by ledger entry {position!r}, which the ledger does not have"
+            )
+        elif hashes[position - 1] != digest:
+            result.fail(
+                f"{cid}: the server accepted an update of round {record.get('round')} paid for "
+                f"by ledger entry {position} with another hash: the ledger was rewritten"
+            )

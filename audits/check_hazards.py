@@ -32,6 +32,12 @@ def check_hazards(run: RunEvidence) -> CheckResult:
         return result
     for what in run.protections_off():
         result.fail(f"{what}: config.json turns it off for every round")
+    if run.cfg("release_evaluation") is True:
+        result.warn(
+            "evaluation released: config.json releases each client's test accuracy into the "
+            "run's shared files; it is not differentially private",
+            code="evaluation-released",
+        )
     result.evidence["clients"] = {}
     for cid in run.client_ids:
         result.evidence["clients"][cid] = _check_client(run, cid, result)
@@ -81,8 +87,17 @@ def _check_sampling(
 ) -> None:
     q, trained = plan.get("sample_rate"), run.trained_rounds(cid) or {}
     rounds = [e for e in trained.values() if isinstance(e.get("examples"), int)]
-    if not isinstance(q, float) or n is None or not rounds:
-        result.error(f"{cid}: cannot test the sampling (rate, size or sampled counts missing)")
+    if not isinstance(q, float) or n is None:
+        result.error(f"{cid}: cannot test the sampling (rate or size missing)")
+        return
+    if not rounds:
+        # the normal case: how many records the Poisson batches drew is a private statistic
+        evidence.update(sample_rate=q, sampled_records="private (kept by the client)")
+        result.note(
+            f"{cid}: the number of records each Poisson batch drew is not in the shared files "
+            "(the DP analysis assumes it stays hidden); the client checks its sampler's rate "
+            "against the accountant's before the first noisy step"
+        )
         return
     examples = sum(e["examples"] for e in rounds)
     steps = sum(e.get("steps") or 0 for e in rounds)

@@ -49,8 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Exit 0 when the verdict is PASS, WARN or INCONCLUSIVE, 1 when it is FAIL; user errors
-    raise."""
+    """Exit 0 when the verdict is PASS, WARN or INCONCLUSIVE, 1 when it is FAIL; user errors and
+    missing packages raise (exit 2), before anything is written."""
+    try:
+        return _audit(args)
+    except ImportError as exc:
+        from audits.install import tool_missing
+
+        raise tool_missing(exc) from None
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from audits.evidence import BUNDLE_MANIFEST
     from audits.html import render_html
     from audits.result import NOT_FAILED
     from audits.runner import audit_run
@@ -58,6 +68,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{args.run_dir!r} is not a directory; give a run directory to audit")
+    if not any((run_dir / name).is_file() for name in ("config.json", BUNDLE_MANIFEST)):
+        raise ConfigError(
+            f"{args.run_dir!r} is neither a run directory nor an auditor bundle (it has no "
+            f"config.json and no {BUNDLE_MANIFEST}); give the directory `secure-fedsa run` "
+            "wrote, or the bundle made from it"
+        )
     if args.bundle:
         return _write_bundle(args, run_dir)
     if args.canaries < 10:
@@ -68,11 +84,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         extra = (canary_check(canaries=args.canaries, seed=args.seed),)
     out = Path(args.out) if args.out else run_dir / "audit"
+    report = audit_run(run_dir, extra=extra)  # everything is checked before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the output directory {str(out)!r}: {exc}") from exc
-    report = audit_run(run_dir, extra=extra)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     for check in report["checks"]:

@@ -23,9 +23,9 @@ from typing import Any
 
 # the configuration formats this audit understands (3 added adapter_layers; absent in 2, where
 # every encoder layer was adapted)
-CONFIG_VERSIONS = (2, 3)
+CONFIG_VERSIONS = (2, 3, 4)
 LEDGER_FORMAT = "secure_fedsa.privacy_ledger"
-LEDGER_VERSION = 2
+LEDGER_VERSION = 3
 LEDGER_FILE = "privacy_ledger.json"
 MAX_FILE_BYTES = 64 << 20
 BUNDLE_MANIFEST = "MANIFEST.json"  # written by audits.bundle; lists every file with its SHA-256

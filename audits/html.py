@@ -153,9 +153,9 @@ def _statement(statement: dict) -> str:
         f'<table id="privacy-statement">{rows}</table>'
         f'<div class="wide"><table id="epsilon-table">{head}{body}</table></div>'
         "<p class='muted'>ε claimed: the cumulative ε the client's ledger reports. ε re-computed: "
-        "the audit's own accounting of the ledger's events with Google's dp_accounting PLD "
-        "accountant (an RDP ledger's ε is an upper bound, so it lies above this value). Match: "
-        "whether the accounting check accepts the claim.</p>"
+        "the upper end of the audit's own bounds on ε for the ledger's events, under replace-one "
+        "neighbours, computed independently of the library the run used. Match: whether the "
+        "claim lies within those bounds.</p>"
     )
 
 

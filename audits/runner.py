@@ -17,6 +17,7 @@ from audits.check_ledger import check_ledger
 from audits.check_rundir import check_run_directory
 from audits.diagram import data_flow
 from audits.evidence import RunEvidence, load_run
+from audits.install import tool_missing
 from audits.overview import overview
 from audits.provenance import audited_with, evidence_files, produced_by, run_parameters
 from audits.result import CheckResult, verdict, verdict_word
@@ -46,9 +47,12 @@ CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
 
 
 def _safe(check: Callable[[RunEvidence], CheckResult], run: RunEvidence) -> CheckResult:
-    """A check that crashes on unexpected content reports an error instead of a result."""
+    """A check that crashes on unexpected content reports an error instead of a result; a
+    missing package stops the audit as a tool problem (never a verdict about the run)."""
     try:
         return check(run)
+    except ImportError as exc:
+        raise tool_missing(exc) from None
     except Exception as exc:  # noqa: BLE001 - a bad run directory must never crash the audit
         name = getattr(check, "__name__", "check").removeprefix("check_").replace("_", "-")
         result = CheckResult(name, "(the check could not run)")
@@ -60,6 +64,8 @@ def _part(build: Callable[[RunEvidence], Any], run: RunEvidence) -> Any:
     """A descriptive part of the report; unexpected content leaves a note instead of a crash."""
     try:
         return build(run)
+    except ImportError as exc:
+        raise tool_missing(exc) from None
     except Exception as exc:  # noqa: BLE001 - a bad run directory must never crash the audit
         return {"unavailable": f"{type(exc).__name__}: {exc}"}
 

@@ -9,7 +9,10 @@ from audits.check_accounting import ledger_history, reported_epsilon
 from audits.evidence import RunEvidence
 from audits.groups import allowed_groups, tensor_group
 
-RECOMPUTED_WITH = "Google dp_accounting PLD (the audit's own accountant)"
+RECOMPUTED_WITH = (
+    "the audit's own replace-one privacy-loss computation (audits/replace_one.py, numpy; "
+    "independent of the dp_accounting library the run used): bounds that contain the true ε"
+)
 
 UNMASKED_LIMIT = (
     "All clients share one CKKS secret key and this run did not mask the ciphertexts. A server "
@@ -62,6 +65,7 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
             "delta": identity.get("delta"),
             "records": identity.get("dataset_size"),
             "accountant": identity.get("accountant"),
+            "neighbouring_relation": identity.get("neighbouring_relation"),
             "versions": identity.get("versions"),
             "noise_multiplier": sorted({s for s, _, _ in history}),
             "sample_rate": sorted({q for _, q, _ in history}),
@@ -74,7 +78,12 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
         "dp": True,
         "type": "record-level (ε, δ)-differential privacy",
         "unit": "one training record of one client",
-        "neighbouring": "add or remove one record from one client's training data",
+        "neighbouring": "replace-one: two training sets of the same size that differ in one "
+        "record of one client (each client's number of records is public: the sampling rate and "
+        "the aggregation weights give it away, so the guarantee cannot rest on hiding it)",
+        "not_covered": "statistics each client keeps in its own directory (training loss, "
+        "batch sizes, training time, test accuracy, label counts) are not DP; they leave the "
+        "client only if the operator releases them (release_evaluation)",
         "mechanism": "DP-SGD (Opacus): per-record gradients over every trainable parameter "
         "(LoRA A, B and the task head jointly) clipped to norm `clip`, Gaussian noise of standard "
         "deviation σ·clip added to their sum, batches Poisson-sampled with rate q",
@@ -146,7 +155,8 @@ def with_recomputed(statement: dict[str, Any], checks: list[dict[str, Any]]) -> 
         evidence = found.get(cid) if isinstance(found.get(cid), dict) else {}
         merged[cid] = {
             **claim,
-            "epsilon_recomputed": evidence.get("pld_epsilon"),
+            "epsilon_recomputed": evidence.get("independent_epsilon_upper"),
+            "epsilon_recomputed_lower": evidence.get("independent_epsilon_lower"),
             "epsilon_recomputed_with": RECOMPUTED_WITH,
             "epsilon_matches": evidence.get("epsilon_matches") is True,
         }

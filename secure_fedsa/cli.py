@@ -116,6 +116,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-masking", action="store_true", help="turn pairwise masking of ciphertexts OFF"
     )
+    parser.add_argument(
+        "--release-evaluation",
+        action="store_true",
+        help="write each client's test accuracy into the run's shared files (metrics.jsonl, "
+        "summary.json); it is NOT differentially private (default: kept in each client's own "
+        "directory)",
+    )
     parser.add_argument("--out", help="run directory (default: runs/<time>-<method>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
@@ -162,6 +169,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values["encryption"] = False
     if args.no_masking or args.no_encryption:
         values["masking"] = False
+    if args.release_evaluation:
+        values["release_evaluation"] = True
     return RunConfig(**values)
 
 
@@ -188,6 +197,8 @@ def _explicit_values(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
         given["encryption"] = ("--no-encryption", False)
     if args.no_masking:
         given["masking"] = ("--no-masking", False)
+    if args.release_evaluation:
+        given["release_evaluation"] = ("--release-evaluation", True)
     return given
 
 
@@ -292,7 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_federation(
         config, run_dir, progress=_progress(args.quiet), resume=bool(args.resume)
     )
-    acc = summary["accuracy"]
+    acc = summary["evaluation"]
     print(f"run directory: {run_dir}")
     print(
         f"final accuracy: mean over clients {acc['mean']:.4f}, "
@@ -310,6 +321,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"note: {', '.join(acc['not_above_majority'])} did not beat always predicting its most "
             "frequent class; under DP this usually means too few records for the budget (see "
             "docs/privacy.md, 'Small clients')"
+        )
+    if not acc["released"]:
+        print(
+            "these accuracies are not differentially private: each client keeps them in its own "
+            "directory (clients/<id>/evaluation.json); the run's shared files do not hold them"
         )
     print(
         "differential privacy: "

@@ -26,8 +26,8 @@ The same class serves the in-process federation and the Flower ClientApp.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +41,10 @@ from secure_fedsa.aggregate_check import (
     clamp_round_change,
     round_change_bound,
 )
+from secure_fedsa.atomic import atomic_write
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.signing import Identity
-from secure_fedsa.errors import BudgetExhausted, SecureFedsaError
+from secure_fedsa.errors import BudgetExhausted, LedgerError, SecureFedsaError
 from secure_fedsa.frozen_prefix import FrozenPrefix
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
@@ -59,7 +60,7 @@ from secure_fedsa.privacy.ledger import PrivacyLedger, check_budget
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
 from secure_fedsa.schedule import round_factors
 from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
-from secure_fedsa.wire import decode_aggregate, encode_update
+from secure_fedsa.wire import LedgerHead, decode_aggregate, encode_update
 
 STATE_FILE = "state.pt"
 # Aggregation weight = training-set size / WEIGHT_UNIT. The unit keeps weighted values inside the
@@ -300,7 +301,21 @@ class Client:
             session=session,
             key=self.identity.key,
             mask=mask,
+            ledger=self.ledger_head(),
         )
+
+    def ledger_head(self) -> LedgerHead | None:
+        """The ledger entry that paid for the trained state (its position and hash), which every
+        update carries so the server can refuse a ledger that went back; None without DP."""
+        if self.privacy is None or self.trained_entry is None:
+            return None
+        hashes = [e.hash for e in self.privacy.ledger.entries]
+        if self.trained_entry not in hashes:
+            raise LedgerError(
+                f"{self.client_id}: the trained state was paid for by ledger entry "
+                f"{self.trained_entry[:12]}…, which the ledger does not hold"
+            )
+        return LedgerHead(hashes.index(self.trained_entry) + 1, self.trained_entry)
 
     def apply_aggregate(self, data: bytes, round_number: int, session: str) -> list[str]:
         """Verify, decrypt and check the server's aggregate; load it as the shared tensors if
@@ -372,8 +387,6 @@ class Client:
         return directory
 
     def _save(self) -> None:
-        target = self.directory / STATE_FILE
-        tmp = target.with_suffix(".tmp")
         payload = {
             "state": self.state,
             "trained": self.trained,
@@ -385,8 +398,9 @@ class Client:
             "clamped": self.last_clamped,
             "optimizer": None if self.carry is None else self.carry.saved,
         }
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write(self.directory / STATE_FILE, buffer.getvalue())
 
     def _load(self, path: Path) -> None:
         payload = torch.load(path, weights_only=True)

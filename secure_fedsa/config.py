@@ -14,10 +14,14 @@ from typing import Any
 
 from secure_fedsa.errors import ConfigError
 
-CONFIG_VERSION = 3
-# Version 2 had no adapter_layers: every encoder layer was adapted. It is read as that.
-READABLE_VERSIONS = (2, 3)
-ACCOUNTANTS = ("prv", "rdp")
+CONFIG_VERSION = 4
+# Version 2 had no adapter_layers: every encoder layer was adapted. It is read as that. Versions
+# 2 and 3 accounted privacy under add/remove-one neighbours with Opacus (accountant "prv" or
+# "rdp"): they are read (old runs and sweeps can be reported and audited) but never trained
+# with; version 4 accounts under replace-one with dp_accounting's PLD (privacy/accounting.py).
+READABLE_VERSIONS = (2, 3, 4)
+ACCOUNTANTS = ("pld",)
+LEGACY_ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("hooks", "ghost")
 PARTITIONS = ("iid", "dirichlet", "natural")
 HEADS = ("local", "shared")
@@ -88,7 +92,9 @@ class RunConfig:
     # that cuts every example weighs each one equally whatever its loss, which under label skew
     # pushes a client to its majority class (docs/privacy.md, "Choosing the clip").
     clip: float = 5.0
-    accountant: str = "prv"
+    # dp_accounting's PLD under replace-one neighbours (the only relation that means something
+    # when each client's number of records is public, as it is here)
+    accountant: str = "pld"
     clipping: str = "hooks"
     # encryption
     encryption: bool = True
@@ -99,6 +105,10 @@ class RunConfig:
     masking_threshold: int | None = None
     keys_dir: str | None = None
     max_clients: int = 64
+    # Each client's accuracy (and majority-class rate) on its private test split is not
+    # differentially private: it stays in the client's own directory unless this releases it
+    # into the run's shared files (metrics.jsonl, summary.json), said loudly as a protection off.
+    release_evaluation: bool = False
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -126,10 +136,14 @@ class RunConfig:
                 f"{CONFIG_VERSION}); use the secure_fedsa release that wrote it"
             )
         values = dict(data)
+        if version < 4 and "release_evaluation" in values:
+            raise ConfigError(f"a version {version} configuration cannot have release_evaluation")
+        if version < 4:  # add/remove-one accounting with Opacus; readable, never trained with
+            values.setdefault("accountant", "prv")
         if version == 2:  # written before adapter_layers existed: every layer was adapted
             if "adapter_layers" in values:
                 raise ConfigError("a version 2 configuration cannot have adapter_layers")
-            values.update(adapter_layers=None, version=CONFIG_VERSION)
+            values.update(adapter_layers=None, version=3)
         for key in ("data_files", "labels", "target_modules"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -139,11 +153,23 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def neighbouring_relation(self) -> str:
+        """The relation this configuration's ε is stated in: "replace-one", or
+        "add/remove-one" for a configuration written before version 4 (never trained with)."""
+        return "add/remove-one" if self.accountant in LEGACY_ACCOUNTANTS else "replace-one"
+
+    @property
     def protections(self) -> list[str]:
         """Plain-language warnings for every protection that is off (empty when all are on)."""
         warnings = []
         if not self.dp:
             warnings.append("NO DIFFERENTIAL PRIVACY: shared updates can reveal training records")
+        if self.release_evaluation:
+            warnings.append(
+                "EVALUATION RELEASED: each client's accuracy on its private test split is written "
+                "to the run's shared files (metrics.jsonl, summary.json); it is not "
+                "differentially private"
+            )
         if not self.encryption:
             warnings.append("NO ENCRYPTION: the server sees every client's update in plaintext")
         elif not self.masking:
@@ -223,9 +249,21 @@ def validate(config: RunConfig) -> None:
     _check(config.lr > 0 and math.isfinite(config.lr), "lr must be a positive number")
     _check(config.clip > 0 and math.isfinite(config.clip), "clip must be a positive number")
     _check(0 < config.delta < 1, "delta must be between 0 and 1 (and below 1/n)")
+    readable = ACCOUNTANTS if config.version >= 4 else ACCOUNTANTS + LEGACY_ACCOUNTANTS
     _check(
-        config.accountant in ACCOUNTANTS,
-        f"unknown accountant {config.accountant!r}: choose one of {', '.join(ACCOUNTANTS)}",
+        config.accountant in readable,
+        f"unknown accountant {config.accountant!r}: choose one of {', '.join(ACCOUNTANTS)}"
+        + (
+            " ('prv' and 'rdp' analyse add/remove-one neighbours, which protect nothing once "
+            "a client's number of records is public; see docs/privacy.md)"
+            if config.accountant in LEGACY_ACCOUNTANTS
+            else ""
+        ),
+    )
+    _check(
+        config.version in READABLE_VERSIONS,
+        f"configuration version {config.version!r} is not supported (this is version "
+        f"{CONFIG_VERSION})",
     )
     _check(
         config.optimizer_state in OPTIMIZER_STATES,

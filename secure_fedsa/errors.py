@@ -35,6 +35,11 @@ class LedgerError(PrivacyError):
     """A privacy ledger is corrupt, belongs to someone else, or disagrees with the config."""
 
 
+class ToolMissing(SecureFedsaError):
+    """A package this command needs is not installed: a problem with the installation, never
+    with the evidence being checked. The message names what to install."""
+
+
 class CryptoError(SecureFedsaError):
     """Key bundles or encryption parameters are unusable or unsafe."""
 

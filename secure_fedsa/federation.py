@@ -10,12 +10,19 @@ Round r, as data flows (design.md section 3):
 
 Transport is the :class:`InProcessTransport` below; the Flower apps use the same Client and
 Aggregator with another transport.
+
+What is written where (secure_fedsa/private_stats.py, docs/threat-model.md): the run's shared
+files (config.json, setup.json, metrics.jsonl, summary.json, egress/) hold DP releases and public
+configuration only; statistics of a client's records that are not DP (training loss, Poisson
+batch sizes, training seconds, test accuracy, label counts) go to that client's own directory,
+unless ``release_evaluation`` releases the evaluation explicitly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,25 +35,36 @@ from secure_fedsa.client import Client
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import BudgetExhausted
+from secure_fedsa.errors import BudgetExhausted, LedgerError
 from secure_fedsa.masked_round import InProcessMasking
 from secure_fedsa.model import build_model
 from secure_fedsa.node import (
+    LEDGER_FILE,
     PrivacyHistory,
     client_privacy,
     client_releases,
+    ledger_heads_from_metrics,
     new_aggregator,
     new_session,
     plan_client,
     privacy_history,
+    refuse_without_dp,
     shared_manifest,
     submit,
     training_plan,
 )
 from secure_fedsa.prepare import model_spec, prepare
+from secure_fedsa.privacy.accounting import NEIGHBOURING_RELATION
+from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import metrics_releases
 from secure_fedsa.privacy.plan import PrivacyPlan
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
+from secure_fedsa.private_stats import (
+    append_round,
+    read_evaluation,
+    read_rounds,
+    write_evaluation,
+)
 from secure_fedsa.rundir import RunDirectory
 from secure_fedsa.secagg import RoundFailed as MaskingFailed
 from secure_fedsa.security import (
@@ -81,6 +99,11 @@ class Progress:
 
 @dataclass
 class RoundRecord:
+    """One round. ``clients`` and the fields below it are shared (metrics.jsonl); ``private``
+    (client id -> statistics of its records that are not DP) goes to each client's own
+    directory only, and ``seconds`` (the round's wall time, which includes training) only to the
+    console."""
+
     round: int
     clients: dict[str, dict] = field(default_factory=dict)
     rejected: list[dict] = field(default_factory=list)
@@ -89,8 +112,17 @@ class RoundRecord:
     server_seconds: float = 0.0  # serializing the aggregate (adding is in each client's seconds)
     upload_bytes: int = 0
     download_bytes: int = 0
+    mean_accuracy: float | None = None  # only with release_evaluation
+    private: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
-    mean_accuracy: float | None = None
+
+    def shared(self) -> dict:
+        """What metrics.jsonl holds of this round."""
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("private", "seconds") and not (k == "mean_accuracy" and v is None)
+        }
 
 
 class InProcessTransport:
@@ -159,13 +191,16 @@ class Federation:
             model_spec(config), num_labels=len(self.prepared.label_names), seed=config.seed
         )
         existing = RunDirectory.resume(run_dir, config) if resume else None
+        self.anchors = AnchorStore()
         histories = self._histories(existing)
         self.plans = {
             cid: plan_client(config, cid, data.num_train, histories[cid])
             for cid, data in self.prepared.clients.items()
             if config.dp
         }
-        self.warnings = setup_warnings(config, self.prepared.label_counts)
+        self.warnings = setup_warnings(config)
+        # about the clients' own data (label counts): private, so the console only
+        self.data_warnings = data_warnings(self.prepared.label_counts)
         if config.keys_dir is not None:  # given keys are loaded before anything is written
             self._load_keys(run_dir / "keys")
         # 2. the run directory, keys and clients; a failed set-up leaves nothing behind
@@ -198,6 +233,8 @@ class Federation:
         self.manifest = shared_manifest(initial, self.policy)
         self.egress = EgressLog(self.rundir.path / "egress")
         self.transport = InProcessTransport(self.egress, encrypted=config.encryption)
+        # the server's memory of each client's ledger head (from its own round records)
+        self.ledger_heads = ledger_heads_from_metrics(self.rundir.metrics())
         plan = training_plan(config)
         self.clients: dict[str, Client] = {}
         for number, (cid, data) in enumerate(self.prepared.clients.items()):
@@ -217,6 +254,7 @@ class Federation:
                     self.rundir.client_dir(cid),
                     self.codecs.fingerprint,
                     histories[cid],
+                    self.anchors,
                 ),
                 codec=self.codecs.client,
                 seed=config.seed * 1000 + number,
@@ -230,13 +268,12 @@ class Federation:
                 "manifest_hash": self.manifest.digest,
                 "shared_values": self.manifest.size,
                 "label_names": list(self.prepared.label_names),
-                "label_counts": self.prepared.label_counts,
-                "label_skew": self.prepared.label_skew,
                 "clients": {
                     cid: {"train": len(d.train), "test": len(d.test)}
                     for cid, d in self.prepared.clients.items()
                 },
                 "privacy": {cid: _plan_dict(p) for cid, p in self.plans.items()},
+                "neighbouring_relation": NEIGHBOURING_RELATION if config.dp else None,
                 "key_fingerprint": self.codecs.fingerprint,
                 "roster_digest": self.identities.roster.digest,
                 "session": self.session,
@@ -251,16 +288,23 @@ class Federation:
 
     def _histories(self, existing: RunDirectory | None) -> dict[str, PrivacyHistory]:
         """Each client's spent privacy, checked against everything the run shows it released
-        (its state, its egress records, metrics.jsonl); empty for a new run."""
-        if existing is None or not self.config.dp:
+        (its state, its egress records, metrics.jsonl) and against its ledger's anchor; empty
+        for a new run. A run that trained with DP never resumes without it."""
+        if existing is None:
             return {cid: PrivacyHistory() for cid in self.prepared.clients}
         egress = EgressLog(existing.path / "egress")
         metrics = existing.metrics()
+        if not self.config.dp:
+            refuse_resume_without_dp(existing, metrics)
+            for cid in self.prepared.clients:
+                refuse_without_dp(existing.client_dir(cid), egress.read(cid))
+            return {cid: PrivacyHistory() for cid in self.prepared.clients}
         return {
             cid: privacy_history(
                 existing.client_dir(cid),
                 client_releases(existing.client_dir(cid), egress.read(cid))
                 + metrics_releases(metrics, cid),
+                self.anchors,
             )
             for cid in self.prepared.clients
         }
@@ -268,7 +312,7 @@ class Federation:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
         start = time.time()
-        for warning in [*self.config.protections, *self.warnings]:
+        for warning in [*self.config.protections, *self.warnings, *self.data_warnings]:
             self.progress.warning(f"WARNING: {warning}")
         for cid, plan in self.plans.items():
             for hazard in plan.hazards:
@@ -286,7 +330,9 @@ class Federation:
         for round_number in range(first, self.config.rounds + 1):
             self.progress.round_started(round_number, self.config.rounds)
             record = self.run_round(round_number)
-            self.rundir.append_metrics(record.__dict__)
+            for cid, private in record.private.items():
+                append_round(self.rundir.client_dir(cid), {"round": round_number, **private})
+            self.rundir.append_metrics(record.shared())
             self.progress.round_done(round_number)
             self.progress.message(_round_line(record, self.config.rounds))
             if not any(c.get("status") == "trained" for c in record.clients.values()):
@@ -305,6 +351,8 @@ class Federation:
             session=self.session,
             roster=self.identities.roster,
             key=self.identities.server.key,
+            dp=self.config.dp,
+            ledger_heads=self.ledger_heads,
         )
         masking = self._masking(round_number, record) if aggregator is not None else None
         if masking is False:  # too few clients to unmask a round: nobody trains it
@@ -322,15 +370,19 @@ class Federation:
                 self.progress.client_done(cid)
                 continue
             finally:
-                entry["seconds"]["train"] = time.perf_counter() - started_training
+                # how long training took follows the Poisson batch sizes: private
+                record.private.setdefault(cid, {})["train_seconds"] = (
+                    time.perf_counter() - started_training
+                )
             entry.update(
                 status="trained",
                 resumed=result.resumed,
+                steps=None if result.stats is None else result.stats.steps,
+                clamped=result.clamped,
+            )
+            record.private[cid].update(
                 loss=None if result.stats is None else result.stats.mean_loss,
                 examples=None if result.stats is None else result.stats.examples,
-                steps=None if result.stats is None else result.stats.steps,
-                epsilon=result.epsilon,
-                clamped=result.clamped,
             )
             if aggregator is not None:
                 mask = masking.mask_for(cid) if masking else None
@@ -343,6 +395,10 @@ class Federation:
                     record.rejected.append({"client": cid, "reason": reason})
                 else:
                     contributors.append(cid)
+                    head = aggregator.accepted_heads.get(cid)
+                    if head is not None:  # the ledger head the server accepted (P5)
+                        entry["ledger"] = head.to_json()
+                        self.ledger_heads[cid] = (round_number, head)
             record.clients[cid] = entry
             self.progress.client_done(cid)
         if aggregator is not None and aggregator.accepted:
@@ -422,30 +478,59 @@ class Federation:
 
     def _evaluate(self, record: RoundRecord, started: float) -> RoundRecord:
         accuracies = []
+        release = self.config.release_evaluation
         for cid, client in self.clients.items():
             record.clients.setdefault(cid, {}).setdefault("seconds", dict.fromkeys(PHASES, 0.0))
             started_evaluation = time.perf_counter()
             acc = client.evaluate(self.config.eval_examples_per_round)
             record.clients[cid]["seconds"]["evaluate"] = time.perf_counter() - started_evaluation
-            record.clients[cid]["accuracy_subset"] = acc
+            record.private.setdefault(cid, {})["accuracy_subset"] = acc
+            if release:
+                record.clients[cid]["accuracy_subset"] = acc
             record.clients[cid]["epsilon_spent"] = client.epsilon_spent
             accuracies.append(acc)
-        record.mean_accuracy = float(np.mean(accuracies))
+        record.mean_accuracy = float(np.mean(accuracies)) if release else None
         record.seconds = time.time() - started
         return record
 
     def finish(self, seconds: float) -> dict:
+        """Final evaluation (into each client's own directory), export, and summary.json.
+
+        Returns the summary as written, plus ``evaluation`` (each client's accuracy, test size
+        and majority-class rate) for the caller; summary.json holds the evaluation only with
+        ``release_evaluation``, and otherwise says where each client keeps it."""
         self.progress.message("final evaluation on each client's full test split ...")
         started_final = time.perf_counter()
         per_client = {cid: c.evaluate() for cid, c in self.clients.items()}
         final_seconds = time.perf_counter() - started_final
-        sizes = {cid: len(c.data.test) for cid, c in self.clients.items()}
-        majority = {cid: majority_rate(c.data.test.tensors[2]) for cid, c in self.clients.items()}
-        total = sum(sizes.values())
+        evaluation = evaluation_summary(
+            per_client,
+            sizes={cid: len(c.data.test) for cid, c in self.clients.items()},
+            majority={
+                cid: majority_rate(c.data.test.tensors[2]) for cid, c in self.clients.items()
+            },
+        )
         for cid, client in self.clients.items():
+            write_evaluation(
+                self.rundir.client_dir(cid),
+                {
+                    "accuracy": per_client[cid],
+                    "test_examples": evaluation["test_examples"][cid],
+                    "majority_class": evaluation["majority_class"][cid],
+                    "label_counts": self.prepared.label_counts[cid],
+                    "label_names": list(self.prepared.label_names),
+                },
+            )
             client.export(self.rundir.path / "adapters" / cid, list(self.prepared.label_names))
         phases = phase_seconds(self.rundir.metrics(), final_evaluation=final_seconds)
-        self.progress.message(_phase_line(phases))
+        train = sum(
+            r.get("train_seconds") or 0.0
+            for cid in self.clients
+            for r in read_rounds(self.rundir.client_dir(cid))
+        )
+        self.progress.message(_phase_line({"train": train, **phases}))
+        self.progress.message(f"wall time {seconds:.1f} s")
+        released = self.config.release_evaluation
         summary = {
             "method": self.config.method,
             "dataset": self.prepared.dataset_name,
@@ -453,15 +538,9 @@ class Federation:
             "differential_privacy": self.config.dp,
             "encryption": self.config.encryption,
             "protections_off": self.config.protections,
-            "accuracy": {
-                "per_client": per_client,
-                "mean": float(np.mean(list(per_client.values()))),
-                "weighted_mean": sum(per_client[c] * sizes[c] for c in sizes) / max(total, 1),
-                "test_examples": sizes,
-                # what always predicting the client's most frequent test label scores
-                "majority_class": majority,
-                "not_above_majority": [c for c in per_client if per_client[c] <= majority[c]],
-            },
+            "evaluation": {"released": True, **evaluation}
+            if released
+            else {"released": False, "kept_in": "clients/<id>/evaluation.json"},
             "privacy": {
                 cid: _privacy_summary(c, self.config.delta)
                 for cid, c in self.clients.items()
@@ -469,17 +548,35 @@ class Federation:
             }
             if self.config.dp
             else "no differential privacy",
+            "neighbouring_relation": NEIGHBOURING_RELATION if self.config.dp else None,
             "key_fingerprint": self.codecs.fingerprint,
             "rejected_aggregates": [
                 {"round": m["round"], "rejected_by": m["aggregate"]["rejected_by"]}
                 for m in self.rundir.metrics()
                 if (m.get("aggregate") or {}).get("status") == "rejected"
             ],
-            "seconds": seconds,
+            # the phases whose time does not depend on the records (training time does)
             "seconds_by_phase": phases,
         }
         self.rundir.write_json("summary.json", summary)
-        return summary
+        return {**summary, "evaluation": {"released": released, **evaluation}}
+
+
+def evaluation_summary(
+    per_client: dict[str, float], *, sizes: dict[str, int], majority: dict[str, float]
+) -> dict:
+    """Accuracy per client, their unweighted (the paper's) and test-size-weighted means, test
+    sizes, majority-class rates and the clients at or below theirs (pure)."""
+    total = sum(sizes.values())
+    return {
+        "per_client": per_client,
+        "mean": float(np.mean(list(per_client.values()))),
+        "weighted_mean": sum(per_client[c] * sizes[c] for c in sizes) / max(total, 1),
+        "test_examples": sizes,
+        # what always predicting the client's most frequent test label scores
+        "majority_class": majority,
+        "not_above_majority": [c for c in per_client if per_client[c] <= majority[c]],
+    }
 
 
 def majority_rate(labels: torch.Tensor) -> float:
@@ -489,14 +586,22 @@ def majority_rate(labels: torch.Tensor) -> float:
     return float(torch.bincount(labels).max()) / len(labels)
 
 
-def setup_warnings(config: RunConfig, label_counts: dict[str, list[int]]) -> list[str]:
-    """Plain-language warnings about a run that will work but may mislead (pure)."""
+def setup_warnings(config: RunConfig) -> list[str]:
+    """Plain-language warnings about a run that will work but may mislead, from its public
+    configuration (pure); they go into setup.json."""
     warnings = []
     if config.num_clients == 1:
         warnings.append(
             "one client: nothing is federated (this is local training, with DP and encryption "
             "as configured); use --clients 2 or more to federate"
         )
+    return warnings
+
+
+def data_warnings(label_counts: dict[str, list[int]]) -> list[str]:
+    """Warnings from the clients' label counts (pure). Label counts are statistics of private
+    records: these are shown on the console, never written to the run's shared files."""
+    warnings = []
     for cid, counts in label_counts.items():
         present = [c for c in counts if c > 0]
         if len(present) == 1:
@@ -508,10 +613,11 @@ def setup_warnings(config: RunConfig, label_counts: dict[str, list[int]]) -> lis
     return warnings
 
 
-# Where a round's time goes, per client (metrics.jsonl "seconds"): local training, encrypting and
-# signing the update, the server validating and adding it, verifying, decrypting and checking the
-# aggregate, and evaluating on the per-round test sample.
-PHASES = ("train", "encrypt", "aggregate", "decrypt", "evaluate")
+# Where a round's time goes, per client (metrics.jsonl "seconds"): encrypting and signing the
+# update, the server validating and adding it, verifying, decrypting and checking the aggregate,
+# and evaluating on the per-round test sample. None depends on the records. Local training's time
+# does (it follows the Poisson batch sizes): it is in each client's own rounds.jsonl.
+PHASES = ("encrypt", "aggregate", "decrypt", "evaluate")
 
 
 def phase_seconds(metrics: list[dict], *, final_evaluation: float = 0.0) -> dict[str, float]:
@@ -581,13 +687,48 @@ def _round_line(record: RoundRecord, total: int) -> str:
     for cid, c in record.clients.items():
         eps = c.get("epsilon_spent")
         eps_text = f" eps={eps:.2f}" if eps is not None else ""
-        parts.append(f"{cid}: acc={c['accuracy_subset']:.3f}{eps_text} {c['status']}")
-    parts.append(f"mean acc={record.mean_accuracy:.3f}")
+        acc = record.private.get(cid, {}).get("accuracy_subset", math.nan)
+        parts.append(f"{cid}: acc={acc:.3f}{eps_text} {c['status']}")
+    accuracies = [p.get("accuracy_subset", math.nan) for p in record.private.values()]
+    parts.append(f"mean acc={float(np.mean(accuracies)) if accuracies else math.nan:.3f}")
     if record.rejected:
         parts.append(f"rejected={len(record.rejected)}")
     if record.aggregate.get("status") == "rejected":
         parts.append(f"aggregate REJECTED by {len(record.aggregate['rejected_by'])}")
     return " | ".join(parts)
+
+
+def refuse_resume_without_dp(run: RunDirectory, metrics: list[dict]) -> None:
+    """Raise LedgerError if the run directory shows any DP training: a ledger in a client's
+    directory, a privacy plan in setup.json, or an ε in metrics.jsonl. A run that released DP
+    results never resumes without DP (a ``"dp": false`` edit of config.json must not work)."""
+    clients = run.path / "clients"
+    ledgers = sorted(clients.glob(f"*/{LEDGER_FILE}")) if clients.is_dir() else []
+    spent = any(
+        isinstance(entry, dict) and entry.get("epsilon_spent") is not None
+        for record in metrics
+        for entry in (record.get("clients") or {}).values()
+    )
+    setup = run.path / "setup.json"
+    planned = False
+    if setup.is_file():
+        try:
+            planned = bool(json.loads(setup.read_text()).get("privacy"))
+        except (OSError, ValueError, AttributeError):
+            planned = False
+    if ledgers or spent or planned:
+        where = (
+            f"a privacy ledger ({ledgers[0].relative_to(run.path)})"
+            if ledgers
+            else "ε in metrics.jsonl"
+            if spent
+            else "a privacy plan in setup.json"
+        )
+        raise LedgerError(
+            f"{run.path}: this run trained with differential privacy ({where}), but its "
+            "configuration now turns DP off. A run that released DP results never resumes "
+            'without DP: restore "dp": true in config.json, or start a new run directory'
+        )
 
 
 def run_federation(
@@ -607,4 +748,23 @@ def run_federation(
 
 
 def load_summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
+    """A finished run's summary.json, with ``evaluation`` completed from the clients' own
+    directories when it was not released (for the operator, who holds those directories)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    evaluation = summary.get("evaluation")
+    if isinstance(evaluation, dict) and not evaluation.get("released"):
+        finals = {
+            d.name: read_evaluation(d)
+            for d in sorted((run_dir / "clients").iterdir())
+            if d.is_dir()
+        }
+        finals = {cid: e for cid, e in finals.items() if e is not None}
+        summary["evaluation"] = {
+            "released": False,
+            **evaluation_summary(
+                {cid: e["accuracy"] for cid, e in finals.items()},
+                sizes={cid: e["test_examples"] for cid, e in finals.items()},
+                majority={cid: e["majority_class"] for cid, e in finals.items()},
+            ),
+        }
+    return summary

@@ -27,14 +27,16 @@ from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan,
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.signing import Roster, SigningKey, load_identity
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import DataError, UpdateRejected
+from secure_fedsa.errors import DataError, LedgerError, UpdateRejected
+from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
 from secure_fedsa.privacy.engine import DPSettings
 from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
 from secure_fedsa.privacy.randomness import OSRandom
-from secure_fedsa.server import Aggregator
+from secure_fedsa.server import Aggregator, LedgerHeads
 from secure_fedsa.sharing import Manifest, SharingPolicy, get_policy
+from secure_fedsa.wire import LedgerHead
 
 LEDGER_FILE = "privacy_ledger.json"
 
@@ -84,16 +86,39 @@ def client_releases(directory: Path, egress: Sequence[dict] = ()) -> list[Releas
     return ([saved] if saved is not None else []) + egress_releases(egress)
 
 
-def privacy_history(directory: Path, releases: Sequence[Release]) -> PrivacyHistory:
-    """The client's ledger in ``directory``, checked against ``releases``.
+def privacy_history(
+    directory: Path, releases: Sequence[Release], anchors: AnchorStore
+) -> PrivacyHistory:
+    """The client's ledger in ``directory``, checked against ``releases`` and its anchor.
 
     Raises :class:`~secure_fedsa.errors.LedgerError` (and changes nothing) when the ledger is
-    missing, corrupt, or does not pay for every release: a client that has trained never gets
-    a fresh ledger.
+    missing, corrupt, rolled back, or does not pay for every release: a client that has trained
+    never gets a fresh ledger.
     """
-    ledger = open_history(directory / LEDGER_FILE, releases)
+    ledger = open_history(directory / LEDGER_FILE, releases, anchors)
     saved = saved_release(directory)
     return PrivacyHistory(ledger=ledger, rounds_done=0 if saved is None else saved.round)
+
+
+def refuse_without_dp(directory: Path, egress: Sequence[dict] = ()) -> None:
+    """Raise :class:`~secure_fedsa.errors.LedgerError` if ``directory`` holds a privacy ledger
+    or any record of a DP release: a client that trained with DP never trains without it (a
+    ``"dp": false`` edit must not resume it)."""
+    evidence = []
+    if (directory / LEDGER_FILE).exists():
+        evidence.append(f"a privacy ledger ({directory / LEDGER_FILE})")
+    if any(isinstance(r, dict) and r.get("ledger_entry") for r in egress):
+        evidence.append("egress records of updates paid for by a ledger")
+    saved = saved_release(directory)
+    if saved is not None and saved.ledger_entry is not None:
+        evidence.append("a training state paid for by a ledger entry")
+    if evidence:
+        raise LedgerError(
+            f"{directory}: this client trained with differential privacy ({evidence[0]}), but "
+            "the configuration turns DP off. A client that has released DP results never "
+            'trains without DP: restore "dp": true in the configuration, or start a new run '
+            "directory"
+        )
 
 
 def plan_client(
@@ -122,7 +147,8 @@ def client_privacy(
     plan: PrivacyPlan | None,
     directory: Path,
     fingerprint: str | None,
-    history: PrivacyHistory | None = None,
+    history: PrivacyHistory | None,
+    anchors: AnchorStore,
 ) -> ClientPrivacy | None:
     """DP settings and the client's ledger (``history``'s, or a new one for a client that has
     never trained) in ``directory``; None without DP. The budget is the ledger's."""
@@ -139,7 +165,7 @@ def client_privacy(
         ledger = history.ledger
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        ledger = PrivacyLedger.open(directory / LEDGER_FILE, identity=identity)
+        ledger = PrivacyLedger.open(directory / LEDGER_FILE, identity=identity, anchors=anchors)
     return ClientPrivacy(settings=settings, ledger=ledger, budget=ledger.identity.target_epsilon)
 
 
@@ -157,8 +183,12 @@ def new_aggregator(
     session: str,
     roster: Roster,
     key: SigningKey,
+    dp: bool,
+    ledger_heads: LedgerHeads | None = None,
 ) -> Aggregator | None:
-    """The aggregator of one round, or None when the method shares nothing."""
+    """The aggregator of one round, or None when the method shares nothing. With ``dp``, every
+    update must carry its ledger head, moving forward from ``ledger_heads`` (the last head the
+    server accepted from each client)."""
     if manifest.size == 0:
         return None
     return Aggregator(
@@ -169,7 +199,22 @@ def new_aggregator(
         session=session,
         roster=roster,
         key=key,
+        require_ledger=dp,
+        ledger_heads=ledger_heads,
     )
+
+
+def ledger_heads_from_metrics(metrics: Sequence[dict]) -> dict[str, tuple[int, LedgerHead]]:
+    """The last ledger head the server accepted from each client, from its round records (the
+    ``ledger`` each accepted update carried), so that a restarted server keeps checking."""
+    heads: dict[str, tuple[int, LedgerHead]] = {}
+    for record in metrics:
+        number = record.get("round") if isinstance(record, dict) else None
+        for cid, entry in ((record or {}).get("clients") or {}).items():
+            head = entry.get("ledger") if isinstance(entry, dict) else None
+            if isinstance(number, int) and isinstance(head, dict):
+                heads[cid] = (number, LedgerHead(int(head["entries"]), str(head["head"])))
+    return heads
 
 
 def new_session() -> str:
@@ -204,6 +249,9 @@ class SiteSpec:
     partition_id: int | None = None
     num_partitions: int | None = None
     client_id: str | None = None
+    # where the site's ledger anchors live, outside its state directory (None: the user's
+    # default, privacy/anchor.py)
+    anchors: Path | None = None
 
     @property
     def name(self) -> str:
@@ -316,9 +364,12 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
     torch.manual_seed(config.seed)
     model = build_model(model_spec(config), num_labels=len(label_names), seed=config.seed)
     plan = history = None
-    if config.dp:
-        records = EgressLog(spec.state_dir / "egress").read(spec.name)
-        history = privacy_history(spec.state_dir, client_releases(spec.state_dir, records))
+    anchors = AnchorStore(spec.anchors)
+    records = EgressLog(spec.state_dir / "egress").read(spec.name)
+    if not config.dp:
+        refuse_without_dp(spec.state_dir, records)
+    else:
+        history = privacy_history(spec.state_dir, client_releases(spec.state_dir, records), anchors)
         plan = plan_client(config, spec.name, data.num_train, history)
     initial = model.adapter_state()
     manifest = shared_manifest(initial, policy)
@@ -331,7 +382,9 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         plan=training_plan(config),
         initial_state=initial,
         directory=spec.state_dir,
-        privacy=client_privacy(config, spec.name, plan, spec.state_dir, codec.fingerprint, history),
+        privacy=client_privacy(
+            config, spec.name, plan, spec.state_dir, codec.fingerprint, history, anchors
+        ),
         codec=codec,
         seed=config.seed * 1000 + spec.number,
         identity=identity,

@@ -22,21 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from secure_fedsa import __version__
+from secure_fedsa.atomic import write_json_atomic
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class RunDirectory:

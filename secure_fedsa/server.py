@@ -4,9 +4,11 @@
 envelope, the sender's signature (against the roster: an unknown or revoked client, a relabelled
 id, or any altered byte fails), key fingerprint, manifest hash, round, session (a replay from
 another run fails), duplicate client, client limit, encrypted flag, number and size of chunks,
-and every chunk's ciphertext parameters. A rejected update leaves the sum exactly as it was and is
-recorded in ``rejections``. Updates are added as they arrive, so memory does not grow with the
-number of clients. The aggregate is signed with the server's identity.
+and every chunk's ciphertext parameters; in a DP federation also the head of the client's privacy
+ledger, which must move forward from the last head this server accepted from that client (a client
+whose ledger was rolled back to an older copy, or rewritten, is refused). A rejected update leaves
+the sum exactly as it was and is recorded in ``rejections``. Updates are added as they arrive, so
+memory does not grow with the number of clients. The aggregate is signed with the server's identity.
 
 This module imports no decryption code: it works with any ``ServerCodec`` (``CKKSServerCodec``
 from ``server.keys``, or ``PlaintextCodec``).
@@ -15,7 +17,7 @@ from ``server.keys``, or ``PlaintextCodec``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +27,33 @@ from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
 
 logger = logging.getLogger(__name__)
+
+
+# client id -> (round, ledger head) of the last update this server accepted from it
+LedgerHeads = Mapping[str, tuple[int, wire.LedgerHead]]
+
+
+def ledger_head_problem(
+    previous: tuple[int, wire.LedgerHead] | None, round: int, head: wire.LedgerHead
+) -> str | None:
+    """Why an update of ``round`` paid for by ledger ``head`` cannot follow ``previous``, the
+    last accepted head of the same client (pure; None when it can). Each new round is paid for
+    by a new ledger entry; the same round resent after a restart carries the same head."""
+    if previous is None:
+        return None
+    last_round, last = previous
+    if head.entries < last.entries:
+        return (
+            f"ledger rolled back: the update is paid for by ledger entry {head.entries}, but "
+            f"entry {last.entries} paid for this client's update of round {last_round}"
+        )
+    if head.entries == last.entries and head.head != last.head:
+        return f"ledger rewritten: entry {head.entries} is not the one this server accepted"
+    if head.entries == last.entries and round != last_round:
+        return f"no new ledger entry: round {round} is paid for by the entry of round {last_round}"
+    if head.entries > last.entries and round <= last_round:
+        return f"round {round} does not follow round {last_round}, already accepted"
+    return None
 
 
 class Aggregator:
@@ -40,6 +69,8 @@ class Aggregator:
         session: str,
         roster: Roster,
         key: SigningKey,
+        require_ledger: bool = False,
+        ledger_heads: LedgerHeads | None = None,
     ) -> None:
         if not isinstance(manifest_hash, str) or not wire.MANIFEST_PATTERN.fullmatch(manifest_hash):
             raise ConfigError("manifest_hash must be 8-128 lowercase hex characters")
@@ -58,6 +89,9 @@ class Aggregator:
         self.manifest_hash = manifest_hash
         self.round = round
         self.n_values = n_values
+        self.require_ledger = require_ledger
+        self._previous_heads = dict(ledger_heads or {})
+        self.accepted_heads: dict[str, wire.LedgerHead] = {}
         self.accepted: list[str] = []
         self.rejections: list[tuple[str | None, str]] = []
         self._counted: set[str] = set()
@@ -83,6 +117,8 @@ class Aggregator:
             raise UpdateRejected(reason) from None
         self.accepted.append(client_id)
         self._counted.add(client_id)
+        if message.ledger is not None:
+            self.accepted_heads[client_id] = message.ledger
         logger.info("round %d: accepted update from %s", self.round, client_id)
         return client_id
 
@@ -100,6 +136,19 @@ class Aggregator:
         )
         if message.client_id in self._counted:
             raise UpdateRejected(f"duplicate: {message.client_id} already counted this round")
+        if self.require_ledger and message.ledger is None:
+            raise UpdateRejected(
+                "no ledger head: in a DP federation every update names the privacy ledger "
+                "entry that paid for it"
+            )
+        if not self.require_ledger and message.ledger is not None:
+            raise UpdateRejected("a ledger head in a federation without DP")
+        if message.ledger is not None:
+            problem = ledger_head_problem(
+                self._previous_heads.get(message.client_id), self.round, message.ledger
+            )
+            if problem:
+                raise UpdateRejected(problem)
         limit = self.codec.max_clients
         if limit is not None and len(self.accepted) >= limit:
             raise UpdateRejected(

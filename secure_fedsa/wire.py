@@ -8,7 +8,10 @@ Layout (integers little-endian)::
 
 The header names the protocol version, message kind, key fingerprint (or ``"plaintext"``),
 manifest hash, round, the run's session, client id (``"server"`` on aggregates), encrypted flag,
-number of values, number and byte size of each chunk, and the number of contributing clients.
+number of values, number and byte size of each chunk, the number of contributing clients, and on
+an update of a DP federation the head of the client's privacy ledger (entries and the hash of the
+entry that paid for the update; ``null`` otherwise): the server keeps the last head it accepted
+from each client and refuses one that goes back (a client whose ledger was rolled back).
 The digest catches corruption in transit; the signature (by the client named in the header, or by
 the server for an aggregate; :mod:`secure_fedsa.crypto.signing`) authenticates the header and
 every ciphertext byte, so a message altered in any way, relabelled with another client, round,
@@ -38,7 +41,7 @@ from secure_fedsa.errors import ConfigError, UpdateRejected
 
 MAGIC = b"SFSA"
 WIRE_VERSION = 2
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 PLAINTEXT_FINGERPRINT = "plaintext"
 SERVER_ID = "server"
 KIND_UPDATE = "update"
@@ -57,6 +60,8 @@ F_N_VALUES = "n_values"
 F_N_CHUNKS = "n_chunks"
 F_CHUNK_BYTES = "chunk_bytes"
 F_CONTRIBUTORS = "contributors"
+F_LEDGER = "ledger"
+LEDGER_FIELDS = frozenset({"entries", "head"})
 HEADER_FIELDS = frozenset(
     {
         F_PROTOCOL,
@@ -71,6 +76,7 @@ HEADER_FIELDS = frozenset(
         F_N_CHUNKS,
         F_CHUNK_BYTES,
         F_CONTRIBUTORS,
+        F_LEDGER,
     }
 )
 
@@ -88,6 +94,19 @@ CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MANIFEST_PATTERN = re.compile(r"[0-9a-f]{8,128}")
 FINGERPRINT_PATTERN = re.compile(r"[0-9a-f]{64}")
 SESSION_PATTERN = re.compile(r"[0-9a-f]{32}")
+HEAD_PATTERN = re.compile(r"[0-9a-f]{64}")
+MAX_LEDGER_ENTRIES = 1 << 31
+
+
+@dataclass(frozen=True)
+class LedgerHead:
+    """The privacy ledger entry that paid for an update: its position (1 = first) and hash."""
+
+    entries: int
+    head: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries": self.entries, "head": self.head}
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class Message:
     n_values: int
     contributors: int
     chunks: tuple[bytes, ...]
+    ledger: LedgerHead | None = None  # on updates of a DP federation
     digest: bytes = b""  # set by unpack: SHA-256 of header and chunks
     signature: bytes = b""  # set by unpack: the sender's signature of the digest
 
@@ -125,6 +145,7 @@ def pack(message: Message, key: SigningKey) -> bytes:
         F_N_CHUNKS: len(message.chunks),
         F_CHUNK_BYTES: [len(c) for c in message.chunks],
         F_CONTRIBUTORS: message.contributors,
+        F_LEDGER: None if message.ledger is None else message.ledger.to_json(),
     }
     problem = _header_problem(header)
     if problem:
@@ -175,6 +196,7 @@ def unpack(data: bytes) -> Message:
         n_values=header[F_N_VALUES],
         contributors=header[F_CONTRIBUTORS],
         chunks=tuple(chunks),
+        ledger=None if header[F_LEDGER] is None else LedgerHead(**header[F_LEDGER]),
         digest=digest,
         signature=bytes(view[digest_end:]),
     )
@@ -250,6 +272,16 @@ def _header_problem(h: Any) -> str | None:
         return "an update comes from one client, never from the server"
     if h[F_KIND] == KIND_AGGREGATE and not is_server:
         return "an aggregate comes from the server"
+    ledger = h[F_LEDGER]
+    if ledger is not None:
+        if h[F_KIND] != KIND_UPDATE:
+            return "only an update carries a ledger head"
+        if not isinstance(ledger, dict) or set(ledger) != LEDGER_FIELDS:
+            return "ledger must be null or have exactly entries and head"
+        if not _is_int(ledger["entries"], 1, MAX_LEDGER_ENTRIES):
+            return "ledger entries out of range"
+        if not _matches(HEAD_PATTERN, ledger["head"]):
+            return "ledger head must be 64 lowercase hex characters"
     return None
 
 
@@ -316,10 +348,12 @@ def encode_update(
     session: str,
     key: SigningKey,
     mask: ChunkMask | None = None,
+    ledger: LedgerHead | None = None,
 ) -> bytes:
     """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec`` (with
-    secure aggregation's ``mask`` added to the ciphertexts, if given) and signed with the
-    client's ``key`` (whose owner is the client id in the header)."""
+    secure aggregation's ``mask`` added to the ciphertexts, if given), with the head of the
+    privacy ``ledger`` entry that paid for it (DP federations), signed with the client's ``key``
+    (whose owner is the client id in the header)."""
     chunks = codec.encrypt(values, weight) if mask is None else codec.encrypt(values, weight, mask)
     return pack(
         Message(
@@ -333,6 +367,7 @@ def encode_update(
             n_values=int(np.asarray(values).shape[0]),
             contributors=1,
             chunks=tuple(chunks),
+            ledger=ledger,
         ),
         key,
     )

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ledger anchors (privacy/anchor.py) go to a directory of this test session, never to the
+# user's own; subprocesses inherit it. Session- and module-scoped runs anchor their ledgers here.
+SESSION_ANCHORS = tempfile.mkdtemp(prefix="secure-fedsa-anchors-")
+os.environ["SECURE_FEDSA_ANCHORS"] = SESSION_ANCHORS
+
+
+@pytest.fixture(autouse=True)
+def own_anchors(tmp_path_factory, monkeypatch):
+    """Each test gets its own copy of the session's anchors: a test that copies a shared run and
+    trains it further must not make the next test's copy of the same run look rolled back."""
+    import shutil
+
+    mine = tmp_path_factory.mktemp("anchors") / "a"
+    shutil.copytree(SESSION_ANCHORS, mine)
+    monkeypatch.setenv("SECURE_FEDSA_ANCHORS", str(mine))
+    return mine
+
+
 torch.set_num_threads(2)
 
 

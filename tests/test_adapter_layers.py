@@ -75,10 +75,13 @@ def test_no_gradient_reaches_the_layers_below():
 
 def test_a_version_2_configuration_reads_as_every_layer_adapted():
     data = RunConfig(adapter_layers=3).to_dict()
-    assert data["version"] == CONFIG_VERSION == 3
-    old = {k: v for k, v in data.items() if k != "adapter_layers"} | {"version": 2}
+    assert data["version"] == CONFIG_VERSION == 4
+    newer = ("adapter_layers", "release_evaluation", "accountant")
+    old = {k: v for k, v in data.items() if k not in newer} | {"version": 2}
     assert RunConfig.from_dict(old).adapter_layers is None
-    assert RunConfig.from_dict(old).version == CONFIG_VERSION
+    # read as the version 3 it became, still accounted add/remove-one: readable, never trained
+    assert RunConfig.from_dict(old).version == 3
+    assert RunConfig.from_dict(old).neighbouring_relation == "add/remove-one"
     with pytest.raises(ConfigError, match="version 2"):
         RunConfig.from_dict({**old, "adapter_layers": 2})
     assert RunConfig.from_dict(json.loads(json.dumps(data))).adapter_layers == 3

@@ -248,7 +248,7 @@ def test_the_epsilon_table_shows_claimed_and_recomputed(report, html, run_dir):
     accounting = next(c for c in report["checks"] if c["name"] == "accounting")
     rows = _epsilon_rows(html)
     for cid, claim in report["privacy_statement"]["clients"].items():
-        recomputed = accounting["evidence"]["clients"][cid]["pld_epsilon"]
+        recomputed = accounting["evidence"]["clients"][cid]["independent_epsilon_upper"]
         assert claim["epsilon"] == ledger(run_dir, cid)["entries"][-1]["epsilon"]
         assert claim["epsilon_recomputed"] == recomputed != claim["epsilon"]
         assert abs(recomputed - claim["epsilon"]) < 0.05 and claim["epsilon_matches"] is True

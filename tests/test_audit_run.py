@@ -52,10 +52,12 @@ def test_the_report_states_the_privacy_claim_and_releases(cli_report):
     _, report, _ = cli_report
     statement = report["privacy_statement"]
     assert statement["unit"] == "one training record of one client"
-    assert "add or remove one record" in statement["neighbouring"]
+    assert statement["neighbouring"].startswith("replace-one")
+    assert "test accuracy" in statement["not_covered"]
     for cid, claim in statement["clients"].items():
         assert 0 < claim["epsilon"] <= 8.0 and claim["delta"] == 1e-5
-        assert claim["accountant"] == "prv" and "opacus" in claim["versions"]
+        assert claim["accountant"] == "pld" and "opacus" in claim["versions"]
+        assert claim["neighbouring_relation"] == "replace-one"
         assert claim["steps"] == 4 and claim["rounds"] == 2
         sent = [r for r in report["releases"]["per_client"][cid] if r["kind"] == "update"]
         assert [r["round"] for r in sent] == [1, 2]
@@ -294,22 +296,27 @@ def test_a_resent_update_paid_by_its_ledger_entry_passes(copy):
     assert results(report)["ledger-integrity"] == "fail"
 
 
-def test_an_accounting_with_rdp_is_checked_against_pld(copy):
+def test_a_ledger_accounted_under_add_remove_is_failed(copy):
+    """Add/remove-one ε (what the last release recorded, with Opacus' RDP) with n published:
+    smaller than the replace-one ε of the same events, and stated in a relation that protects
+    nothing here. The audit fails it, whatever the numbers."""
     from audits.accountants import rdp_epsilon
 
-    edit_json(copy / "config.json", lambda c: c.update(accountant="rdp", epsilon=20.0))
     for ledger in copy.glob("clients/*/privacy_ledger.json"):
 
-        def to_rdp(doc):
-            doc["identity"]["accountant"] = "rdp"
+        def to_add_remove(doc):
+            doc["identity"].update(accountant="rdp", neighbouring_relation="add/remove-one")
             history = []
             for entry in doc["entries"]:
                 history.append((entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
                 entry.update(accountant="rdp", epsilon=rdp_epsilon(history, 1e-5))
 
-        edit_json(ledger, to_rdp)
+        edit_json(ledger, to_add_remove)
+    edit_json(copy / "config.json", lambda c: c.update(accountant="rdp"))
     report = audit_run(copy)
-    assert results(report)["accounting"] == "pass", findings(report, "accounting")
+    assert results(report)["accounting"] == "fail"
+    text = findings(report, "accounting")
+    assert "not 'replace-one'" in text and "not replace-one PLD" in text
 
 
 # -- bad input: incomplete, old, tampered --------------------------------------------------------
@@ -357,7 +364,7 @@ def test_edited_ledger_epsilon_fails(copy):
     )
     report = audit_run(copy)
     assert results(report)["accounting"] == "fail"
-    assert "re-computed with Google's PLD" in findings(report, "accounting")
+    assert "below the independent replace-one bounds" in findings(report, "accounting")
 
 
 def test_edited_ledger_steps_fail(copy):
@@ -367,7 +374,7 @@ def test_edited_ledger_steps_fail(copy):
     )
     text = findings(audit_run(copy), "accounting")
     assert "the ledger accounts 1 steps, metrics.jsonl shows 2 executed" in text
-    assert "PLD" in text  # and the ε no longer matches its events
+    assert "independent bounds" in text  # and the ε no longer matches its events
 
 
 def test_older_config_version_fails(copy):

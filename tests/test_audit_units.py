@@ -152,7 +152,7 @@ def test_the_ledger_chain_is_recomputed_independently():
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ledger.json"
         identity = LedgerIdentity.create(
-            client_id="c", key_fingerprint=None, delta=1e-5, accountant="rdp",
+            client_id="c", key_fingerprint=None, delta=1e-5, accountant="pld",
             dataset_size=1000, target_epsilon=8.0, noise_multiplier=1.0, clip=1.0,
         )  # fmt: skip
         ledger = PrivacyLedger.open(path, identity=identity)

@@ -58,6 +58,7 @@ def hostile_make_update(self: Client, round_number: int, session: str, mask=None
             session=session,
             key=self.identity.key,
             mask=mask,
+            ledger=self.ledger_head(),  # paid for, as the protocol requires
         )
     finally:
         packing.update_floats = checked
@@ -124,7 +125,7 @@ def test_honest_clients_kept_sane_tensors_and_finished(hostile_run):
         state = torch.load(run_dir / "clients" / cid / "state.pt", weights_only=True)["state"]
         a = [v for k, v in state.items() if ".lora_A." in k]
         assert max(float(t.abs().max()) for t in a) < 1.0  # never loaded the 1e4 values
-        assert 0.0 <= summary["accuracy"]["per_client"][cid] <= 1.0
+        assert 0.0 <= summary["evaluation"]["per_client"][cid] <= 1.0
     # every client holds the same A: round 4's aggregate was loaded by all
     states = [
         torch.load(run_dir / "clients" / c / "state.pt", weights_only=True)["state"]

@@ -62,6 +62,7 @@ def header_of(m: wire.Message) -> dict:
         wire.F_N_CHUNKS: len(m.chunks),
         wire.F_CHUNK_BYTES: [len(c) for c in m.chunks],
         wire.F_CONTRIBUTORS: m.contributors,
+        wire.F_LEDGER: None if m.ledger is None else m.ledger.to_json(),
     }
 
 
@@ -92,6 +93,8 @@ def test_round_trip():
     wire.verify_sender(back, KEYS["client-1"].public_bytes)
     aggregate = message(kind=wire.KIND_AGGREGATE, client_id=wire.SERVER_ID, contributors=5)
     assert same(wire.unpack(pack(aggregate)), aggregate)
+    charged = message(ledger=wire.LedgerHead(3, "ab" * 32))  # an update of a DP federation
+    assert same(wire.unpack(pack(charged)), charged)
 
 
 def test_signatures_bind_sender_and_content():
@@ -154,6 +157,17 @@ def test_forge_helper_builds_valid_messages():
         forge_fields(chunk_bytes=[3, "5"]),
         forge_fields(chunk_bytes=[0, 8]),
         forge_fields(chunk_bytes=[2**40, 8]),
+        forge_fields(ledger={"entries": 1}),
+        forge_fields(ledger={"entries": 0, "head": "ab" * 32}),
+        forge_fields(ledger={"entries": True, "head": "ab" * 32}),
+        forge_fields(ledger={"entries": 1, "head": "AB" * 32}),
+        forge_fields(ledger={"entries": 1, "head": "ab" * 32, "epsilon": 1}),
+        forge_fields(ledger=[1, "ab" * 32]),
+        forge_fields(
+            kind=wire.KIND_AGGREGATE,
+            client_id=wire.SERVER_ID,
+            ledger={"entries": 1, "head": "ab" * 32},
+        ),  # an aggregate carries no ledger head
     ],
 )
 def test_malformed_messages_are_rejected(data):

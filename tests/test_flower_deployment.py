@@ -46,7 +46,7 @@ RUN_CONFIG = {
     "physical-batch-size": 48,
     "eval-examples": 16,
     "epsilon": 8.0,
-    "accountant": "rdp",
+    "accountant": "pld",
     "labels": LABELS,
     "clients": 3,
     "min-clients": 2,

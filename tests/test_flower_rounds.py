@@ -28,7 +28,7 @@ BASE = {
     "physical-batch-size": 32,
     "eval-examples": 8,
     "epsilon": 8.0,
-    "accountant": "rdp",
+    "accountant": "pld",
     "labels": "rotten,fresh",
     "clients": 3,
     "min-clients": 2,

@@ -235,7 +235,7 @@ def test_a_federation_is_the_same_with_and_without_the_cache(tmp_path, monkeypat
             assert (client.prefix.module(client.data.train) is client.prefix.top) == (limit > 0)
         states.append({cid: c.state for cid, c in federation.clients.items()})
     cached, plain = summaries
-    assert cached["accuracy"]["per_client"] == plain["accuracy"]["per_client"]
+    assert cached["evaluation"]["per_client"] == plain["evaluation"]["per_client"]
     for cid, state in states[1].items():
         for name, value in state.items():
             torch.testing.assert_close(states[0][cid][name], value, rtol=1e-4, atol=1e-6)

@@ -1,6 +1,7 @@
 """The privacy ledger: survives restarts, refuses corrupt, edited or foreign files, never forgets.
 
-Uses the RDP accountant (cheap) except where PRV matters; same code path for both.
+Accounting is replace-one PLD (privacy/accounting.py); each ledger's head is anchored outside its
+directory (privacy/anchor.py), so a rollback to an older copy or a rewrite is refused too.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def identity(**overrides) -> LedgerIdentity:
         "client_id": "client-0",
         "key_fingerprint": "ab12cd34",
         "delta": 1e-5,
-        "accountant": "rdp",
+        "accountant": "pld",
         "dataset_size": 3200,
         "target_epsilon": 8.0,
         "noise_multiplier": 1.0,
@@ -67,7 +68,7 @@ def test_new_ledger_is_written_at_once_with_its_identity(path):
 
 
 def test_rounds_accumulate_and_survive_a_restart(path, three_rounds):
-    expected = epsilon([EVENT] * 3, delta=1e-5, accountant="rdp")
+    expected = epsilon([EVENT] * 3, delta=1e-5)
     assert three_rounds.epsilon_spent == expected
     assert [e.round for e in three_rounds.entries] == [1, 2, 3]
     assert three_rounds.steps_total == 30
@@ -79,7 +80,7 @@ def test_rounds_accumulate_and_survive_a_restart(path, three_rounds):
     assert reopened.epsilon_spent == expected
     # continuing after the restart adds to what was spent, never starts again at zero
     after = reopened.record(4, EVENT, clip=1.0, noise_source=OS_CSPRNG)
-    assert after == epsilon([EVENT] * 4, delta=1e-5, accountant="rdp") > expected
+    assert after == epsilon([EVENT] * 4, delta=1e-5) > expected
     assert PrivacyLedger.open(path, identity=identity()).steps_total == 40
 
 
@@ -92,7 +93,7 @@ def test_rounds_are_recorded_in_order_and_a_retried_round_is_charged_again(path,
     assert path.read_bytes() == before
     # round 3 trained again after a crash lost its result: charged a second time, never zero
     again = reopened.record(3, EVENT, clip=1.0, noise_source=OS_CSPRNG)
-    assert again == epsilon([EVENT] * 4, delta=1e-5, accountant="rdp")
+    assert again == epsilon([EVENT] * 4, delta=1e-5)
     assert [e.round for e in PrivacyLedger.open(path, identity=identity()).entries] == [1, 2, 3, 3]
 
 
@@ -170,7 +171,19 @@ def _consistent_forgery(doc):
     events = []
     for entry in entries:
         events.append(Event(entry["noise_multiplier"], entry["sample_rate"], entry["steps"]))
-        entry["epsilon"] = epsilon(events, delta=1e-5, accountant="rdp")
+        entry["epsilon"] = epsilon(events, delta=1e-5)
+
+
+def _forge_and_rechain(doc):
+    """σ forged, every ε and the whole hash chain recomputed: a ledger sound on its own word."""
+    from secure_fedsa.privacy.ledger import LedgerIdentity, canonical_hash
+
+    _consistent_forgery(doc)
+    link = identity_hash(LedgerIdentity(**doc["identity"]))
+    for entry in doc["entries"]:
+        entry["previous"] = link
+        entry["hash"] = canonical_hash(entry)
+        link = entry["hash"]
 
 
 def _rechain_after_edit(doc):
@@ -294,14 +307,14 @@ def test_budget_check_refuses_the_round_that_would_exceed(path):
 
 
 def test_calibrated_plan_is_carried_out_to_the_last_round(path):
-    """σ calibrated for the whole plan passes the budget check in every planned round (PRV)."""
+    """σ calibrated for the whole plan passes the budget check in every planned round."""
     from secure_fedsa.privacy.accounting import calibrate_noise_multiplier
 
     rounds, steps, q = 4, 10, 0.04
     sigma = calibrate_noise_multiplier(
-        target_epsilon=8.0, delta=1e-5, sample_rate=q, steps=rounds * steps, accountant="prv"
+        target_epsilon=8.0, delta=1e-5, sample_rate=q, steps=rounds * steps
     )
-    ledger = PrivacyLedger.open(path, identity=identity(accountant="prv", noise_multiplier=sigma))
+    ledger = PrivacyLedger.open(path, identity=identity(noise_multiplier=sigma))
     event = DPEvent(noise_multiplier=sigma, sample_rate=q, steps=steps)
     for r in range(1, rounds + 1):
         check_budget(ledger, event, 8.0)
@@ -328,3 +341,76 @@ def test_identity_and_arguments_are_validated(path):
     with pytest.raises(Exception, match="budget"):
         ledger.would_exceed(EVENT, budget=0)
     assert ledger.last_round == 0
+
+
+# --- anchors: a rollback of the whole directory, or a consistent rewrite -------------------------
+
+
+def test_a_ledger_rolled_back_to_an_older_copy_is_refused(path, tmp_path):
+    from secure_fedsa.privacy.anchor import AnchorStore
+
+    anchors = AnchorStore(tmp_path / "anchors")
+    ledger = PrivacyLedger.open(path, identity=identity(), anchors=anchors)
+    ledger.record(1, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    copy = path.read_bytes()  # the whole directory copied after round 1
+    for r in (2, 3):
+        ledger.record(r, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    path.write_bytes(copy)  # ... and restored: a perfectly consistent, older ledger
+    PrivacyLedger.read(path)  # on its own word it is fine
+    with pytest.raises(LedgerError, match="rolled back to an older copy"):
+        PrivacyLedger.read(path, anchors=anchors)
+    with pytest.raises(LedgerError, match="rolled back"):
+        PrivacyLedger.open(path, identity=ledger.identity, anchors=anchors)
+    assert path.read_bytes() == copy  # left as it was
+
+
+def test_a_ledger_rewritten_consistently_is_refused(path, tmp_path):
+    from secure_fedsa.privacy.anchor import AnchorStore
+
+    anchors = AnchorStore(tmp_path / "anchors")
+    ledger = PrivacyLedger.open(path, identity=identity(), anchors=anchors)
+    for r in (1, 2):
+        ledger.record(r, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    _rewrite(path, _forge_and_rechain)  # σ raised, ε and the whole chain recomputed
+    PrivacyLedger.read(path)
+    with pytest.raises(LedgerError, match="rewritten"):
+        PrivacyLedger.read(path, anchors=anchors)
+
+
+def test_a_trained_ledger_without_its_anchor_is_not_trusted(path, tmp_path):
+    from secure_fedsa.privacy.anchor import AnchorStore
+
+    ledger = PrivacyLedger.open(path, identity=identity(), anchors=AnchorStore(tmp_path / "a"))
+    ledger.record(1, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    with pytest.raises(LedgerError, match="has no anchor"):
+        PrivacyLedger.read(path, anchors=AnchorStore(tmp_path / "elsewhere"))
+    # carried along (the message says how), it is trusted again
+    (tmp_path / "elsewhere").mkdir()
+    for anchor in (tmp_path / "a").iterdir():
+        (tmp_path / "elsewhere" / anchor.name).write_bytes(anchor.read_bytes())
+    assert PrivacyLedger.read(path, anchors=AnchorStore(tmp_path / "elsewhere")).last_round == 1
+
+
+def test_anchors_never_move_back_and_a_ledger_ahead_of_its_anchor_catches_up(path, tmp_path):
+    from secure_fedsa.privacy.anchor import AnchorStore
+
+    anchors = AnchorStore(tmp_path / "anchors")
+    ledger = PrivacyLedger.open(path, identity=identity(), anchors=anchors)
+    ledger.record(1, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    key = identity_hash(ledger.identity)
+    old = anchors.read(key)
+    assert old.entries == 1 and old.head == ledger.head
+    ledger.record(2, EVENT, clip=1.0, noise_source=OS_CSPRNG)
+    with pytest.raises(LedgerError, match="refusing to move the ledger anchor back"):
+        anchors.advance(old)
+    # a crash between writing the ledger and its anchor leaves the ledger ahead: that is fine
+    anchors.file(key).unlink()
+    anchors.advance(old)
+    reopened = PrivacyLedger.read(path, anchors=anchors)
+    assert reopened.last_round == 2 and anchors.read(key).entries == 2
+
+
+def test_no_two_ledgers_share_an_identity(path, tmp_path):
+    first, second = identity(), identity()
+    assert first.ledger_id != second.ledger_id
+    assert identity_hash(first) != identity_hash(second)

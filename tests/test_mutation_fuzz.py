@@ -68,6 +68,7 @@ def captured(tmp_path_factory):
             session=setup["session"],
             roster=roster,
             key=server,
+            require_ledger=True,  # a DP federation: every update names its ledger entry
         )
 
     return {"updates": updates, "make": make}

@@ -107,9 +107,10 @@ def _delete_ledger_state_and_egress(run_dir):
     "attack, message",
     [
         (_delete_ledger, "missing"),
-        (_empty_entries, "does not account for"),
-        (_drop_last_entry, "does not account for"),
-        (_forge_sigma_consistently, "does not account for"),
+        # caught first by the ledger's anchor, outside the run directory
+        (_empty_entries, "rolled back"),
+        (_drop_last_entry, "rolled back"),
+        (_forge_sigma_consistently, "rewritten"),
         (_delete_ledger_and_state, "missing.*egress record"),
         (_delete_ledger_state_and_egress, "missing.*metrics.jsonl"),
     ],
@@ -124,9 +125,28 @@ def test_a_reset_ledger_stops_the_resume_and_changes_nothing(run, attack, messag
     assert _fingerprint(run) == before
 
 
+@pytest.mark.parametrize(
+    "attack",
+    [_empty_entries, _drop_last_entry, _forge_sigma_consistently],
+    ids=lambda x: x.__name__,
+)
+def test_without_the_anchor_the_releases_still_give_a_reset_away(run, attack):
+    """The second line of defence: the state and egress records the ledger no longer explains
+    (what a site whose anchors were lost still has)."""
+    from secure_fedsa.egress import EgressLog
+    from secure_fedsa.node import client_releases
+    from secure_fedsa.privacy.continuity import open_history
+
+    attack(run)
+    directory = run / "clients" / "client-0"
+    releases = client_releases(directory, EgressLog(run / "egress").read("client-0"))
+    with pytest.raises(LedgerError, match="does not account for"):
+        open_history(run / LEDGER, releases, anchors=None)
+
+
 def test_the_forged_ledger_is_consistent_in_itself(run):
-    """The forgery above passes every check a ledger can make alone; only the releases it no
-    longer explains give it away (so that test exercises the cross-check, not the chain)."""
+    """The forgery above passes every check a ledger can make alone; its anchor, and the
+    releases it no longer explains, give it away."""
     from secure_fedsa.privacy.ledger import PrivacyLedger
 
     _forge_sigma_consistently(run)
@@ -166,13 +186,13 @@ def test_more_rounds_in_config_json_stay_within_the_ledgers_budget(run, capsys):
 
 def test_more_rounds_than_any_noise_can_pay_for_are_refused(tmp_path, capsys):
     # σ given with a budget: two rounds spend (almost) all of it
-    base = {**BASE, "rounds": 2, "noise_multiplier": 1.5, "epsilon": 1.8}
+    base = {**BASE, "rounds": 2, "noise_multiplier": 1.5, "epsilon": 2.5}
     run_dir = tmp_path / "spent"
     run_federation(RunConfig(**base), run_dir)
     before = _fingerprint(run_dir)
     assert main(["run", "--resume", str(run_dir), "--rounds", "5", "--quiet"]) == 0
     entries = json.loads((run_dir / LEDGER).read_text())["entries"]
-    assert len(entries) == 2 and entries[-1]["epsilon"] <= 1.8  # nothing more fit
+    assert len(entries) == 2 and entries[-1]["epsilon"] <= 2.5  # nothing more fit
     assert "budget exhausted" in capsys.readouterr().err
     assert _fingerprint(run_dir) != before  # metrics record the refusals
 

@@ -62,7 +62,7 @@ def test_budget_is_met_and_recorded_per_round(secure_run):
 
 def test_only_ciphertexts_of_a_left_the_clients(secure_run):
     run_dir, config, summary = secure_run
-    for cid in summary["accuracy"]["per_client"]:
+    for cid in summary["evaluation"]["per_client"]:
         lines = [
             json.loads(x) for x in (run_dir / "egress" / f"{cid}.jsonl").read_text().splitlines()
         ]
@@ -99,11 +99,11 @@ def test_encrypted_run_matches_plaintext_run(tmp_path):
         RunConfig(epsilon=8.0, **base), tmp_path / "s", dp_randomness=same_noise
     )
     assert "NO ENCRYPTION" in " ".join(plain["protections_off"])
-    for cid in plain["accuracy"]["per_client"]:
+    for cid in plain["evaluation"]["per_client"]:
         a, b = _state(tmp_path / "p", cid), _state(tmp_path / "s", cid)
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5)
-    assert plain["accuracy"]["mean"] == pytest.approx(secure["accuracy"]["mean"], abs=0.02)
+    assert plain["evaluation"]["mean"] == pytest.approx(secure["evaluation"]["mean"], abs=0.02)
 
 
 class _Stop(Exception):

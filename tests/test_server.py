@@ -433,3 +433,83 @@ def test_server_side_imports_no_decryption_code():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the ledger head every update of a DP federation carries (P5) -------------------------------
+
+
+def charged(k: int, round: int, entries: int, head: str) -> bytes:
+    return wire.encode_update(
+        PlaintextCodec(),
+        vec(k, 8),
+        1.0,
+        manifest_hash=MANIFEST,
+        round=round,
+        session=SESSION,
+        key=SIGNERS[f"client-{k}"],
+        ledger=wire.LedgerHead(entries, head),
+    )
+
+
+def dp_aggregator(round: int, heads=None) -> Aggregator:  # noqa: ANN001
+    return Aggregator(
+        PlaintextCodec(),
+        manifest_hash=MANIFEST,
+        round=round,
+        n_values=8,
+        session=SESSION,
+        roster=ROSTER,
+        key=SERVER,
+        require_ledger=True,
+        ledger_heads=heads,
+    )
+
+
+def test_a_client_whose_ledger_went_back_is_refused_by_the_server():
+    """The server keeps the last ledger head it accepted from each client. A client whose run
+    directory was restored from an older copy retrains with an older ledger: its next update is
+    paid for by an entry the server already saw pass (or by a different one at that position)."""
+    first = dp_aggregator(3)
+    first.add(charged(0, 3, entries=3, head="aa" * 32))
+    heads = {"client-0": (3, first.accepted_heads["client-0"])}
+    for entries, head, reason in [
+        (2, "bb" * 32, "ledger rolled back"),  # retrained round 4 from a copy after round 2
+        (3, "cc" * 32, "ledger rewritten"),
+        (3, "aa" * 32, "no new ledger entry"),  # round 4 paid for by round 3's entry
+    ]:
+        later = dp_aggregator(4, heads)
+        with pytest.raises(UpdateRejected, match=reason):
+            later.add(charged(0, 4, entries=entries, head=head))
+        assert later.accepted == []
+    # the honest next round, and the same round re-sent after a restart, are accepted
+    dp_aggregator(4, heads).add(charged(0, 4, entries=4, head="dd" * 32))
+    dp_aggregator(3, heads).add(charged(0, 3, entries=3, head="aa" * 32))
+
+
+def test_a_dp_federation_needs_the_ledger_head_and_a_plain_one_refuses_it():
+    with pytest.raises(UpdateRejected, match="no ledger head"):
+        dp_aggregator(1).add(update(PlaintextCodec(), 0, round=1, n=8))
+    plain = Aggregator(
+        PlaintextCodec(), manifest_hash=MANIFEST, round=1, n_values=8, session=SESSION,
+        roster=ROSTER, key=SERVER,
+    )  # fmt: skip
+    with pytest.raises(UpdateRejected, match="without DP"):
+        plain.add(charged(0, 1, entries=1, head="aa" * 32))
+
+
+@given(
+    last=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    now=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    same_head=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_only_a_head_that_moves_forward_with_the_rounds_passes(last, now, same_head):
+    from secure_fedsa.server import ledger_head_problem
+
+    (last_round, last_entries), (round_now, entries) = last, now
+    previous = (last_round, wire.LedgerHead(last_entries, "aa" * 32))
+    head = wire.LedgerHead(entries, "aa" * 32 if same_head else "bb" * 32)
+    problem = ledger_head_problem(previous, round_now, head)
+    forward = entries > last_entries and round_now > last_round
+    resent = entries == last_entries and same_head and round_now == last_round
+    assert (problem is None) == (forward or resent)

@@ -33,9 +33,9 @@ def test_the_snippet_reproduces_the_reported_accuracy(tmp_path):
     for cid in ("client-0", "client-1"):
         predict = example.load_client_model(run_dir, cid)
         texts, truth = example.client_test_split(run_dir, cid)
-        assert len(texts) == summary["accuracy"]["test_examples"][cid]
+        assert len(texts) == summary["evaluation"]["test_examples"][cid]
         predicted = predict(texts)
         accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
-        assert accuracy == summary["accuracy"]["per_client"][cid]
+        assert accuracy == summary["evaluation"]["per_client"][cid]
     adapter_config = json.loads((run_dir / "adapters/client-0/adapter_config.json").read_text())
     assert Path(adapter_config["base_model_name_or_path"]).is_dir()  # where the base model is

@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from secure_fedsa.atomic import atomic_write
 from secure_fedsa.crypto.files import check_private, parse_json_quietly, read_limited, write_new
 from secure_fedsa.errors import CryptoError
 
@@ -191,9 +192,7 @@ def revoke(directory: str | os.PathLike[str], client_id: str) -> Roster:
     """Remove ``client_id`` from ``roster.json`` (its updates are rejected from then on)."""
     path = Path(directory) / ROSTER_FILE
     roster = load_roster(path).without(client_id)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_dump(roster.to_json()))
-    os.replace(tmp, path)
+    atomic_write(path, _dump(roster.to_json()))
     return roster
 
 

@@ -146,16 +146,18 @@ class Deployment:
         clients = int(run_config.get("clients", min_clients))
         if min_clients < 1 or clients < min_clients:
             raise ConfigError("min-clients must be at least 1 and at most clients")
+        # sites send their accuracy only when the run releases it (a protection turned off)
+        report_accuracy = _convert(
+            "report-accuracy", run_config.get("report-accuracy", False), "bool"
+        )
         # num_clients: the sites expected; the in-process partitioner is not used
-        config = RunConfig(**values, num_clients=clients)
+        config = RunConfig(**values, num_clients=clients, release_evaluation=report_accuracy)
         return cls(
             config=config,
             min_clients=min_clients,
             clients=clients,
             keys_dir=str(run_config.get("keys-dir", "")),
-            report_accuracy=_convert(
-                "report-accuracy", run_config.get("report-accuracy", False), "bool"
-            ),
+            report_accuracy=report_accuracy,
             run_dir=str(run_config.get("run-dir", "")),
             resume_dir=str(run_config.get("resume-dir", "")),
             round_timeout=float(run_config.get("round-timeout", 900)),
@@ -179,6 +181,7 @@ def site_spec(node_config: dict[str, Any]) -> SiteSpec:
         "client-id",
         "partition-id",
         "num-partitions",
+        "anchor-dir",
     }
     unknown = sorted(set(node_config) - known)
     if unknown:
@@ -202,4 +205,5 @@ def site_spec(node_config: dict[str, Any]) -> SiteSpec:
         partition_id=number("partition-id"),
         num_partitions=number("num-partitions"),
         client_id=str(node_config["client-id"]) if node_config.get("client-id") else None,
+        anchors=path("anchor-dir"),
     )

@@ -47,7 +47,13 @@ from secure_fedsa.crypto.signing import (
 from secure_fedsa.errors import CryptoError, SecureFedsaError
 from secure_fedsa.flower import protocol as p
 from secure_fedsa.flower import secagg_records as sr
-from secure_fedsa.node import new_aggregator, new_session, server_manifest, submit
+from secure_fedsa.node import (
+    ledger_heads_from_metrics,
+    new_aggregator,
+    new_session,
+    server_manifest,
+    submit,
+)
 from secure_fedsa.rundir import RunDirectory
 from secure_fedsa.secagg import MaskingServer, fixed_threshold
 from secure_fedsa.secagg import RoundFailed as MaskingFailed
@@ -166,6 +172,8 @@ class FlowerFederation:
             },
         )
         self.clients: dict[int, str] = {}  # node id -> client id, as reported
+        # the last ledger head accepted from each site, from this server's own round records
+        self.ledger_heads = ledger_heads_from_metrics(self.rundir.metrics())
 
     # -- helpers -------------------------------------------------------------------------
     def _message(self, node: int, kind: str, round_number: int, **extra) -> Message:  # noqa: ANN003
@@ -241,6 +249,8 @@ class FlowerFederation:
             session=self.session,
             roster=self.roster,
             key=self.identity.key,
+            dp=self.config.dp,
+            ledger_heads=self.ledger_heads,
         )
         masking, train_nodes, extra = None, nodes, {}
         if aggregator is not None and self.masked:
@@ -274,6 +284,10 @@ class FlowerFederation:
             )
             if reason is not None:
                 record["rejected"].append({"client": cid, "reason": reason})
+            elif cid in aggregator.accepted_heads:  # the ledger head this server accepted (P5)
+                head = aggregator.accepted_heads[cid]
+                report["ledger"] = head.to_json()
+                self.ledger_heads[cid] = (round_number, head)
         for node in sorted(gone):  # a site that came back has a new node id: not a dropout
             if self._name(node) in record["clients"]:
                 known.discard(node)

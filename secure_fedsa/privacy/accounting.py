@@ -1,15 +1,23 @@
 """Privacy accounting for DP-SGD: ε of a history of DP events, and the σ that meets a budget.
 
-Pure functions over Opacus' accountants. A :class:`DPEvent` is ``steps`` DP-SGD steps of the
-Poisson-subsampled Gaussian mechanism with noise multiplier σ and sampling rate q; a history of
-events composes. Two accountants are offered:
+**Neighbouring relation: replace-one.** Every run publishes each client's number of training
+records n (the ledger's sampling rate q = batch / n gives it away, and secure aggregation's
+weights are fixed from it). Under add/remove-one neighbours the two datasets differ in size, so a
+guarantee stated that way says nothing once n is public. Two datasets are neighbours here when
+they have the same size and differ in one record (replaced by any other record). That is the
+relation every ε of this package is stated in.
 
-- ``prv`` (default in Opacus): numerical composition of privacy loss random variables; tight.
-- ``rdp``: Rényi DP; a looser but cheap upper bound (8–13 % higher ε at δ=1e-5).
+A :class:`DPEvent` is ``steps`` DP-SGD steps of the Poisson-subsampled Gaussian mechanism with
+noise multiplier σ (noise standard deviation σ·C for clip C) and sampling rate q; a history of
+events composes. Under replace-one, one step's worst case is the pair of mixtures
+``(1−q)·N(0, σ²) + q·N(+1, σ²)`` and ``(1−q)·N(0, σ²) + q·N(−1, σ²)`` (in units of C: the
+replaced record is in the batch with probability q and its clipped gradient may point the other
+way from its replacement's). ε comes from Google's dp_accounting privacy-loss-distribution (PLD)
+accountant with ``NeighboringRelation.REPLACE_ONE``, which composes exactly that pair with a
+pessimistic discretisation (ε is an upper bound, within about 0.01 of the true value).
 
-``gdp`` is refused: the Gaussian-DP central-limit approximation underestimates ε (by up to 20 %
-here), so it cannot back a guarantee. :func:`independent_epsilon` recomputes ε with Google's
-dp_accounting PLD accountant, a separate implementation, for audits.
+Opacus' accountants (PRV, RDP) analyse add/remove-one only; configurations written before this
+correction (``accountant = "prv"`` or ``"rdp"``) can still be read, never trained with.
 
 Histories are put in a canonical form before accounting (events with equal σ and q merged,
 composition being commutative), so ten rounds of 10 steps give exactly the ε of one event of
@@ -19,38 +27,54 @@ composition being commutative), so ten rounds of 10 steps give exactly the ε of
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.accountant import IAccountant
 
 from secure_fedsa.errors import PrivacyError
 
 __all__ = [
     "ACCOUNTANTS",
+    "NEIGHBOURING_RELATION",
     "DPEvent",
     "calibrate_noise_multiplier",
+    "canonical_history",
     "epsilon",
-    "independent_epsilon",
 ]
 
-# (σ, q, steps) as Opacus keeps them in ``accountant.history``.
+NEIGHBOURING_RELATION = "replace-one"
+# One accountant: dp_accounting's PLD under replace-one (the name is what the ledger records).
+ACCOUNTANTS = ("pld",)
+
+# (σ, q, steps) after merging events with equal σ and q.
 History = tuple[tuple[float, float, int], ...]
 
-# Beyond this many grid points PRV's FFT composition takes tens of seconds to minutes (measured:
-# 2e7 points, 11 s; worse cases over 6 min) and ends at ε = inf or in the hundreds anyway.
-PRV_MAX_GRID_POINTS = 8_000_000
+# PLD discretisation of the privacy loss. FINE is what every recorded ε uses (about 0.5-1.5 s a
+# call here); COARSE (100 times faster, a looser upper bound) brackets the calibration and
+# reports ε above FINE_LIMIT, where the last digits mean nothing.
+FINE_INTERVAL = 1e-4
+COARSE_INTERVAL = 1e-2
+FINE_LIMIT = 100.0
+# Beyond this many points per step the PLD takes tens of seconds to minutes; such a σ is so small
+# that ε is in the thousands: it is reported as inf (no useful guarantee), as before.
+MAX_GRID_POINTS = 2_000_000
+
+# dp_accounting's PLD truncates tails of mass about e^-50 per step and counts them into δ: below
+# this δ it returns ε = inf for every σ it can represent, so such a δ is refused up front.
+MIN_DELTA = 1e-12
 
 # Calibration: stop when the ε of the returned σ is within this of the target (and never above).
 EPSILON_TOLERANCE = 0.01
 MAX_NOISE_MULTIPLIER = 1e6
 _MIN_BRACKET = 1e-3
 _MAX_BISECTIONS = 40
+
+_LEGACY = {
+    "prv": "Opacus' PRV accountant",
+    "rdp": "Opacus' RDP accountant",
+}
 
 
 @dataclass(frozen=True)
@@ -81,46 +105,35 @@ class DPEvent:
         object.__setattr__(self, "steps", int(steps))
 
 
-# --- accountants -------------------------------------------------------------------------------
-
-
-class _BoundedPRVAccountant(PRVAccountant):
-    """Opacus' PRV accountant that gives up (ε = inf) where its grid would be intractable."""
-
-    def _get_domain(self, **kwargs):  # Opacus' private hook, called with keywords only
-        domain = super()._get_domain(**kwargs)
-        if domain.size > PRV_MAX_GRID_POINTS:
-            raise _Intractable(domain.size)
-        return domain
-
-
-class _Intractable(Exception):
-    """PRV's discretisation grid is too large to compute in reasonable time."""
-
-
-ACCOUNTANTS: dict[str, Callable[[], IAccountant]] = {
-    "prv": _BoundedPRVAccountant,
-    "rdp": RDPAccountant,
-}
-
-_REFUSED: dict[str, str] = {
-    "gdp": "the Gaussian-DP accountant is a central-limit approximation that underestimates ε "
-    "(by up to 20 % for DP-SGD); use 'prv' (tight) or 'rdp' (a looser upper bound)",
-}
-
-
-def _check_accountant(accountant: str) -> None:
-    if accountant in _REFUSED:
-        raise PrivacyError(f"accountant {accountant!r} refused: {_REFUSED[accountant]}")
+def check_accountant(accountant: str) -> None:
+    """Raise :class:`PrivacyError` unless ``accountant`` is one this package trains with."""
+    if accountant in _LEGACY:
+        raise PrivacyError(
+            f"accountant {accountant!r} ({_LEGACY[accountant]}) analyses add/remove-one "
+            "neighbours, which protect nothing once a client's number of records is public (it "
+            "is: the sampling rate and the aggregation weights give it away). This version "
+            "accounts under replace-one neighbours with 'pld'; a run made with "
+            f"{accountant!r} cannot be continued: start a new run"
+        )
+    if accountant == "gdp":
+        raise PrivacyError(
+            "accountant 'gdp' refused: the Gaussian-DP central-limit approximation "
+            "underestimates ε; use 'pld'"
+        )
     if accountant not in ACCOUNTANTS:
         raise PrivacyError(
-            f"unknown accountant {accountant!r}; choose one of {', '.join(sorted(ACCOUNTANTS))}"
+            f"unknown accountant {accountant!r}; choose one of {', '.join(ACCOUNTANTS)}"
         )
 
 
 def _check_delta(delta: float) -> None:
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
         raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
+    if delta < MIN_DELTA:
+        raise PrivacyError(
+            f"δ = {delta:g} is below what the accountant resolves ({MIN_DELTA:g}): its PLD "
+            "truncates tails of about that mass. δ only has to be below 1/n; 1e-5 is usual"
+        )
 
 
 def _check_events(events: Sequence[DPEvent]) -> None:
@@ -138,35 +151,73 @@ def canonical_history(events: Sequence[DPEvent]) -> History:
     return tuple((sigma, q, n) for (sigma, q), n in steps.items())
 
 
-@lru_cache(maxsize=512)
-def _epsilon(history: History, delta: float, accountant: str) -> float:
-    if not history:
-        return 0.0
-    if any(sigma == 0 for sigma, _, _ in history):
-        return math.inf  # no noise: no guarantee
-    acc = ACCOUNTANTS[accountant]()
-    acc.history = list(history)
+def _grid_points(sigma: float, interval: float) -> float:
+    """A generous estimate of the PLD's points per step (its loss range over ``interval``): the
+    replace-one loss at q = 1 is 2x/σ², over x within 1 + 10σ."""
+    return 4.0 * (1.0 + 10.0 * sigma) / (sigma * sigma) / interval
+
+
+@lru_cache(maxsize=1024)
+def _pld_epsilon(history: History, delta: float, interval: float) -> float:
+    import dp_accounting
+    from dp_accounting import pld
+
+    composed = dp_accounting.ComposedDpEvent(
+        [
+            dp_accounting.SelfComposedDpEvent(
+                dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), n
+            )
+            for sigma, q, n in history
+        ]
+    )
+    accountant = pld.PLDAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE,
+        value_discretization_interval=interval,
+    )
     try:
-        # Both accountants warn about loose bounds and overflow in extreme regimes; the value
-        # they return is still an upper bound (or inf), which is what we report.
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            eps = float(acc.get_epsilon(delta=delta))
-    except (_Intractable, OverflowError, FloatingPointError, ValueError, ZeroDivisionError):
+        with np.errstate(all="ignore"):
+            accountant.compose(composed)
+            eps = float(accountant.get_epsilon(delta))
+    except (OverflowError, FloatingPointError, ValueError, ZeroDivisionError, MemoryError):
         return math.inf
     return eps if eps >= 0 and not math.isnan(eps) else math.inf
 
 
-def epsilon(events: Sequence[DPEvent], *, delta: float, accountant: str) -> float:
-    """ε at ``delta`` of the composition of ``events``; ``inf`` where no finite bound is found.
+def _epsilon(history: History, delta: float) -> float:
+    if not history:
+        return 0.0
+    if any(sigma == 0 for sigma, _, _ in history):
+        return math.inf  # no noise: no guarantee
+    smallest = min(sigma for sigma, _, _ in history)
+    if _grid_points(smallest, COARSE_INTERVAL) > MAX_GRID_POINTS:
+        return math.inf
+    coarse = _pld_epsilon(history, delta, COARSE_INTERVAL)
+    if coarse > FINE_LIMIT or _grid_points(smallest, FINE_INTERVAL) > MAX_GRID_POINTS:
+        return coarse  # an upper bound; at this size the last digits do not matter
+    return _pld_epsilon(history, delta, FINE_INTERVAL)
 
-    An empty history costs nothing (ε = 0); σ = 0 anywhere gives ``inf``. PRV returns ``inf``
-    for very small σ with many steps (where RDP may still give a large finite bound).
+
+def epsilon(events: Sequence[DPEvent], *, delta: float, accountant: str = "pld") -> float:
+    """ε at ``delta`` of the composition of ``events`` under replace-one neighbours; ``inf``
+    where no finite bound is found.
+
+    An empty history costs nothing (ε = 0); σ = 0 anywhere gives ``inf``. Deterministic: the
+    same events always give the same ε (the ledger relies on recomputing it).
     """
     _check_delta(delta)
-    _check_accountant(accountant)
+    check_accountant(accountant)
     _check_events(events)
-    return _epsilon(canonical_history(events), float(delta), accountant)
+    return _epsilon(canonical_history(events), float(delta))
+
+
+def _coarse_epsilon(events: Sequence[DPEvent], delta: float) -> float:
+    history = canonical_history(events)
+    if not history:
+        return 0.0
+    smallest = min(sigma for sigma, _, _ in history)
+    if smallest == 0 or _grid_points(smallest, COARSE_INTERVAL) > MAX_GRID_POINTS:
+        return math.inf
+    return _pld_epsilon(history, float(delta), COARSE_INTERVAL)
 
 
 def calibrate_noise_multiplier(
@@ -175,7 +226,7 @@ def calibrate_noise_multiplier(
     delta: float,
     sample_rate: float,
     steps: int,
-    accountant: str,
+    accountant: str = "pld",
     prior_events: Sequence[DPEvent] = (),
 ) -> float:
     """The smallest σ (to within ε-tolerance 0.01) such that ``prior_events`` followed by
@@ -192,7 +243,7 @@ def calibrate_noise_multiplier(
     ):
         raise PrivacyError(f"target epsilon must be a finite number > 0, got {target_epsilon!r}")
     _check_delta(delta)
-    _check_accountant(accountant)
+    check_accountant(accountant)
     _check_events(prior_events)
     DPEvent(noise_multiplier=1.0, sample_rate=sample_rate, steps=steps)  # validates q, steps
     prior = tuple(prior_events)
@@ -206,50 +257,29 @@ def calibrate_noise_multiplier(
                 "no further training fits this budget"
             )
 
-    eps_of = _epsilon_of_sigma(prior, sample_rate, steps, delta=delta, accountant=accountant)
-    # PRV calls cost 0.1–2.6 s and RDP ones ~0.01 s; RDP's σ is a close upper estimate of PRV's,
-    # so start the (expensive) search next to it with a narrow bracket. RDP cannot certify very
-    # small ε (its orders stop at 63): then search from σ = 1.
+    def with_sigma(sigma: float) -> tuple[DPEvent, ...]:
+        return (*prior, DPEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps))
+
+    # The coarse grid is 100 times cheaper and its ε is a little above the fine one: bracket with
+    # it, then search the fine ε just below the coarse answer.
     start, factor = 1.0, 2.0
-    if accountant != "rdp":
-        rdp_eps_of = _epsilon_of_sigma(prior, sample_rate, steps, delta=delta, accountant="rdp")
-        with suppress(PrivacyError):
-            start = _bisect(rdp_eps_of, target_epsilon, 1.0, 2.0, rel_width=0.02)
-            factor = 1.15
     try:
-        return _bisect(eps_of, target_epsilon, start, factor, rel_width=1e-5)
+        start = _bisect(
+            lambda s: _coarse_epsilon(with_sigma(s), delta), target_epsilon, 1.0, 2.0, 0.01
+        )
+        factor = 1.1
+    except PrivacyError:
+        pass
+    try:
+        return _bisect(
+            lambda s: epsilon(with_sigma(s), delta=delta, accountant=accountant),
+            target_epsilon,
+            start,
+            factor,
+            1e-5,
+        )
     except PrivacyError as exc:
-        advice = " (RDP cannot certify very small ε; 'prv' can)" if accountant == "rdp" else ""
-        if accountant == "prv" and math.isinf(eps_of(MAX_NOISE_MULTIPLIER)):
-            rdp_eps = _epsilon_of_sigma(prior, sample_rate, steps, delta=delta, accountant="rdp")(
-                MAX_NOISE_MULTIPLIER
-            )
-            advice = (
-                f": the PRV accountant returns ε = ∞ for every σ at δ = {delta:g}, because its "
-                "float64 arithmetic does not reach such a small δ (it stops working somewhere "
-                "near 1e-13 to 1e-15). Use a larger --delta (δ only has to be below 1/n; 1e-5 is "
-                "usual)"
-                + (
-                    ", or --accountant rdp, whose (looser) bound holds at any δ"
-                    if rdp_eps <= target_epsilon
-                    else ""
-                )
-            )
-        raise PrivacyError(
-            f"{exc} at δ = {delta:g}, q = {sample_rate:g}, {steps} steps{advice}"
-        ) from None
-
-
-def _epsilon_of_sigma(
-    prior: tuple[DPEvent, ...], sample_rate: float, steps: int, *, delta: float, accountant: str
-) -> Callable[[float], float]:
-    """ε of ``prior`` followed by ``steps`` steps at (σ, ``sample_rate``), as a function of σ."""
-
-    def eps_of(sigma: float) -> float:
-        new = DPEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-        return epsilon((*prior, new), delta=delta, accountant=accountant)
-
-    return eps_of
+        raise PrivacyError(f"{exc} at δ = {delta:g}, q = {sample_rate:g}, {steps} steps") from None
 
 
 def _bisect(
@@ -257,7 +287,6 @@ def _bisect(
     target: float,
     start: float,
     factor: float,
-    *,
     rel_width: float,
 ) -> float:
     """Smallest σ with ``eps_of(σ) <= target``, for ε decreasing in σ.
@@ -309,39 +338,3 @@ def _interpolate(lo: float, eps_lo: float, hi: float, eps_hi: float, aim: float)
     else:
         mid = lo + width / 2
     return min(max(mid, lo + 0.05 * width), hi - 0.05 * width)
-
-
-def independent_epsilon(events: Sequence[DPEvent], *, delta: float) -> float:
-    """ε of ``events`` from Google's dp_accounting PLD accountant (add-or-remove-one neighbours).
-
-    An implementation independent of Opacus, for audits. Needs ``pip install dp-accounting``.
-    """
-    _check_delta(delta)
-    _check_events(events)
-    try:
-        import dp_accounting
-        from dp_accounting import pld
-    except ImportError as exc:
-        raise PrivacyError(
-            "independent accounting needs Google's dp_accounting: pip install dp-accounting"
-        ) from exc
-    history = canonical_history(events)
-    if not history:
-        return 0.0
-    if any(sigma == 0 for sigma, _, _ in history):
-        return math.inf
-    composed = dp_accounting.ComposedDpEvent(
-        [
-            dp_accounting.SelfComposedDpEvent(
-                dp_accounting.PoissonSampledDpEvent(
-                    sampling_probability=q, event=dp_accounting.GaussianDpEvent(sigma)
-                ),
-                count=n,
-            )
-            for sigma, q, n in history
-        ]
-    )
-    accountant = pld.PLDAccountant()
-    accountant.compose(composed)
-    eps = float(accountant.get_epsilon(delta))
-    return eps if not math.isnan(eps) else math.inf

@@ -8,8 +8,10 @@ matched against its ledger. A ledger that was deleted, emptied, trimmed or rewri
 consistently, with a recomputed chain) no longer contains the entries those releases name, and
 the client refuses to go on: it never trains with a budget that forgot earlier rounds.
 
-This is tamper-evidence against anyone who edits some of the run's files; whoever rewrites all of
-them consistently (or deletes the whole run) can still start over. Normal operation never
+This is tamper-evidence against anyone who edits some of the run's files. A rollback of the whole
+directory to an older, consistent copy, or a consistent rewrite of every file, is caught by the
+ledger's anchor outside the run directory (:mod:`secure_fedsa.privacy.anchor`), which
+:func:`open_history` checks too. Normal operation never
 hits these errors: the ledger is written before any release it pays for.
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from secure_fedsa.errors import LedgerError
+from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.ledger import PrivacyLedger
 
 
@@ -59,9 +62,12 @@ def unexplained(ledger: PrivacyLedger, releases: Iterable[Release]) -> list[str]
     return problems
 
 
-def open_history(path: Path, releases: Sequence[Release]) -> PrivacyLedger | None:
-    """The verified ledger at ``path`` if it explains ``releases``; None if there is none yet
-    and nothing was released. Raises :class:`LedgerError` otherwise, leaving the file as it is."""
+def open_history(
+    path: Path, releases: Sequence[Release], anchors: AnchorStore | None
+) -> PrivacyLedger | None:
+    """The verified ledger at ``path`` if it explains ``releases`` (and reaches its anchor in
+    ``anchors``); None if there is none yet and nothing was released. Raises
+    :class:`LedgerError` otherwise, leaving the file as it is."""
     if not path.exists():
         if releases:
             first = releases[0]
@@ -72,7 +78,7 @@ def open_history(path: Path, releases: Sequence[Release]) -> PrivacyLedger | Non
                 "trained"
             )
         return None
-    ledger = PrivacyLedger.read(path)
+    ledger = PrivacyLedger.read(path, anchors=anchors)
     problems = unexplained(ledger, releases)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -1,7 +1,8 @@
 """The per-client privacy ledger (promise P5: privacy spent is never forgotten).
 
 One JSON file per client records who the ledger belongs to and what it may spend (its identity:
-client, δ, accountant, dataset size and the budget ε) and one entry per trained round: the DP
+client, δ, accountant, the neighbouring relation ε is stated in (replace-one), dataset size, the
+budget ε and a random ledger id) and one entry per trained round: the DP
 event of that round, where its noise came from, and the cumulative ε after it. The file is
 written atomically as soon as a round has trained, before anything computed in that round leaves
 the client ("charge before release"), and read back and checked on restart, so a restarted client
@@ -13,6 +14,10 @@ next to it (``state.pt``, the egress record), so a ledger that was deleted, empt
 rewritten no longer explains those releases and is refused (:mod:`secure_fedsa.privacy.continuity`).
 A round trained again after a crash is recorded again, as a new entry with the same round number:
 counting a round twice is safe, counting it zero times never is.
+
+Each time a round is recorded, the ledger's new head is also written to its anchor, outside the
+run directory (:mod:`secure_fedsa.privacy.anchor`): a ledger restored from an older copy of the
+whole directory, or rewritten, no longer reaches its anchor and is refused.
 
 A ledger is never silently replaced: a corrupt file, a broken chain, one whose recorded ε does not
 match a recomputation from its events, or one that belongs to another client or configuration
@@ -26,15 +31,16 @@ import hashlib
 import json
 import math
 import os
-import tempfile
-from contextlib import suppress
+import secrets
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from secure_fedsa.atomic import atomic_write
 from secure_fedsa.errors import BudgetExhausted, LedgerError, PrivacyError
-from secure_fedsa.privacy.accounting import DPEvent, epsilon
+from secure_fedsa.privacy.accounting import NEIGHBOURING_RELATION, DPEvent, epsilon
+from secure_fedsa.privacy.anchor import Anchor, AnchorStore, rollback_problem
 
 __all__ = [
     "FORMAT",
@@ -47,7 +53,10 @@ __all__ = [
 ]
 
 FORMAT = "secure_fedsa.privacy_ledger"
-FORMAT_VERSION = 2
+# Version 3: replace-one accounting (dp_accounting PLD), the relation and a random ledger id in the
+# identity, anchors outside the run directory. Version 2 ledgers (add/remove-one, Opacus) are not
+# read: their ε means something else.
+FORMAT_VERSION = 3
 
 # A recorded ε must equal its recomputation to within this (absolute + relative) tolerance. The
 # recomputation is deterministic; the slack only absorbs numerical differences between machines.
@@ -67,6 +76,7 @@ MATCHED_FIELDS = (
     "dataset_size",
     "clip",
     "target_epsilon",
+    "neighbouring_relation",
 )
 
 
@@ -95,6 +105,10 @@ class LedgerIdentity:
     target_epsilon: float | None  # the budget; None when σ is given without one
     noise_multiplier: float  # planned σ
     clip: float
+    # the relation every ε of this ledger is stated in (privacy/accounting.py)
+    neighbouring_relation: str
+    # random, fixed at creation: no two ledgers share an identity (or an anchor)
+    ledger_id: str
     versions: dict[str, str] = field(hash=False)
 
     @classmethod
@@ -121,6 +135,8 @@ class LedgerIdentity:
             noise_multiplier=float(noise_multiplier),
             clip=float(clip),
             versions=_library_versions(),
+            neighbouring_relation=NEIGHBOURING_RELATION,
+            ledger_id=secrets.token_hex(16),
         )
 
     def __post_init__(self) -> None:
@@ -157,6 +173,14 @@ def _identity_problems(identity: LedgerIdentity) -> list[str]:
             "noise_multiplier must be finite and >= 0",
         ),
         (_is_number(i.clip) and math.isfinite(i.clip) and i.clip > 0, "clip must be > 0"),
+        (
+            i.neighbouring_relation == NEIGHBOURING_RELATION,
+            f"neighbouring_relation must be {NEIGHBOURING_RELATION!r}",
+        ),
+        (
+            isinstance(i.ledger_id, str) and len(i.ledger_id) == 32,
+            "ledger_id must be 32 hex characters",
+        ),
         (
             isinstance(i.versions, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in i.versions.items()),
@@ -298,9 +322,16 @@ def _parse(text: str) -> tuple[LedgerIdentity, tuple[LedgerEntry, ...]]:
     if doc["format"] != FORMAT:
         raise ValueError(f"not a privacy ledger (format {doc['format']!r})")
     if doc["format_version"] != FORMAT_VERSION:
+        older = doc["format_version"] in (1, 2)
         raise ValueError(
             f"format version {doc['format_version']!r}; this version of secure_fedsa reads "
             f"version {FORMAT_VERSION}"
+            + (
+                " (older ledgers accounted add/remove-one neighbours, which protect nothing "
+                "once n is public: start a new run)"
+                if older
+                else ""
+            )
         )
     identity = _parse_identity(doc["identity"])
     if not isinstance(doc["entries"], list):
@@ -352,35 +383,6 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= EPSILON_ABS_TOLERANCE + EPSILON_REL_TOLERANCE * abs(b)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; os.replace is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -392,21 +394,35 @@ class PrivacyLedger:
     """A client's privacy ledger, bound to one JSON file. Use :meth:`open`."""
 
     def __init__(
-        self, path: Path, identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]
+        self,
+        path: Path,
+        identity: LedgerIdentity,
+        entries: tuple[LedgerEntry, ...],
+        anchors: AnchorStore | None = None,
     ) -> None:
         self._path = path
         self._identity = identity
         self._entries = entries
+        self._anchors = anchors
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, identity: LedgerIdentity, create: bool = True
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        identity: LedgerIdentity,
+        create: bool = True,
+        anchors: AnchorStore | None = None,
     ) -> PrivacyLedger:
         """Read and check the ledger at ``path``, or create it (written at once) if absent and
         ``create`` is true (callers pass false for a client that has trained before).
 
-        Raises :class:`LedgerError` if the file is corrupt or inconsistent, or was created for
-        another client or configuration; the file is then left exactly as it was.
+        With ``anchors`` (every training client passes them; audits, which only read, do not),
+        the ledger is checked against its anchor and every recorded round advances it.
+
+        Raises :class:`LedgerError` if the file is corrupt or inconsistent, was created for
+        another client or configuration, or was rolled back or rewritten behind its anchor; the
+        file is then left exactly as it was.
         """
         if not isinstance(identity, LedgerIdentity):
             raise TypeError(f"identity must be a LedgerIdentity, got {type(identity).__name__}")
@@ -420,18 +436,23 @@ class PrivacyLedger:
                 )
             if not path.parent.is_dir():
                 raise LedgerError(f"{path}: directory {path.parent} does not exist")
-            ledger = cls(path, identity, ())
+            ledger = cls(path, identity, (), anchors)
             ledger._write(ledger._entries)
+            ledger._advance_anchor()
             return ledger
-        ledger = cls.read(path)
+        ledger = cls.read(path, anchors=anchors)
         ledger.require_identity(identity)
         return ledger
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
-        """The existing, verified ledger at ``path`` (chain, order and ε all checked).
+    def read(
+        cls, path: str | os.PathLike[str], *, anchors: AnchorStore | None = None
+    ) -> PrivacyLedger:
+        """The existing, verified ledger at ``path`` (chain, order and ε all checked; with
+        ``anchors``, also that it is not behind or beside its anchor).
 
-        Raises :class:`LedgerError` if it is missing, unreadable, corrupt or inconsistent.
+        Raises :class:`LedgerError` if it is missing, unreadable, corrupt, inconsistent, or
+        rolled back or rewritten.
         """
         path = Path(path)
         try:
@@ -447,7 +468,48 @@ class PrivacyLedger:
                 "restore it from a backup, or start a fresh run directory (spent privacy is "
                 "then no longer tracked for this data)"
             ) from None
-        return cls(path, stored, entries)
+        ledger = cls(path, stored, entries, anchors)
+        if anchors is not None:
+            ledger._check_anchor()
+        return ledger
+
+    def _check_anchor(self) -> None:
+        store = self._anchors
+        assert store is not None
+        key = identity_hash(self._identity)
+        anchor = store.read(key)
+        if anchor is None and self._entries:
+            raise LedgerError(
+                f"{self._path}: this ledger records {len(self._entries)} round(s) but has no "
+                f"anchor in {store.directory} (file {key}.json): it cannot be shown to be the "
+                "latest copy, so it is not trusted. If the run was trained on another machine or "
+                "as another user, copy that file from its anchor directory (or point "
+                "$SECURE_FEDSA_ANCHORS at it); a ledger is never trusted on its own word"
+            )
+        if anchor is not None:
+            problem = rollback_problem(anchor, [e.hash for e in self._entries], key)
+            if problem:
+                raise LedgerError(
+                    f"{self._path}: {problem}. Training on would spend privacy the budget has "
+                    "already paid for; restore the latest copy of the run (its anchor is "
+                    f"{store.file(key)})"
+                )
+            if anchor.entries == len(self._entries):
+                return
+        self._advance_anchor()  # a new ledger, or one a crash left ahead of its anchor
+
+    def _advance_anchor(self) -> None:
+        if self._anchors is None:
+            return
+        self._anchors.advance(
+            Anchor(
+                ledger=identity_hash(self._identity),
+                client_id=self._identity.client_id,
+                entries=len(self._entries),
+                head=self.head,
+                epsilon=self.epsilon_spent,
+            )
+        )
 
     def require_identity(self, identity: LedgerIdentity) -> None:
         """Raise :class:`LedgerError` unless ``identity`` matches this ledger's
@@ -562,11 +624,12 @@ class PrivacyLedger:
         entries = (*self._entries, entry)
         self._write(entries)
         self._entries = entries
+        self._advance_anchor()  # before anything paid for by this entry can leave the client
         return cumulative
 
     def _write(self, entries: tuple[LedgerEntry, ...]) -> None:
         text = json.dumps(_document(self._identity, entries), indent=2, allow_nan=False)
-        _write_atomically(self._path, text + "\n")
+        atomic_write(self._path, text + "\n")
 
     def __repr__(self) -> str:
         return (

@@ -54,8 +54,9 @@ FLOAT_COLUMNS = (
 
 
 def row_from_summary(cell: Cell, summary: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
-    """The CSV row of one finished cell, from the federation's ``summary.json``."""
-    accuracy = summary["accuracy"]
+    """The CSV row of one finished cell, from the federation's summary (its ``evaluation``,
+    completed from the clients' own directories: a sweep is its operator's experiment)."""
+    accuracy = summary["evaluation"] if "evaluation" in summary else summary["accuracy"]
     privacy = summary.get("privacy")
     per_client = privacy if isinstance(privacy, dict) else {}
     spent = [p["epsilon"] for p in per_client.values() if p.get("epsilon") is not None]

@@ -148,7 +148,7 @@ def run_sweep(
                 report(f"{tag}: finished earlier (its row is kept; its run directory is not here)")
                 continue
             if summary_path.exists():  # finished, but interrupted before its row was written
-                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+                summary = federation.load_summary(cell_dir)
                 rows = upsert(rows, row_from_summary(cell, summary, summary.get("seconds", 0.0)))
                 write_rows(results, rows)
                 report(f"{tag}: finished earlier, row recovered from its summary.json")
@@ -172,7 +172,7 @@ def run_sweep(
             write_rows(results, rows)
             write_outputs(spec, directory)
             report(
-                f"{tag}: accuracy {summary['accuracy']['mean']:.4f} (mean over clients), "
+                f"{tag}: accuracy {summary['evaluation']['mean']:.4f} (mean over clients), "
                 f"{format_duration(wall)}"
             )
     except SecureFedsaError:
