@@ -52,7 +52,12 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--local-steps", "local_steps", int, "optimizer steps per client per round"),
     ("--clients", "num_clients", int, "number of clients"),
     ("--seed", "seed", int, "random seed (runs are deterministic per seed)"),
-    ("--dataset", "dataset", str, "bundled dataset (rotten_tomatoes, tweets) or a CSV/JSONL file"),
+    (
+        "--dataset",
+        "dataset",
+        str,
+        "bundled dataset (rotten_tomatoes, tweets, health_news) or a CSV/JSONL file",
+    ),
     ("--text-column", "text_column", str, "text column of a user file"),
     ("--label-column", "label_column", str, "label column of a user file"),
     ("--client-column", "client_column", str, "column giving each example's client"),

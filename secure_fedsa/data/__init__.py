@@ -2,6 +2,7 @@
 
 from secure_fedsa.data.datasets import (
     BUNDLED,
+    HEALTH_NEWS_SOURCES,
     TWEET_TOPICS,
     TextDataset,
     load_client_files,
@@ -31,6 +32,7 @@ from secure_fedsa.data.partition import (
 __all__ = [
     "BUNDLED",
     "CLIENT_SIZES",
+    "HEALTH_NEWS_SOURCES",
     "PARTITIONERS",
     "TWEET_TOPICS",
     "Partitioner",
