@@ -105,6 +105,7 @@ def test_the_command_line_and_the_sweep_take_the_options():
     spec = spec_from_args(args, sweep_parser)
     assert {name: getattr(spec.base, name) for name in expected} == expected
     assert "--client-sizes lognormal" in spec.command
+    assert "log-normal sizes 60-500 (σ=0.5)" in spec.title()
     # a resumed run keeps its split
     stored = config_from_args(parser.parse_args(["run"]))
     with pytest.raises(ConfigError, match="--validation-fraction 0.2 conflicts"):
