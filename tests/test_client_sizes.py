@@ -209,3 +209,25 @@ def test_prepare_refuses_a_test_pool_too_small_for_the_test_split():
 
     with pytest.raises(DataError, match="--test-examples 500 exceeds the test pool of 200"):
         prepare(RunConfig(max_examples=1000, client_sizes="lognormal", test_examples=500))
+
+
+@needs_rt
+def test_a_site_with_its_own_file_carves_a_validation_split(tmp_path):
+    import csv
+    from pathlib import Path
+
+    from secure_fedsa.data import load_dataset
+    from secure_fedsa.node import SiteSpec, site_data
+
+    rt = load_dataset("rotten_tomatoes")
+    path = Path(tmp_path / "site.csv")
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([rt.texts[i], rt.label_names[rt.labels[i]]] for i in range(200))
+    config = RunConfig(labels=("rotten", "fresh"), validation_fraction=0.25)
+    spec = SiteSpec(state_dir=tmp_path / "state", data_file=path)
+    data, _ = site_data(config, spec)
+    assert (len(data.train), len(data.validation), len(data.test)) == (120, 40, 40)
+    with pytest.raises(DataError, match="apply to a partitioned dataset"):
+        site_data(config.replace(test_examples=10), spec)
