@@ -307,6 +307,14 @@ def test_gain_table_in_the_summary():
     assert text.index("median client's gain |") < text.index("Gain from joining per client")
 
 
+def test_gain_not_measured_without_per_client_accuracy():
+    rows = [dict(r, accuracy_per_client={}) for r in _joining_rows()]
+    spec = SweepSpec(RunConfig(), ("fedsa",), (math.inf, 8.0), (0, 1, 2, 3), "cmd")
+    text = render_summary(spec, rows)
+    assert "Gain from joining: not measured: no cell shares a seed and a client" in text
+    assert "median client's gain |" not in text
+
+
 @pytest.mark.parametrize(
     ("accountant", "words"),
     [

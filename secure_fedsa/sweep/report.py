@@ -279,6 +279,9 @@ def joining_lines(
             "before they were added, and sweeps made with --no-alone, have none)"
         )
         return [f"Gain from joining: not measured: {why}.", ""]
+    if not any(g.median_client for g in gains.values()):
+        why = "no cell shares a seed and a client with an alone cell (accuracy_per_client empty?)"
+        return [f"Gain from joining: not measured: {why}.", ""]
     stats = seed_stats(list(alone.values()))
     alone_text = f"{stats.mean:.3f}" + (
         f" ± {stats.half_width:.3f} (n={stats.n})" if stats.half_width is not None else " (1 seed)"
