@@ -3,7 +3,11 @@
 Each recipe is one or more committed sweeps of FedSA-LoRA on the default job (a later sweep adds
 seeds to an earlier one). "No DP" is the default settings without DP (the clip is not used
 there). Differences are paired by seed (same partition and initial model; DP noise is fresh in
-every run), with 95 % Student-t intervals from secure_fedsa.sweep.stats.
+every run), with 95 % Student-t intervals from secure_fedsa.sweep.stats, the exact two-sided
+sign-flip p of the per-seed differences, and that p adjusted by Holm over its family: the
+table's differences are one family, the lines under the table another. **significant** means a
+Holm-adjusted sign-flip p below 0.05 (with n seeds no sign-flip p is below 2/2^n: 0.0625 for 5,
+0.25 for 3).
 
     python benchmarks/recipe_comparison.py
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from secure_fedsa.sweep.results import read_rows
-from secure_fedsa.sweep.stats import paired_difference, seed_stats
+from secure_fedsa.sweep.stats import PairedDifference, holm_adjusted, paired_difference, seed_stats
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 # name: (sweep directories, what the recipe changes from 5 × 6 × 128, lr 5e-3)
@@ -78,21 +82,45 @@ def cell(values: dict[int, float]) -> str:
     return f"{stats.mean:.3f} ± {stats.half_width:.3f} (n={stats.n})"
 
 
-def difference(values: dict[int, float], reference: dict[int, float]) -> str:
+def paired(values: dict[int, float], reference: dict[int, float]) -> PairedDifference | None:
+    """The paired difference over shared seeds (None when there is none)."""
     if not values or not set(values) & set(reference):
+        return None
+    return paired_difference(values, reference)
+
+
+def difference(diff: PairedDifference | None) -> str:
+    """Mean ± interval (n), sign-flip p and Holm p of a Holm-adjusted difference."""
+    if diff is None:
         return "—"
-    diff = paired_difference(values, reference)
-    if diff.half_width is None:
+    if not diff.testable:
         return f"{diff.mean:+.3f} (1 seed)"
     mark = " **significant**" if diff.significant else ""
-    return f"{diff.mean:+.3f} ± {diff.half_width:.3f} (n={diff.n}){mark}"
+    return (
+        f"{diff.mean:+.3f} ± {diff.half_width:.3f} (n={diff.n}; p {diff.sign_flip_p:.4g}, "
+        f"Holm {diff.holm_p:.4g}){mark}"
+    )
 
 
 def main() -> None:
     no_dp = accuracies(NO_DP, "inf")
     default = accuracies(RECIPES[DEFAULT][0], "8")
     former = accuracies(RECIPES[FORMER][0], "8")
+    table: dict[tuple[str, str], PairedDifference | None] = {}
+    for name, (directories, _) in RECIPES.items():
+        private = accuracies(directories, "8")
+        table[(name, "no DP")] = paired(private, no_dp)
+        table[(name, "default")] = None if name == DEFAULT else paired(private, default)
+        table[(name, "former")] = None if name == FORMER else paired(private, former)
+    table = holm_adjusted({k: d for k, d in table.items() if d is not None})
     print(f"No DP, default settings: {cell(no_dp)}")
+    print()
+    print(
+        "Paired differences: mean ± 95 % Student-t interval (n seeds; p = exact two-sided "
+        "sign-flip p, Holm = that p after Holm over the table's "
+        f"{sum(d.testable for d in table.values())} tested differences); **significant** = "
+        "Holm-adjusted sign-flip p < 0.05."
+    )
     print()
     print(
         "| recipe | changes | no DP (same settings) | ε = 8 | ε = 8 − no DP (paired) | "
@@ -106,46 +134,49 @@ def main() -> None:
         plain_text = cell(plain) if plain else fallback
         print(
             f"| {name} | {settings} | {plain_text} | {cell(private)} | "
-            f"{difference(private, no_dp)} | "
-            f"{'—' if name == DEFAULT else difference(private, default)} | "
-            f"{'—' if name == FORMER else difference(private, former)} |"
+            f"{difference(table.get((name, 'no DP')))} | "
+            f"{difference(table.get((name, 'default')))} | "
+            f"{difference(table.get((name, 'former')))} |"
         )
     lr_plain = accuracies(("dp-recipe-lr1e-2-nodp",), "inf")
-    print()
-    print(f"lr 1e-2 without DP: {cell(lr_plain)}, {difference(lr_plain, no_dp)} against lr 5e-3")
-    kept = RECIPES["AdamW state kept"][0]
-    kept_plain, kept_private = accuracies(kept, "inf"), accuracies(kept, "8")
-    longer = RECIPES["twice the rounds"][0]
-    longer_plain, longer_private = accuracies(longer, "inf"), accuracies(longer, "8")
-    print(
-        f"Twice the rounds, without DP: {difference(longer_plain, no_dp)} against 5 rounds; "
-        f"at ε = 8 against its own no-DP runs: {difference(longer_private, longer_plain)}"
-    )
-    linear = RECIPES["lr 1e-2, linear decay"][0]
-    linear_plain, linear_private = accuracies(linear, "inf"), accuracies(linear, "8")
-    print(
-        f"lr 1e-2 with linear decay, without DP: {difference(linear_plain, no_dp)} against the "
-        f"default; at ε = 8 against its own no-DP runs: {difference(linear_private, linear_plain)}"
-    )
-    wide = RECIPES["twice the batch"][0]
-    wide_plain, wide_private = accuracies(wide, "inf"), accuracies(wide, "8")
-    print(
-        f"Twice the batch, without DP: {difference(wide_plain, no_dp)} against batch 128; "
-        f"at ε = 8 against its own no-DP runs: {difference(wide_private, wide_plain)}"
-    )
-    print(
-        f"AdamW state kept, without DP: {difference(kept_plain, no_dp)} against a fresh optimizer; "
-        f"at ε = 8 against its own no-DP runs: {difference(kept_private, kept_plain)}"
+    lines: dict[str, PairedDifference | None] = {"lr 1e-2 plain": paired(lr_plain, no_dp)}
+    runs = {}
+    for key in ("twice the rounds", "lr 1e-2, linear decay", "twice the batch"):
+        runs[key] = (accuracies(RECIPES[key][0], "inf"), accuracies(RECIPES[key][0], "8"))
+    runs["AdamW state kept"] = (
+        accuracies(RECIPES["AdamW state kept"][0], "inf"),
+        accuracies(RECIPES["AdamW state kept"][0], "8"),
     )
     top = RECIPES["top 2 layers, 4 × the batch"][0]
-    top_plain, top_private = accuracies(top, "inf"), accuracies(top, "8")
+    runs["top 2"] = (accuracies(top, "inf"), accuracies(top, "8"))
+    for key, (plain, private) in runs.items():
+        lines[f"{key} plain"] = paired(plain, no_dp)
+        lines[f"{key} private"] = paired(private, plain)
+    lines = holm_adjusted({k: d for k, d in lines.items() if d is not None})
+    print()
     print(
-        f"Top 2 layers, 4 × the batch, without DP: {difference(top_plain, no_dp)} against all "
-        f"layers at batch 128; at ε = 8 against its own no-DP runs: "
-        f"{difference(top_private, top_plain)}"
+        f"The lines below: the same statistics, Holm over their {len(lines)} differences "
+        "(one family)."
     )
 
+    def both(key: str, plain_words: str) -> str:
+        return (
+            f"{difference(lines.get(key + ' plain'))} against {plain_words}; at ε = 8 against "
+            f"its own no-DP runs: {difference(lines.get(key + ' private'))}"
+        )
+
+    print(
+        f"lr 1e-2 without DP: {cell(lr_plain)}, {difference(lines.get('lr 1e-2 plain'))} "
+        "against lr 5e-3"
+    )
+    print(f"Twice the rounds, without DP: {both('twice the rounds', '5 rounds')}")
+    print(f"lr 1e-2 with linear decay, without DP: {both('lr 1e-2, linear decay', 'the default')}")
+    print(f"Twice the batch, without DP: {both('twice the batch', 'batch 128')}")
+    print(f"AdamW state kept, without DP: {both('AdamW state kept', 'a fresh optimizer')}")
+    print(f"Top 2 layers, 4 × the batch, without DP: {both('top 2', 'all layers at batch 128')}")
+
     print()
+    top_plain, top_private = runs["top 2"]
     target(top_private, top_plain, accuracies(top, "inf", "majority_mean"))
 
 

@@ -54,7 +54,7 @@ def test_seeds_count_or_list():
 
 
 def test_cells_set_method_budget_and_seed():
-    spec = SweepSpec(RunConfig(), ("fedsa", "ffa"), (math.inf, 2.0), (0, 1))
+    spec = SweepSpec(RunConfig(), ("fedsa", "ffa"), (math.inf, 2.0), (0, 1), alone=False)
     cells = spec.cells()
     assert len(cells) == 8 and len({c.name for c in cells}) == 8
     private = Cell("ffa", 2.0, 1).config(spec.base)
@@ -177,15 +177,20 @@ def test_figure_mean_over_seeds():
 
 
 def test_summary_table():
-    spec = SweepSpec(RunConfig(), ("fedsa", "ffa"), (math.inf, 2.0), (0, 1), "secure-fedsa sweep")
+    spec = SweepSpec(
+        RunConfig(), ("fedsa", "ffa"), (math.inf, 2.0), (0, 1), "secure-fedsa sweep", alone=False
+    )
     rows = [parse_row(r) for r in _rows(["fedsa", "ffa"], [math.inf, 2.0], [0, 1])]
     text = render_summary(spec, rows)
     assert "| method | no DP | ε=2 |" in text
     # two seeds (0.70, 0.71): sd 0.00707, t(0.975, 1) = 12.706: half-width 0.0635
     assert "| FedSA-LoRA | 0.705 ± 0.064 (n=2) | 0.605 ± 0.064 (n=2) |" in text
-    # ffa and fedsa have identical rows: a paired difference of exactly 0, not significant
-    assert "| FFA-LoRA | +0.000 ± 0.000 (n=2) | +0.000 ± 0.000 (n=2) |" in text
+    # ffa and fedsa have identical rows: a paired difference of exactly 0 (p = 1), not significant
+    assert "| FFA-LoRA | no DP | 2 | +0.000 ± 0.000 | 1 | 1 | 1 | no |" in text
+    assert "| FFA-LoRA | ε=2 | 2 | +0.000 ± 0.000 | 1 | 1 | 1 | no |" in text
     assert "no significant difference to FFA-LoRA" in text
+    assert "Holm-adjusted sign-flip p < 0.05 within this table" in text
+    assert "Gain from joining: not measured: this sweep has no alone cells" in text
     one_seed = render_summary(spec, [r for r in rows if r["seed"] == 0])
     assert "not testable yet (one seed in common) for FFA-LoRA" in one_seed
     assert "no significant difference" not in one_seed
@@ -248,15 +253,18 @@ def test_paired_difference_against_known_values():
     assert diff.n == 3 and diff.mean == pytest.approx(-0.0166667, abs=1e-6)
     # sd of (-0.02, -0.02, -0.01) is 0.0057735; t(0.975, 2) = 4.302653
     assert diff.half_width == pytest.approx(4.302653 * 0.0057735 / 3**0.5, abs=1e-6)
-    assert diff.significant
+    assert diff.interval_excludes_zero
+    # three seeds, all below: the exact sign-flip p is 2/8, so not significant under any table
+    assert diff.sign_flip_p == 0.25 and diff.wilcoxon_p == 0.25
     noisy = paired_difference({0: 0.78, 1: 0.84, 2: 0.80}, reference)
-    assert not noisy.significant
+    assert not noisy.interval_excludes_zero
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.4, 0.9), st.floats(-0.05, 0.05)), min_size=2, max_size=8))
-def test_significance_agrees_with_scipys_paired_t_test(pairs):
-    """Independent check: significant exactly when scipy's paired t-test gives p < 0.05."""
+def test_t_interval_agrees_with_scipys_paired_t_test(pairs):
+    """Independent check: the interval excludes 0 exactly when scipy's paired t-test gives
+    p < 0.05."""
     from scipy.stats import ttest_rel
 
     from secure_fedsa.sweep.stats import paired_difference
@@ -269,7 +277,7 @@ def test_significance_agrees_with_scipys_paired_t_test(pairs):
     p_value = ttest_rel(list(other.values()), list(reference.values())).pvalue
     if abs(p_value - 0.05) < 1e-6:
         return  # on the boundary
-    assert paired_difference(other, reference).significant == (p_value < 0.05)
+    assert paired_difference(other, reference).interval_excludes_zero == (p_value < 0.05)
 
 
 def test_method_variants_parse_and_label():

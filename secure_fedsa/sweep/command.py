@@ -5,6 +5,11 @@
     secure-fedsa sweep --resume SWEEP_DIR
     secure-fedsa sweep --plot-only SWEEP_DIR
 
+Every sweep also runs the alone cells (method ``local`` at ``ε = inf``, one per seed) unless they
+are among its cells already: the baseline of the gain from joining. ``--no-alone`` leaves them
+out (for sweeps that tune one method's recipe, where they would double the cost of a one-cell
+seed and nothing is compared with a site alone); the summary then says the gain is not measured.
+
 Every option of ``secure-fedsa run`` sets the fixed part of each cell, except the ones the sweep
 varies (``--method``, ``--seed``, ``--epsilon``; ``--noise-multiplier`` and ``--no-dp`` have no
 meaning here: a cell's noise comes from its budget, and ``inf`` in ``--epsilons`` means no DP).
@@ -68,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"a count N (seeds 0..N-1) or a comma-separated list (default: {DEFAULT_SEEDS})",
     )
     parser.add_argument(
+        "--no-alone",
+        action="store_true",
+        help="do not add the alone cells (local, no DP, one per seed) that the gain from joining "
+        "is measured against (added by default unless local and inf are among the cells)",
+    )
+    parser.add_argument(
         "--out",
         help="sweep directory (default: runs/sweep-<dataset>-<hash of the sweep>, so rerunning "
         "the same command resumes it)",
@@ -126,6 +137,7 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         epsilons=epsilons,
         seeds=seeds,
         command=command_line(args, parser),
+        alone=not args.no_alone,
     )
     spec.check()
     return spec

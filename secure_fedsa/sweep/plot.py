@@ -1,4 +1,5 @@
-"""The privacy-utility curve: accuracy against epsilon, one line per method.
+"""The privacy-utility curve: accuracy against epsilon, one line per method, with the site alone
+(local-only training without DP) as a reference line.
 
 :func:`build_figure` is pure (rows in, a matplotlib Figure out; no pyplot state, no files), so
 tests can count its lines; :func:`save_curve` writes ``curve.png`` and ``curve.svg``.
@@ -16,7 +17,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from secure_fedsa.sweep.spec import format_epsilon
+from secure_fedsa.sweep.spec import ALONE_LABEL, ALONE_METHOD, format_epsilon
 from secure_fedsa.sweep.stats import group_over_seeds
 
 METHOD_NAMES = {
@@ -75,10 +76,14 @@ def build_figure(
     """Mean accuracy over seeds against target epsilon (log axis), 95 % interval error bars.
 
     Per method: one solid line over the finite budgets and one dashed horizontal line for its
-    no-DP (epsilon = inf) result, so ``len(ax.get_lines())`` is the number of such series.
-    Markers are offset slightly sideways per method (:func:`dodge`); ticks sit at the true budgets.
+    no-DP (epsilon = inf) result, so ``len(ax.get_lines())`` is the number of such series. The
+    no-DP result of ``local`` is the site alone: when it exists it is drawn as the black
+    dash-dotted reference line "alone (local, no DP)" (mean over seeds) instead of a dashed
+    line of the method's colour. Markers are offset slightly sideways per method
+    (:func:`dodge`); ticks sit at the true budgets.
     """
     stats = group_over_seeds(rows)
+    alone = stats.get((ALONE_METHOD, math.inf))
     order = list(methods) if methods else list(dict.fromkeys(r["method"] for r in rows))
     seeds = max((s.n for s in stats.values()), default=0)
     figure = Figure(figsize=(7.5, 5.0), dpi=120)
@@ -109,7 +114,7 @@ def build_figure(
                     linewidth=1,
                 )
         reference = stats.get((method, math.inf))
-        if reference is not None:
+        if reference is not None and method != ALONE_METHOD:
             ax.axhline(
                 reference.mean,
                 color=color,
@@ -125,6 +130,16 @@ def build_figure(
                     alpha=0.06,
                     linewidth=0,
                 )
+    if alone is not None:
+        ax.axhline(alone.mean, color="k", linestyle="-.", linewidth=1.4, label=ALONE_LABEL)
+        if alone.half_width is not None:
+            ax.axhspan(
+                alone.mean - alone.half_width,
+                alone.mean + alone.half_width,
+                color="k",
+                alpha=0.05,
+                linewidth=0,
+            )
     majority = majority_reference(rows)
     if majority is not None:
         ax.axhline(
@@ -150,7 +165,8 @@ def build_figure(
     ax.set_ylabel("test accuracy (unweighted mean over clients)")
     spread = f"mean over {seeds} seeds, bars and bands = 95 % interval" if seeds > 1 else "one seed"
     spread += "; markers offset sideways to stay visible" if len(order) > 1 else ""
-    lines = ["Privacy–utility trade-off", title, f"({spread}; dashed = no DP; dotted = majority)"]
+    styles = "dashed = no DP" + ("; dash-dot = alone" if alone is not None else "")
+    lines = ["Privacy–utility trade-off", title, f"({spread}; {styles}; dotted = majority)"]
     ax.set_title(
         "\n".join(textwrap.fill(line, TITLE_WIDTH) for line in lines), fontsize=TITLE_FONT_SIZE
     )

@@ -5,7 +5,7 @@ Sweep directory::
     sweep.json          the spec (base configuration, methods, epsilons, seeds, command)
     results.csv         one row per finished cell (rewritten atomically after each cell)
     curve.png/.svg      accuracy against epsilon, one line per method
-    summary.md          method x epsilon table and the command
+    summary.md          method x epsilon table, paired differences, gain from joining, command
     cells/<method>-eps<epsilon>-seed<s>/   each cell's run directory (as `secure-fedsa run`)
 
 A cell is finished when it has a row in ``results.csv`` and ``summary.json`` in its directory,
@@ -24,6 +24,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,12 @@ def open_sweep_dir(spec: SweepSpec, directory: Path) -> bool:
     """
     if (directory / SPEC_FILE).exists():
         saved = read_spec(directory)
+        if not saved.same_cells(spec) and saved.same_cells(replace(spec, alone=False)):
+            raise ConfigError(
+                f"{str(directory)!r} holds this sweep without its alone cells (made before sweeps "
+                "added them, or with --no-alone): continue it as it is with --resume "
+                f"{directory}, or add --no-alone"
+            )
         if not saved.same_cells(spec):
             raise ConfigError(
                 f"{str(directory)!r} holds a different sweep (other options, methods, epsilons "
@@ -129,10 +136,11 @@ def run_sweep(
     results = directory / RESULTS_FILE
     rows: list[dict[str, Any]] = list(read_rows(results))
     cells = spec.cells()
+    alone = f", plus {_count(spec.seeds, 'alone cell')}" if spec.alone_added() else ""
     report(
         f"sweep: {len(cells)} cells ({_count(spec.methods, 'method')} × "
-        f"{_count(spec.epsilons, 'budget')} × {_count(spec.seeds, 'seed')}) in {directory}; "
-        + ("encryption on (CKKS)" if spec.base.encryption else "encryption OFF")
+        f"{_count(spec.epsilons, 'budget')} × {_count(spec.seeds, 'seed')}{alone}) in "
+        f"{directory}; " + ("encryption on (CKKS)" if spec.base.encryption else "encryption OFF")
     )
     ran_any = False
     try:

@@ -7,6 +7,11 @@ without a suffix the base configuration's head and adapter apply. ``epsilon = in
 differential privacy (``dp=False``); every other epsilon is a per-client budget for the whole
 federation. The spec is written to ``sweep.json`` so that resume and ``--plot-only`` know the
 cells without the original command line.
+
+Every sweep has its **alone** cells: local-only training without DP (method ``local`` at
+``ε = inf``) for every seed, the baseline of the gain from joining (:mod:`joining`). They are added
+unless they are already among the cells, or the sweep was made with ``--no-alone`` (``alone``
+false). Version 1 of ``sweep.json`` predates them: such a sweep keeps exactly its old cells.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from typing import Any
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1: before the alone cells (read as alone=False)
 INF_WORDS = ("inf", "infinity")
+ALONE_METHOD = "local"  # with epsilon inf: the alone cell (secure_fedsa.sweep.joining)
+ALONE_LABEL = "alone (local, no DP)"
 
 
 def parse_epsilons(text: str) -> tuple[float, ...]:
@@ -137,7 +145,8 @@ class Cell:
         method, head, adapter = parse_variant(self.method)
         variant = {
             "method": method,
-            "head": head or base.head,
+            # local shares nothing: the sweep's --head is for the federated methods
+            "head": "local" if method == "local" else head or base.head,
             "adapter": adapter or base.adapter,
             "seed": self.seed,
             "noise_multiplier": None,
@@ -154,15 +163,33 @@ class SweepSpec:
     epsilons: tuple[float, ...]
     seeds: tuple[int, ...]
     command: str = ""
+    alone: bool = True  # add the alone cells (local, ε = inf) for every seed
+
+    def alone_added(self) -> bool:
+        """Whether :meth:`cells` adds alone cells that the methods × epsilons do not hold."""
+        return self.alone and not (ALONE_METHOD in self.methods and math.inf in self.epsilons)
 
     def cells(self) -> list[Cell]:
-        """Every cell, seed by seed, so an interrupted sweep has whole seeds finished first."""
-        return [
-            Cell(method, epsilon, seed)
-            for seed in self.seeds
-            for epsilon in self.epsilons
-            for method in self.methods
-        ]
+        """Every cell, seed by seed, so an interrupted sweep has whole seeds finished first; an
+        added alone cell comes first in its seed, so a half-finished seed can already be paired."""
+        cells = []
+        for seed in self.seeds:
+            if self.alone_added():
+                cells.append(Cell(ALONE_METHOD, math.inf, seed))
+            cells += [Cell(m, epsilon, seed) for epsilon in self.epsilons for m in self.methods]
+        return cells
+
+    def table_methods(self) -> tuple[str, ...]:
+        """The methods of the summary's tables: those asked for, and ``local`` when added."""
+        return self.methods + (
+            (ALONE_METHOD,) if self.alone_added() and ALONE_METHOD not in self.methods else ()
+        )
+
+    def table_epsilons(self) -> tuple[float, ...]:
+        """The budgets of the summary's tables: those asked for, and ``inf`` first when added."""
+        if self.alone_added() and math.inf not in self.epsilons:
+            return (math.inf, *self.epsilons)
+        return self.epsilons
 
     def check(self) -> None:
         """Build every cell's configuration (RunConfig validates); raises ConfigError."""
@@ -175,30 +202,30 @@ class SweepSpec:
             "methods": list(self.methods),
             "epsilons": [format_epsilon(e) for e in self.epsilons],
             "seeds": list(self.seeds),
+            "alone": self.alone,
             "base_config": self.base.to_dict(),
             "command": self.command,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
-        if not isinstance(data, dict) or data.get("version") != SPEC_VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        if version not in READ_VERSIONS:
             raise ConfigError("sweep.json is not a sweep specification this version can read")
+        alone = bool(data.get("alone", True)) if version >= 2 else False
         return cls(
             base=RunConfig.from_dict(data["base_config"]),
             methods=tuple(data["methods"]),
             epsilons=parse_epsilons(",".join(data["epsilons"])),
             seeds=tuple(int(s) for s in data["seeds"]),
             command=data.get("command", ""),
+            alone=alone,
         )
 
     def same_cells(self, other: SweepSpec) -> bool:
-        """Whether two specs describe the same sweep (the command text may differ)."""
-        return (
-            self.base == other.base
-            and self.methods == other.methods
-            and self.epsilons == other.epsilons
-            and self.seeds == other.seeds
-        )
+        """Whether two specs describe the same sweep: the same base and the same cells (the
+        command text may differ, and so may ``alone`` where the alone cells are there anyway)."""
+        return self.base == other.base and self.cells() == other.cells()
 
     def digest(self) -> str:
         data = self.to_dict()

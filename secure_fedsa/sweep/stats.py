@@ -2,18 +2,22 @@
 
 Seeds are the replicates: each seed fixes the data split, the partition and the initialisation,
 so two methods run with the same seed see the same clients. A cell's 95 % confidence interval is
-Student's t over its seeds, ``mean ± t(0.975, n−1) · s / √n``; the difference of a method to the
-reference (FedSA) is taken seed by seed (a paired design, which removes the partition's effect)
-and gets the same interval over the per-seed differences. A difference is significant (at 5 %,
-two-sided, uncorrected for the number of comparisons) when its interval excludes zero.
+Student's t over its seeds, ``mean ± t(0.975, n−1) · s / √n``. A difference (a method against the
+reference FedSA, or a federated cell against the site alone) is taken seed by seed (a paired
+design, which removes the partition's effect): it gets the same t interval over the per-seed
+differences, the exact sign-flip p and the exact Wilcoxon p (:mod:`significance`). Whether it is
+**significant** is decided within its table: the sign-flip p adjusted by Holm over the table's
+comparisons (:func:`holm_adjusted`) must be below 0.05.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from secure_fedsa.sweep.significance import ALPHA, holm, sign_flip_p, wilcoxon_p
 
 CONFIDENCE = 0.95
 
@@ -57,24 +61,71 @@ def seed_stats(values: Sequence[float]) -> SeedStats:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Mean over shared seeds of (method − reference), with its 95 % interval."""
+    """Mean over paired seeds of a per-seed difference, its paired-t 95 % interval, the exact
+    sign-flip and Wilcoxon p-values, and (once adjusted within its table) the Holm p."""
 
     n: int
     mean: float
-    half_width: float | None
+    half_width: float | None  # None for one seed
+    sign_flip_p: float = 1.0
+    wilcoxon_p: float = 1.0
+    holm_p: float | None = None  # set by holm_adjusted; None for one seed
+
+    @property
+    def testable(self) -> bool:
+        return self.n >= 2
+
+    @property
+    def interval_excludes_zero(self) -> bool:
+        """The paired-t 95 % interval excludes 0 (shown, but not what "significant" means)."""
+        return self.half_width is not None and abs(self.mean) > self.half_width
 
     @property
     def significant(self) -> bool:
-        return self.half_width is not None and abs(self.mean) > self.half_width
+        """Holm-adjusted sign-flip p below 0.05 within the difference's table."""
+        if not self.testable:
+            return False
+        if self.holm_p is None:
+            raise ValueError(
+                "significance is decided within a table: adjust the table's differences with "
+                "holm_adjusted() first"
+            )
+        return self.holm_p < ALPHA
+
+
+def difference_stats(differences: Sequence[float]) -> PairedDifference:
+    """Interval and tests of per-seed differences (one value per seed; not yet Holm-adjusted)."""
+    values = [float(d) for d in differences]
+    stats = seed_stats(values)
+    return PairedDifference(
+        n=stats.n,
+        mean=stats.mean,
+        half_width=stats.half_width,
+        sign_flip_p=sign_flip_p(values),
+        wilcoxon_p=wilcoxon_p(values),
+    )
 
 
 def paired_difference(values: dict[int, float], reference: dict[int, float]) -> PairedDifference:
-    """The difference over the seeds both have (keys are seeds)."""
+    """The difference ``values − reference`` over the seeds both have (keys are seeds)."""
     seeds = sorted(set(values) & set(reference))
     if not seeds:
         raise ValueError("no seed in common")
-    stats = seed_stats([values[s] - reference[s] for s in seeds])
-    return PairedDifference(n=stats.n, mean=stats.mean, half_width=stats.half_width)
+    return difference_stats([values[s] - reference[s] for s in seeds])
+
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+def holm_adjusted(family: Mapping[Key, PairedDifference]) -> dict[Key, PairedDifference]:
+    """The family (one table) with each testable difference's sign-flip p Holm-adjusted over
+    the testable differences of the family (those with at least two seeds)."""
+    keys = [key for key, diff in family.items() if diff.testable]
+    adjusted = holm([family[key].sign_flip_p for key in keys])
+    out = {key: replace(diff, holm_p=None) for key, diff in family.items()}
+    for key, p in zip(keys, adjusted, strict=True):
+        out[key] = replace(family[key], holm_p=p)
+    return out
 
 
 def by_seed(
@@ -93,7 +144,8 @@ def by_seed(
 def differences_to(
     rows: Iterable[dict[str, Any]], reference: str, value: str = "accuracy_mean"
 ) -> dict[tuple[str, float], PairedDifference]:
-    """Paired differences of every other method to ``reference``, per budget."""
+    """Paired differences of every other method to ``reference``, per budget, Holm-adjusted
+    over all of them (one table)."""
     seeds = by_seed(rows, value)
     out = {}
     for (method, epsilon), values in seeds.items():
@@ -101,7 +153,7 @@ def differences_to(
         if method == reference or base is None or not set(values) & set(base):
             continue
         out[(method, epsilon)] = paired_difference(values, base)
-    return out
+    return holm_adjusted(out)
 
 
 def group_over_seeds(
