@@ -148,4 +148,4 @@ def test_health_news_with_small_skewed_clients(tmp_path):
     assert len(setup["label_names"]) == 16
     for client in setup["clients"].values():
         assert 27 <= client["train"] <= 108 and client["test"] == 40
-    assert len(summary["accuracy"]["per_client"]) == 4
+    assert len(summary["evaluation"]["per_client"]) == 4

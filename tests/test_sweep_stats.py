@@ -331,10 +331,13 @@ def test_accounting_text(accountant, words):
 
 def test_summary_states_the_accounting():
     rows = _joining_rows()
-    spec = SweepSpec(RunConfig(accountant="rdp"), ("fedsa",), (math.inf, 8.0), (0, 1, 2), "c")
+    legacy = RunConfig(accountant="rdp", version=3)  # a sweep made before the correction
+    spec = SweepSpec(legacy, ("fedsa",), (math.inf, 8.0), (0, 1, 2), "c")
     assert "Privacy accounting: ε accounted under add/remove-one neighbours" in render_summary(
         spec, rows
     )
+    now = SweepSpec(RunConfig(), ("fedsa",), (math.inf, 8.0), (0, 1, 2), "c")
+    assert "ε accounted under replace-one neighbours" in render_summary(now, rows)
     plain = SweepSpec(RunConfig(), ("fedsa",), (math.inf,), (0, 1, 2), "c")
     no_dp = [r for r in rows if math.isinf(r["epsilon_target"])]
     assert "Privacy accounting: none (no cell uses DP)." in render_summary(plain, no_dp)
