@@ -125,6 +125,10 @@ def _check_client(run: RunEvidence, cid: str, result: CheckResult) -> dict[str, 
             budget = identity.get("target_epsilon")
             if isinstance(budget, (int, float)) and reported > budget + 1e-9:
                 result.fail(f"{cid}: reported ε = {reported:.4g} exceeds the budget ε = {budget}")
+    else:  # never trained (e.g. never drawn with clients per round): it released nothing
+        evidence.update(
+            independent_epsilon_lower=0.0, independent_epsilon_upper=0.0, epsilon_matches=True
+        )
     return evidence
 
 

@@ -123,10 +123,14 @@ def _statement(statement: dict) -> str:
         reason = escape(str(statement["unavailable"]))
         return f"<p><strong>Privacy statement unavailable: {reason}</strong></p>"
     if not statement.get("dp"):
-        return f"<p><strong>{escape(statement.get('text', 'No privacy claim.'))}</strong></p>"
+        text = f"<p><strong>{escape(statement.get('text', 'No privacy claim.'))}</strong></p>"
+        if statement.get("finishing"):
+            text += f"<p>{escape(str(statement['finishing']))}</p>"
+        return text
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(str(statement.get(k, '')))}</td></tr>"
-        for k in ("type", "unit", "neighbouring", "mechanism", "scope")
+        for k in ("type", "unit", "neighbouring", "mechanism", "scope", "finishing")
+        if k != "finishing" or statement.get(k)
     )
     head = (
         "<tr><th>client</th><th>ε claimed (ledger)</th><th>ε re-computed (PLD)</th><th>match</th>"

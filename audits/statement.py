@@ -47,10 +47,32 @@ TRUST_MODEL = {
 }
 
 
+def finishing(run: RunEvidence) -> str | None:
+    """What ``finish_steps`` means for the clients' final models (None when the run did not
+    finish them): nothing is released by it, so the release tables do not change."""
+    steps = run.cfg("finish_steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+        return None
+    return (
+        f"after its last release each client trained the tensors it keeps to itself {steps} more "
+        "step(s) on its own training records WITHOUT differential privacy (finish_steps). That "
+        "finished model stays in the client's own directory (clients/<id>/finished-adapter/; a "
+        "Flower site's finished-adapter/), is never sent and is not DP: it is no more private "
+        "than a model the client trained alone without DP. It releases nothing: the claim "
+        "below covers everything the clients released (their updates, the aggregates and the "
+        "DP models in adapters/<id>/), and finishing writes nothing to the ledgers"
+    )
+
+
 def privacy_statement(run: RunEvidence) -> dict[str, Any]:
     """What guarantee the run claims, per client, from the ledgers (not from summary.json)."""
+    finished = finishing(run)
     if run.cfg("dp") is not True:
-        return {"dp": False, "text": "NO DIFFERENTIAL PRIVACY: this run makes no privacy claim."}
+        statement = {
+            "dp": False,
+            "text": "NO DIFFERENTIAL PRIVACY: this run makes no privacy claim.",
+        }
+        return {**statement, "finishing": finished} if finished else statement
     clients = {}
     for cid in run.client_ids:
         ledger = run.ledgers.get(cid)
@@ -89,6 +111,7 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
         "deviation σ·clip added to their sum, batches Poisson-sampled with rate q",
         "scope": "everything a client releases over all rounds (its updates, and everything "
         "computed from them) is (ε, δ)-DP for that client's records",
+        **({"finishing": finished} if finished else {}),
         "clients": clients,
     }
 

@@ -51,6 +51,22 @@ RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
     ("--rounds", "rounds", int, "federation rounds"),
     ("--local-steps", "local_steps", int, "optimizer steps per client per round"),
     ("--clients", "num_clients", int, "number of clients"),
+    (
+        "--clients-per-round",
+        "clients_per_round",
+        int,
+        "K clients drawn each round from the seed and the round number; only they train, spend "
+        "privacy and send (not privacy amplification); all evaluate and apply the aggregate "
+        "(default: every client)",
+    ),
+    (
+        "--finish-steps",
+        "finish_steps",
+        int,
+        "after its last round each client trains the tensors it keeps to itself (B, head) N "
+        "more steps WITHOUT DP and keeps that model in its own directory; releases stay DP, the "
+        "finished model is not. 0 until a measurement shows it pays",
+    ),
     ("--seed", "seed", int, "random seed (runs are deterministic per seed)"),
     (
         "--dataset",
@@ -370,6 +386,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         majority = acc["majority_class"][cid]
         verdict = "NOT beaten" if cid in acc["not_above_majority"] else "beaten"
         print(f"  {cid}: accuracy {value:.4f} (majority class {majority:.4f}: {verdict}){eps_text}")
+    if acc.get("validation_mean") is not None:
+        print(f"validation accuracy: mean over clients {acc['validation_mean']:.4f}")
+    if config.finish_steps:
+        print(
+            f"each client's final model was finished with {config.finish_steps} step(s) WITHOUT "
+            "DP after its last release: clients/<id>/finished-adapter/ is NOT differentially "
+            "private (keep it with the client's records); adapters/<id>/ is its DP model"
+        )
     if acc["not_above_majority"]:
         print(
             f"note: {', '.join(acc['not_above_majority'])} did not beat always predicting its most "

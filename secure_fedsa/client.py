@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
@@ -63,6 +64,8 @@ from secure_fedsa.sharing import Manifest, SharingPolicy, flatten, unflatten
 from secure_fedsa.wire import LedgerHead, decode_aggregate, encode_update
 
 STATE_FILE = "state.pt"
+# the record sets a client evaluates on
+SPLITS = ("test", "validation")
 # Aggregation weight = training-set size / WEIGHT_UNIT. The unit keeps weighted values inside the
 # range CKKS can add without (silent) overflow (|n_k/100 * value| <= 4096 for 64 clients) while the
 # summed weight stays large enough that the CKKS error of the average (~1e-9 / summed weight)
@@ -284,9 +287,12 @@ class Client:
             return False
         return True
 
-    def keep_round_start(self) -> None:
-        """Go back to the shared tensors this client started its last round with (no aggregate
-        to load); B and the head keep their training."""
+    def keep_round_start(self, round_number: int) -> None:
+        """Round ``round_number`` has no aggregate to load: a client that trained it goes back
+        to the shared tensors it started the round with (B and the head keep their training);
+        one that did not train it (not drawn, or out of budget) already holds them."""
+        if self.trained_round != round_number:
+            return
         self.state = {**self.trained, **unflatten(self.start_shared, self.manifest)}
         self._save()
 
@@ -354,19 +360,82 @@ class Client:
         except SecureFedsaError as exc:
             problems = [str(exc)]
         if problems:
-            self.keep_round_start()
+            self.keep_round_start(round_number)
             return problems
         shared = unflatten(aggregate.total / aggregate.total_weight, self.manifest)
-        self.state = {**self.trained, **shared}
+        # a client that did not train this round (not drawn) receives the new shared tensors
+        # too; its own tensors are those of its last training either way
+        own = self.trained if self.trained_round == round_number else self.state
+        self.state = {**own, **shared}
         self._save()
         return problems
 
-    # -- evaluation and export -----------------------------------------------------------
-    def evaluate(self, limit: int | None = None) -> float:
-        """Accuracy on this client's own test split (the first ``limit`` examples if given)."""
+    # -- finishing (after the last release) ---------------------------------------------
+    def finished_groups(self) -> frozenset[str]:
+        """What finishing trains: every tensor this client trains and its method does not
+        share (B and the head under fedsa; B alone with ``--head shared``)."""
+        return self.policy.trained - self.policy.shared
+
+    def finish(self, steps: int) -> dict[str, torch.Tensor]:
+        """This client's final model after ``steps`` more steps of plain training (no DP) of
+        :meth:`finished_groups` on its own training records, the shared tensors frozen.
+
+        Returns the finished tensors and changes nothing else: not :attr:`state`, not
+        ``state.pt``, not the ledger, not the no-DP shuffling generator (a copy drives the
+        batches). Nothing is ever made from the finished tensors but the client's own final
+        evaluation and export, so no later release can depend on them: a run extended with more
+        rounds goes on from the DP-trained state.
+        """
+        if steps < 1:
+            return dict(self.state)
+        groups = self.finished_groups()
+        if not groups:
+            raise SecureFedsaError(
+                f"{self.client_id}: nothing to finish, the method shares every trained tensor"
+            )
         self.model.load_adapter_state(self.state)
-        module = self.prefix.module(self.data.test)
-        inputs, mask, labels = self.prefix.data(self.data.test).tensors
+        self.model.set_trainable(groups)
+        module, train = self.prefix.module(self.data.train), self.prefix.data(self.data.train)
+        self.prefix.check_trainable(module)
+        generator = torch.Generator()
+        generator.set_state(self.generator.get_state())
+        train_plain(
+            module,
+            train,
+            steps=steps,
+            batch_size=self.plan.batch_size,
+            physical_batch_size=self.plan.physical_batch_size,
+            lr=self.plan.lr,
+            generator=generator,
+        )
+        finished = self.model.adapter_state()
+        if not np.array_equal(
+            flatten(finished, self.manifest), flatten(self.state, self.manifest)
+        ):  # frozen: a change here would be a bug, and the final A would not be the aggregate
+            raise SecureFedsaError(f"{self.client_id}: finishing changed a shared tensor")
+        self.model.load_adapter_state(self.state)
+        return finished
+
+    # -- evaluation and export -----------------------------------------------------------
+    def split(self, name: str) -> TensorDataset:
+        """One of this client's record sets by name: ``test`` or ``validation`` (carved out of
+        its training records before any training, never trained on; may be empty)."""
+        if name not in SPLITS:
+            raise SecureFedsaError(f"unknown split {name!r}: choose one of {', '.join(SPLITS)}")
+        return getattr(self.data, name)
+
+    def evaluate(
+        self,
+        limit: int | None = None,
+        split: str = "test",
+        state: dict[str, torch.Tensor] | None = None,
+    ) -> float:
+        """Accuracy on this client's own ``split`` (the first ``limit`` examples if given) of
+        its current model, or of ``state`` (e.g. its finished model)."""
+        data = self.split(split)
+        self.model.load_adapter_state(self.state if state is None else state)
+        module = self.prefix.module(data)
+        inputs, mask, labels = self.prefix.data(data).tensors
         if limit is not None:
             inputs, mask, labels = inputs[:limit], mask[:limit], labels[:limit]
         self.model.eval()
@@ -378,17 +447,24 @@ class Client:
         self.model.train()
         return correct / max(len(labels), 1)
 
-    def export(self, directory: Path, label_names: list[str]) -> Path:
-        """Write this client's adapter (global A, own B) in peft's format, plus its head."""
+    def export(
+        self,
+        directory: Path,
+        label_names: list[str],
+        state: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
+        """Write this client's adapter (global A, own B) in peft's format, plus its head: its
+        current model, or ``state`` (e.g. its finished model)."""
         from safetensors.torch import save_file
 
         from secure_fedsa.vera import peft_layout
 
-        self.model.load_adapter_state(self.state)
+        state = self.state if state is None else state
+        self.model.load_adapter_state(state)
         directory.mkdir(parents=True, exist_ok=True)
         with peft_layout(self.model):  # VeRA: peft's own parameter layout while it saves
             self.model.encoder.save_pretrained(str(directory))
-        head = {k.removeprefix("head."): v.contiguous() for k, v in self.state.items()}
+        head = {k.removeprefix("head."): v.contiguous() for k, v in state.items()}
         head = {k: v for k, v in head.items() if k.startswith("classifier.")}
         save_file(head, str(directory / "head.safetensors"))
         (directory / "labels.json").write_text(json.dumps(label_names))
@@ -423,6 +499,34 @@ class Client:
         self.last_clamped = int(payload.get("clamped", 0))
         if self.carry is not None:
             self.carry.saved = payload.get("optimizer")
+
+
+FINISHED_ADAPTER = "finished-adapter"
+FINISHING_FILE = "finishing.json"
+
+
+def finish_export(
+    client: Client, directory: Path, label_names: list[str], state: dict, steps: int
+) -> Path:
+    """Write a client's finished model into ``directory/finished-adapter/`` (its own
+    directory, never a shared file of the run), with a note saying it is not DP."""
+    target = client.export(directory / FINISHED_ADAPTER, label_names, state=state)
+    (target / FINISHING_FILE).write_text(
+        json.dumps(
+            {
+                "differentially_private": False,
+                "finish_steps": steps,
+                "finished_tensors": sorted(client.finished_groups()),
+                "note": "trained further on this client's own training records WITHOUT DP "
+                "after its last release: no more private than a model trained alone without "
+                "DP. Keep it where the records are. The client's DP model, its release, is "
+                "adapters/<id>/ of an in-process run (a Flower site's adapter/)",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return target
 
 
 def saved_release(directory: Path) -> Release | None:

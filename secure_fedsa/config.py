@@ -46,6 +46,16 @@ class RunConfig:
     rounds: int = 5
     local_steps: int = 6
     num_clients: int = 3
+    # K clients drawn per round (uniformly, without replacement, from the seed and the round
+    # number: secure_fedsa/sampling.py); only they train, spend privacy and send; every client
+    # applies the aggregate and evaluates. None: every client, every round
+    clients_per_round: int | None = None
+    # After its last round each client trains the tensors its method does not share (B and the
+    # head under fedsa) this many more steps on its own training records WITHOUT DP, and keeps
+    # that model for itself (clients/<id>/finished-adapter/): nothing of it is ever released, so
+    # every release stays (ε, δ)-DP, but that model is not DP (docs/privacy.md, "Finishing").
+    # 0: the final model is the DP-trained one.
+    finish_steps: int = 0
     seed: int = 0
     # data
     dataset: str = "rotten_tomatoes"
@@ -256,6 +266,54 @@ def _check_sizes(config: RunConfig) -> None:
         )
 
 
+def masking_floor(config: RunConfig) -> int:
+    """The fewest clients one round's masked sum needs: the masking threshold, and at least two
+    (the sum of one update is that update, which every client decrypts)."""
+    return max(2, config.masking_threshold or 1)
+
+
+def _check_rounds_and_finishing(config: RunConfig) -> None:
+    """clients_per_round and finish_steps (after the fields they depend on)."""
+    from secure_fedsa.sharing import get_policy
+
+    k = config.clients_per_round
+    if k is not None:
+        _check(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= config.num_clients,
+            f"clients-per-round must be between 1 and the number of clients "
+            f"({config.num_clients}), got {k!r}",
+        )
+        masked = config.masking and config.encryption and config.method != "local"
+        if masked and k < config.num_clients:
+            floor = masking_floor(config)
+            _check(
+                k >= floor,
+                f"clients-per-round {k} is too few for secure aggregation: each round's masked "
+                f"sum needs at least {floor} clients ("
+                + (
+                    f"the masking threshold {config.masking_threshold}"
+                    if (config.masking_threshold or 0) >= 2
+                    else "the sum of one client's update is that update, which every client "
+                    "decrypts"
+                )
+                + "); give --clients-per-round "
+                f"{floor} or more, a lower --masking-threshold, or --no-masking",
+            )
+    steps = config.finish_steps
+    _check(
+        isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
+        f"finish-steps must be a whole number of steps (0: no finishing), got {steps!r}",
+    )
+    if steps > 0:  # the method and head were checked before
+        policy = get_policy(config.method, config.head)
+        _check(
+            bool(policy.trained - policy.shared),
+            f"--finish-steps has nothing to train: {config.method} with --head {config.head} "
+            "shares every tensor it trains, and finishing trains only the tensors a client "
+            "keeps to itself",
+        )
+
+
 def validate(config: RunConfig) -> None:
     """Raise ConfigError naming the first invalid field and how to fix it."""
     from secure_fedsa.sharing import POLICIES
@@ -364,6 +422,7 @@ def validate(config: RunConfig) -> None:
         ),
         f"masking-threshold must be between 1 and the number of clients ({config.num_clients})",
     )
+    _check_rounds_and_finishing(config)
     _check(bool(config.dataset) or bool(config.data_files), "name a dataset or --data files")
     _check(
         len(config.target_modules) > 0

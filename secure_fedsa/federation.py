@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from secure_fedsa.client import Client
+from secure_fedsa.client import Client, finish_export
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.egress import EgressLog
@@ -66,6 +66,7 @@ from secure_fedsa.private_stats import (
     write_evaluation,
 )
 from secure_fedsa.rundir import RunDirectory
+from secure_fedsa.sampling import sampled
 from secure_fedsa.secagg import RoundFailed as MaskingFailed
 from secure_fedsa.security import (
     Codecs,
@@ -105,6 +106,7 @@ class RoundRecord:
     console."""
 
     round: int
+    sampled: list[str] | None = None  # the clients drawn this round (None: no sampling)
     clients: dict[str, dict] = field(default_factory=dict)
     rejected: list[dict] = field(default_factory=list)
     aggregate: dict = field(default_factory=dict)
@@ -121,7 +123,8 @@ class RoundRecord:
         return {
             k: v
             for k, v in self.__dict__.items()
-            if k not in ("private", "seconds") and not (k == "mean_accuracy" and v is None)
+            if k not in ("private", "seconds")
+            and not (k in ("mean_accuracy", "sampled") and v is None)
         }
 
 
@@ -193,8 +196,10 @@ class Federation:
         existing = RunDirectory.resume(run_dir, config) if resume else None
         self.anchors = AnchorStore()
         histories = self._histories(existing)
+        # with clients per round, each client's σ is planned for the rounds it is drawn in
+        candidates = list(self.prepared.clients)
         self.plans = {
-            cid: plan_client(config, cid, data.num_train, histories[cid])
+            cid: plan_client(config, cid, data.num_train, histories[cid], candidates=candidates)
             for cid, data in self.prepared.clients.items()
             if config.dp
         }
@@ -335,14 +340,30 @@ class Federation:
             self.rundir.append_metrics(record.shared())
             self.progress.round_done(round_number)
             self.progress.message(_round_line(record, self.config.rounds))
-            if not any(c.get("status") == "trained" for c in record.clients.values()):
+            if not any(c.get("status") == "trained" for c in record.clients.values()) and not (
+                record.sampled is not None
+                and any(c.will_train(round_number + 1) for c in self.clients.values())
+            ):  # (with sampling, the clients not drawn this round may still train later)
                 self.progress.message("no client can train within its budget: stopping")
                 break
         summary = self.finish(time.time() - start)
         return summary
 
+    def sampled(self, round_number: int) -> list[str]:
+        """The clients drawn for ``round_number`` (all of them without clients per round)."""
+        return sampled(
+            list(self.clients),
+            self.config.clients_per_round,
+            seed=self.config.seed,
+            round_number=round_number,
+        )
+
     def run_round(self, round_number: int) -> RoundRecord:
-        record = RoundRecord(round=round_number)
+        drawn = self.sampled(round_number)
+        record = RoundRecord(
+            round=round_number,
+            sampled=drawn if self.config.clients_per_round is not None else None,
+        )
         started = time.time()
         aggregator = new_aggregator(
             self.codecs.server,
@@ -354,12 +375,15 @@ class Federation:
             dp=self.config.dp,
             ledger_heads=self.ledger_heads,
         )
-        masking = self._masking(round_number, record) if aggregator is not None else None
+        masking = self._masking(round_number, record, drawn) if aggregator is not None else None
         if masking is False:  # too few clients to unmask a round: nobody trains it
-            return self._skipped(record, started)
+            return self._skipped(record, started, drawn)
         contributors = []
         for cid, client in self.clients.items():
             entry: dict = {"seconds": dict.fromkeys(PHASES, 0.0)}
+            if cid not in drawn:  # trains nothing, spends nothing, sends nothing this round
+                record.clients[cid] = {"status": NOT_SAMPLED, **entry}
+                continue
             self.progress.client_started(cid, self.config.local_steps)
             started_training = time.perf_counter()
             try:
@@ -415,7 +439,7 @@ class Federation:
                 record.aggregate = {"status": "failed", "reason": str(exc)}
                 self.progress.warning(f"round {round_number}: no aggregate: {exc}")
                 for client in self.clients.values():
-                    client.keep_round_start()
+                    client.keep_round_start(round_number)
                 return self._evaluate(record, started)
             aggregate = aggregator.result(offsets)
             record.server_seconds = time.perf_counter() - started_result
@@ -439,15 +463,18 @@ class Federation:
             }
         return self._evaluate(record, started)
 
-    def _masking(self, round_number: int, record: RoundRecord) -> InProcessMasking | None | bool:
-        """The round's secure-aggregation set-up among the clients that will send an update;
-        None when masking is off, False when too few take part to unmask the round."""
+    def _masking(
+        self, round_number: int, record: RoundRecord, drawn: list[str]
+    ) -> InProcessMasking | None | bool:
+        """The round's secure-aggregation set-up among the clients that will send an update
+        (drawn this round, within budget; the threshold is computed for them); None when
+        masking is off, False when too few take part to unmask the round."""
         if not (self.config.masking and self.config.encryption):
             return None
         participants = {
             cid: self.identities.clients[cid].key
             for cid, client in self.clients.items()
-            if client.will_train(round_number)
+            if cid in drawn and client.will_train(round_number)
         }
         if not participants:
             return None
@@ -471,9 +498,13 @@ class Federation:
         }
         return masking
 
-    def _skipped(self, record: RoundRecord, started: float) -> RoundRecord:
+    def _skipped(self, record: RoundRecord, started: float, drawn: list[str]) -> RoundRecord:
         for cid in self.clients:
-            record.clients[cid] = {"status": "not trained (secure aggregation impossible)"}
+            record.clients[cid] = {
+                "status": "not trained (secure aggregation impossible)"
+                if cid in drawn
+                else NOT_SAMPLED
+            }
         return self._evaluate(record, started)
 
     def _evaluate(self, record: RoundRecord, started: float) -> RoundRecord:
@@ -483,10 +514,19 @@ class Federation:
             record.clients.setdefault(cid, {}).setdefault("seconds", dict.fromkeys(PHASES, 0.0))
             started_evaluation = time.perf_counter()
             acc = client.evaluate(self.config.eval_examples_per_round)
+            private = record.private.setdefault(cid, {})
+            private["accuracy_subset"] = acc
+            if len(client.data.validation):  # the same number of validation records
+                private["accuracy_validation_subset"] = client.evaluate(
+                    self.config.eval_examples_per_round, split="validation"
+                )
             record.clients[cid]["seconds"]["evaluate"] = time.perf_counter() - started_evaluation
-            record.private.setdefault(cid, {})["accuracy_subset"] = acc
             if release:
                 record.clients[cid]["accuracy_subset"] = acc
+                if "accuracy_validation_subset" in private:
+                    record.clients[cid]["accuracy_validation_subset"] = private[
+                        "accuracy_validation_subset"
+                    ]
             record.clients[cid]["epsilon_spent"] = client.epsilon_spent
             accuracies.append(acc)
         record.mean_accuracy = float(np.mean(accuracies)) if release else None
@@ -494,34 +534,68 @@ class Federation:
         return record
 
     def finish(self, seconds: float) -> dict:
-        """Final evaluation (into each client's own directory), export, and summary.json.
+        """Finishing (``finish_steps``), final evaluation (into each client's own directory),
+        export, and summary.json.
+
+        Each client's DP-trained model, its release, is exported to ``adapters/<id>/``. With
+        ``finish_steps``, each client then trains its own tensors further without DP
+        (:meth:`Client.finish`, after its last release: nothing is sent, the ledger and
+        ``state.pt`` are not touched) and keeps that model in its own directory,
+        ``clients/<id>/finished-adapter/``; its final evaluation is of that model (and
+        ``evaluation.json`` keeps the DP model's accuracy too).
 
         Returns the summary as written, plus ``evaluation`` (each client's accuracy, test size
         and majority-class rate) for the caller; summary.json holds the evaluation only with
         ``release_evaluation``, and otherwise says where each client keeps it."""
+        steps = self.config.finish_steps
+        labels = list(self.prepared.label_names)
+        if steps:
+            self.progress.message(
+                f"finishing: each client trains its own tensors {steps} more step(s) without DP "
+                "(its releases are done; the finished model stays in its own directory) ..."
+            )
         self.progress.message("final evaluation on each client's full test split ...")
-        started_final = time.perf_counter()
-        per_client = {cid: c.evaluate() for cid, c in self.clients.items()}
-        final_seconds = time.perf_counter() - started_final
+        final_seconds = 0.0
+        per_client: dict[str, float] = {}
+        validation: dict[str, float | None] = {}
+        unfinished: dict[str, dict] = {}
+        for cid, client in self.clients.items():
+            # the DP model, the client's release (it also shaped every release before)
+            client.export(self.rundir.path / "adapters" / cid, labels)
+            final_state = None
+            if steps:
+                unfinished[cid] = _accuracies(client)
+                final_state = client.finish(steps)
+                finish_export(client, self.rundir.client_dir(cid), labels, final_state, steps)
+            started_final = time.perf_counter()
+            final = _accuracies(client, final_state)
+            per_client[cid], validation[cid] = final["test"], final["validation"]
+            final_seconds += time.perf_counter() - started_final
         evaluation = evaluation_summary(
             per_client,
             sizes={cid: len(c.data.test) for cid, c in self.clients.items()},
             majority={
                 cid: majority_rate(c.data.test.tensors[2]) for cid, c in self.clients.items()
             },
+            validation=validation,
         )
         for cid, client in self.clients.items():
-            write_evaluation(
-                self.rundir.client_dir(cid),
-                {
-                    "accuracy": per_client[cid],
-                    "test_examples": evaluation["test_examples"][cid],
-                    "majority_class": evaluation["majority_class"][cid],
-                    "label_counts": self.prepared.label_counts[cid],
-                    "label_names": list(self.prepared.label_names),
-                },
-            )
-            client.export(self.rundir.path / "adapters" / cid, list(self.prepared.label_names))
+            record = {
+                "accuracy": per_client[cid],
+                "test_examples": evaluation["test_examples"][cid],
+                "majority_class": evaluation["majority_class"][cid],
+                "label_counts": self.prepared.label_counts[cid],
+                "label_names": labels,
+                "finish_steps": steps,
+            }
+            if validation[cid] is not None:
+                record["accuracy_validation"] = validation[cid]
+                record["validation_examples"] = len(client.data.validation)
+            if steps:  # the DP model's, before finishing (adapters/<id>/)
+                record["accuracy_unfinished"] = unfinished[cid]["test"]
+                if unfinished[cid]["validation"] is not None:
+                    record["accuracy_validation_unfinished"] = unfinished[cid]["validation"]
+            write_evaluation(self.rundir.client_dir(cid), record)
         phases = phase_seconds(self.rundir.metrics(), final_evaluation=final_seconds)
         train = sum(
             r.get("train_seconds") or 0.0
@@ -541,6 +615,8 @@ class Federation:
             "evaluation": {"released": True, **evaluation}
             if released
             else {"released": False, "kept_in": "clients/<id>/evaluation.json"},
+            "finish_steps": steps,
+            "finishing": finishing_statement(self.config, self.clients),
             "privacy": {
                 cid: _privacy_summary(c, self.config.delta)
                 for cid, c in self.clients.items()
@@ -563,11 +639,17 @@ class Federation:
 
 
 def evaluation_summary(
-    per_client: dict[str, float], *, sizes: dict[str, int], majority: dict[str, float]
+    per_client: dict[str, float],
+    *,
+    sizes: dict[str, int],
+    majority: dict[str, float],
+    validation: dict[str, float | None] | None = None,
 ) -> dict:
     """Accuracy per client, their unweighted (the paper's) and test-size-weighted means, test
-    sizes, majority-class rates and the clients at or below theirs (pure)."""
+    sizes, majority-class rates and the clients at or below theirs, and validation accuracy
+    per client and its mean (None where no client has a validation split) (pure)."""
     total = sum(sizes.values())
+    held = {c: v for c, v in (validation or {}).items() if v is not None}
     return {
         "per_client": per_client,
         "mean": float(np.mean(list(per_client.values()))),
@@ -576,7 +658,38 @@ def evaluation_summary(
         # what always predicting the client's most frequent test label scores
         "majority_class": majority,
         "not_above_majority": [c for c in per_client if per_client[c] <= majority[c]],
+        "validation_per_client": held or None,
+        "validation_mean": float(np.mean(list(held.values()))) if held else None,
     }
+
+
+def _accuracies(client: Client, state: dict | None = None) -> dict[str, float | None]:
+    """``{"test": accuracy, "validation": accuracy or None}`` of ``client``'s current model
+    (or of ``state``) on its whole test and validation splits."""
+    return {
+        "test": client.evaluate(state=state),
+        "validation": client.evaluate(split="validation", state=state)
+        if len(client.data.validation)
+        else None,
+    }
+
+
+def finishing_statement(config: RunConfig, clients: dict[str, Client]) -> str:
+    """What ``finish_steps`` means for this run, in one sentence (summary.json)."""
+    if not config.finish_steps:
+        return (
+            "none: each client's final model is its DP-trained one (adapters/<id>/), "
+            "(ε, δ)-DP like everything it released"
+        )
+    groups = sorted(next(iter(clients.values())).finished_groups()) if clients else []
+    return (
+        f"after its last release each client trained its own tensors ({', '.join(groups)}) "
+        f"{config.finish_steps} more step(s) on its training records WITHOUT DP, the shared "
+        "tensors frozen; that finished model stays in clients/<id>/finished-adapter/, is never "
+        "sent, and is no more private than a model trained alone without DP. Everything the "
+        "clients released (updates, aggregates, adapters/<id>/) is (ε, δ)-DP as stated, and "
+        "no ledger changed"
+    )
 
 
 def majority_rate(labels: torch.Tensor) -> float:
@@ -618,6 +731,8 @@ def data_warnings(label_counts: dict[str, list[int]]) -> list[str]:
 # and evaluating on the per-round test sample. None depends on the records. Local training's time
 # does (it follows the Poisson batch sizes): it is in each client's own rounds.jsonl.
 PHASES = ("encrypt", "aggregate", "decrypt", "evaluate")
+# a client not drawn this round (clients per round): it trains, spends and sends nothing
+NOT_SAMPLED = "not sampled"
 
 
 def phase_seconds(metrics: list[dict], *, final_evaluation: float = 0.0) -> dict[str, float]:
@@ -765,6 +880,7 @@ def load_summary(run_dir: Path) -> dict:
                 {cid: e["accuracy"] for cid, e in finals.items()},
                 sizes={cid: e["test_examples"] for cid, e in finals.items()},
                 majority={cid: e["majority_class"] for cid, e in finals.items()},
+                validation={cid: e.get("accuracy_validation") for cid, e in finals.items()},
             ),
         }
     return summary

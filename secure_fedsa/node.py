@@ -33,6 +33,7 @@ from secure_fedsa.privacy.engine import DPSettings
 from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
 from secure_fedsa.privacy.randomness import OSRandom
+from secure_fedsa.sampling import rounds_sampled
 from secure_fedsa.server import Aggregator, LedgerHeads
 from secure_fedsa.sharing import Manifest, SharingPolicy, get_policy
 from secure_fedsa.wire import LedgerHead
@@ -125,10 +126,29 @@ def plan_client(
     client_id: str,
     dataset_size: int,
     history: PrivacyHistory,
+    *,
+    candidates: Sequence[str] | None = None,
 ) -> PrivacyPlan:
-    """The client's privacy plan: σ calibrated for the rounds left, against its history."""
+    """The client's privacy plan: σ calibrated for the rounds left, against its history.
+
+    With ``candidates`` (every client of the run, in order) and ``config.clients_per_round``,
+    the rounds left are those after its last trained round in which the client is drawn
+    (:mod:`secure_fedsa.sampling`); without (a Flower site cannot know the server's draw, which
+    is over the connected nodes), every round left is planned for: σ is then larger than needed
+    and the client ends below its budget, never above it."""
+    rounds_left = None
+    if candidates is not None and config.clients_per_round is not None:
+        rounds_left = rounds_sampled(
+            candidates,
+            client_id,
+            config.clients_per_round,
+            seed=config.seed,
+            rounds=range(history.rounds_done + 1, config.rounds + 1),
+        )
     if history.ledger is None:
-        return plan_privacy(config, client_id=client_id, dataset_size=dataset_size)
+        return plan_privacy(
+            config, client_id=client_id, dataset_size=dataset_size, rounds_left=rounds_left
+        )
     return plan_privacy(
         config,
         client_id=client_id,
@@ -137,6 +157,7 @@ def plan_client(
         rounds_done=history.rounds_done,
         planned_sigma=history.ledger.identity.noise_multiplier,
         retrying=history.ledger.last_round > history.rounds_done,
+        rounds_left=rounds_left,
     )
 
 

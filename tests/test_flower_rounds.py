@@ -413,3 +413,58 @@ def test_a_site_refuses_a_forged_roster_and_an_unmasked_round(sites, tmp_path):
         client_app.train(_copy(train), contexts[100])  # no key advertisement happened
     assert _ledger_rounds(tmp_path / "site-a") == []  # nothing was spent
     assert p.SECAGG not in message.content.config_records
+
+
+def test_clients_per_round_trains_only_the_drawn_sites_and_all_apply_and_finish(sites, tmp_path):
+    """clients-per-round = 2 of 3 (seed 3: site-a and site-b in round 1, site-a and site-c in
+    round 2): only the drawn sites get the train and masking messages and spend privacy; every
+    site applies the aggregate and evaluates; each finishes its own tensors after the last round
+    (finish-steps) into its own finished-adapter/, never the server's directory."""
+    from secure_fedsa.sampling import sampled
+
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {
+        **BASE,
+        "seed": 3,
+        "clients-per-round": 2,
+        "finish-steps": 1,
+        "keys-dir": str(root / "keys"),
+        "run-dir": str(run_dir),
+    }
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    drawn = {r: [SITES[n - 100] for n in sampled([100, 101, 102], 2, seed=3, round_number=r)]
+             for r in (1, 2)}  # fmt: skip
+    assert drawn == {1: ["site-a", "site-b"], 2: ["site-a", "site-c"]}
+    summary = _run(grid, config)
+    assert summary["status"] == "completed" and summary["finish_steps"] == 1
+    metrics = _metrics(run_dir)
+    for record in metrics:
+        chosen = drawn[record["round"]]
+        assert record["sampled"] == chosen and not record["dropouts"]
+        assert record["masking"]["participants"] == chosen and record["masking"]["threshold"] == 2
+        assert record["aggregate"]["contributors"] == chosen
+        for site in SITES:
+            entry = record["clients"][site]
+            assert entry["status"] == ("trained" if site in chosen else "not sampled")
+            assert entry["aggregate"] == "applied"
+    for site in SITES:
+        state_dir = tmp_path / site
+        rounds = [r for r, chosen in drawn.items() if site in chosen]
+        assert _ledger_rounds(state_dir) == rounds
+        sent = [json.loads(x) for x in (state_dir / "egress" / f"{site}.jsonl").open()]
+        assert sorted({e["round"] for e in sent if e["kind"] != "report"}) == rounds
+        applied = [json.loads(x) for x in (state_dir / "aggregates.jsonl").open()]
+        assert [a["round"] for a in applied] == [1, 2]
+        note = json.loads((state_dir / "finished-adapter" / "finishing.json").read_text())
+        assert note["differentially_private"] is False
+        assert (state_dir / "adapter" / "head.safetensors").is_file()  # the DP model
+        assert json.loads((state_dir / "summary.json").read_text())["finish_steps"] == 1
+    # round 2's sum reached every site, also the one that sat it out
+    weights = {s: _train_size(tmp_path / s) for s in drawn[2]}
+    expected = sum(w * _shared(tmp_path / s, "trained") for s, w in weights.items()) / sum(
+        weights.values()
+    )
+    for site in SITES:
+        assert float(np.max(np.abs(_shared(tmp_path / site, "state") - expected))) < 1e-7
+    assert not list(run_dir.rglob("finished-adapter")) and not list(run_dir.rglob("*.safetensors"))

@@ -47,6 +47,12 @@ PRIVATE_KEYS = {
     "majority_class",
     "label_counts",
     "label_skew",
+    "accuracy_validation",
+    "accuracy_validation_subset",
+    "accuracy_unfinished",
+    "accuracy_validation_unfinished",
+    "validation_per_client",
+    "validation_mean",
 }
 
 
@@ -78,8 +84,11 @@ def private_values(run_dir: Path) -> list[float]:
     for directory in sorted((run_dir / "clients").iterdir()):
         for record in read_rounds(directory):
             values += [record[k] for k in ("loss", "train_seconds", "accuracy_subset")]
+            values += [record.get("accuracy_validation_subset")]
         final = read_evaluation(directory)
         values += [final["accuracy"], final["majority_class"]]
+        values += [final.get(k) for k in ("accuracy_validation", "accuracy_unfinished")]
+        values += [final.get("accuracy_validation_unfinished")]
     # short values (an accuracy of 0.6 on 10 test records) would also match public numbers
     return [float(v) for v in values if isinstance(v, float) and len(repr(float(v))) >= 6]
 
@@ -104,8 +113,9 @@ def leaks(run_dir: Path, files: list[Path]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    """A run whose clients also keep validation accuracy and a finished (no-DP) model."""
     run_dir = tmp_path_factory.mktemp("private") / "run"
-    run_federation(RunConfig(**TINY_DP), run_dir)
+    run_federation(RunConfig(**TINY_DP, validation_fraction=0.2, finish_steps=2), run_dir)
     return run_dir
 
 
@@ -117,6 +127,7 @@ def test_no_private_statistic_reaches_a_shared_file_or_the_auditors_bundle(finis
         assert all(r["loss"] > 0 and r["examples"] >= 0 and r["train_seconds"] > 0 for r in rounds)
         final = read_evaluation(directory)
         assert 0 <= final["accuracy"] <= 1 and sum(final["label_counts"]) > 0
+        assert 0 <= final["accuracy_validation"] <= 1 and 0 <= final["accuracy_unfinished"] <= 1
     assert leaks(finished, shared_files(finished)) == []
     summary = json.loads((finished / "summary.json").read_text())
     assert summary["evaluation"] == {"released": False, "kept_in": "clients/<id>/evaluation.json"}
@@ -129,10 +140,13 @@ def test_no_private_statistic_reaches_a_shared_file_or_the_auditors_bundle(finis
 
 def test_releasing_the_evaluation_is_explicit_said_and_found_by_the_same_search(tmp_path):
     run_dir = tmp_path / "released"
-    config = RunConfig(**{**TINY_DP, "rounds": 1, "release_evaluation": True})
+    config = RunConfig(
+        **{**TINY_DP, "rounds": 1, "release_evaluation": True, "validation_fraction": 0.2}
+    )
     run_federation(config, run_dir)
     found = leaks(run_dir, shared_files(run_dir))
     assert any("accuracy" in f for f in found)  # the search finds what was released
+    assert any("validation" in f for f in found)  # validation accuracy with it
     assert not any("loss" in f or "examples" in f for f in found)  # and only that
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["evaluation"]["released"] is True
@@ -370,7 +384,7 @@ def test_a_ledger_forged_consistently_in_three_files_is_refused_and_failed(finis
     _forge(run_dir)
     forged = json.loads((run_dir / "clients/client-0/privacy_ledger.json").read_text())
     assert forged["entries"][-1]["epsilon"] < claimed / 2 and not math.isinf(claimed)
-    config = RunConfig(**{**TINY_DP, "rounds": 3})
+    config = read_config(run_dir).replace(rounds=3)
     with pytest.raises(LedgerError, match="rewritten"):
         run_federation(config, run_dir, resume=True)
     out = tmp_path / "audit"

@@ -131,6 +131,41 @@ def test_row_from_summary():
     assert plain["accuracy_per_client"] == {"client-0": 0.7, "client-1": 0.7}
 
 
+def test_validation_columns_and_old_files_without_them():
+    import csv
+    import io
+
+    summary = _summary({"client-0": 0.6, "client-1": 0.8}, {"client-0": 1.0, "client-1": 2.0})
+    summary["accuracy"].update(
+        validation_per_client={"client-0": 0.55, "client-1": 0.75}, validation_mean=0.65
+    )
+    row = row_from_summary(Cell("fedsa", 2.0, 0), summary, 1.0)
+    assert float(row["accuracy_validation_mean"]) == pytest.approx(0.65)
+    parsed = parse_row(next(csv.DictReader(io.StringIO(render_csv([row])))))
+    assert parsed["accuracy_validation_per_client"] == {"client-0": 0.55, "client-1": 0.75}
+    assert parsed["accuracy_validation_mean"] == pytest.approx(0.65)
+    # no validation split: empty columns
+    plain = row_from_summary(Cell("fedsa", 2.0, 0), _summary({"client-0": 0.6}, None), 1.0)
+    assert plain["accuracy_validation_mean"] == "" == plain["accuracy_validation_per_client"]
+    # a results.csv written before the columns existed reads them as empty, and is rewritten
+    # with them
+    from secure_fedsa.sweep.results import COLUMNS
+
+    before = [c for c in COLUMNS if "validation" not in c]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=before, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerow(row)
+    raw = next(csv.DictReader(io.StringIO(buffer.getvalue())))
+    assert "accuracy_validation_mean" not in raw
+    parsed = parse_row(raw)
+    assert math.isnan(parsed["accuracy_validation_mean"])
+    assert parsed["accuracy_validation_per_client"] == {}
+    assert parsed["accuracy_per_client"] == {"client-0": 0.6, "client-1": 0.8}
+    rewritten = next(csv.DictReader(io.StringIO(render_csv([raw]))))
+    assert rewritten["accuracy_validation_mean"] == "" and rewritten["cell"] == row["cell"]
+
+
 def test_csv_round_trip_keeps_every_row():
     import csv
     import io

@@ -14,8 +14,10 @@ is never sent. Why an aggregate was rejected, and the site's accuracy, stay on t
 
 ``train``: train one round (DP-SGD), reply with the encrypted, signed update and a report.
 ``evaluate``: verify, decrypt, check and apply the aggregate if one came (or keep the previous
-shared tensors), evaluate, and on the final round evaluate the full test split and export the
-adapter to ``<state-dir>/adapter``.
+shared tensors), evaluate, and on the final round export the (DP) adapter to
+``<state-dir>/adapter``, finish it with ``finish-steps`` (no DP, after the site's last release;
+into ``<state-dir>/finished-adapter``) and evaluate the full test split (and validation split,
+if any) of the site's final model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from secure_fedsa.client import finish_export
 from secure_fedsa.crypto.masking import chunk_mask
 from secure_fedsa.crypto.signing import Identity, load_identity
 from secure_fedsa.egress import EgressLog
@@ -125,7 +128,7 @@ def secagg_shares(message: Message, context: Context) -> Message:
     """Phase 2: check every peer's advert, reply with this site's shares encrypted to each."""
     deployment, identity, egress, client = _kept(message, context)
     adverts = sr.adverts_from(message.content.config_records[p.SECAGG])
-    threshold = fixed_threshold(deployment.config.masking_threshold, deployment.clients)
+    threshold = fixed_threshold(deployment.config.masking_threshold, deployment.round_clients)
     out = client.share(adverts, threshold=threshold)  # the site's own threshold, not the server's
     data = b"".join(out[peer] for peer in sorted(out))
     return _secagg_reply(
@@ -232,7 +235,9 @@ def evaluate(message: Message, context: Context) -> Message:
         status = p.AGGREGATE_REJECTED if problems else p.AGGREGATE_APPLIED
         _note(client.directory / "aggregates.jsonl", {"round": round_number, "status": status,
                                                        "problems": problems})  # fmt: skip
-    accuracy = client.evaluate(deployment.config.eval_examples_per_round)
+    limit = deployment.config.eval_examples_per_round
+    accuracy = client.evaluate(limit)
+    validated = len(client.data.validation) > 0
     report: dict = {
         "client-id": client.client_id,
         "epsilon": client.epsilon_spent,
@@ -240,13 +245,31 @@ def evaluate(message: Message, context: Context) -> Message:
     }
     if deployment.report_accuracy:
         report["accuracy"] = accuracy
+        if validated:
+            report["validation-accuracy"] = client.evaluate(limit, split="validation")
     if bool(settings["final"]):
-        final = client.evaluate()
+        labels = list(site.label_names)
+        steps = deployment.config.finish_steps
+        client.export(client.directory / "adapter", labels)  # the DP model
+        # finishing: after the site's last release, never sent (docs/privacy.md, "Finishing")
+        finished = client.finish(steps) if steps else None
+        if finished is not None:
+            finish_export(client, client.directory, labels, finished, steps)
+        final = client.evaluate(state=finished)
+        final_validation = (
+            client.evaluate(split="validation", state=finished) if validated else None
+        )
         report["final"] = True
         if deployment.report_accuracy:
             report["final-accuracy"] = final
-        client.export(client.directory / "adapter", list(site.label_names))
-        summary = {"round": round_number, "accuracy": final, "epsilon": client.epsilon_spent}
+            report["final-validation-accuracy"] = final_validation
+        summary = {
+            "round": round_number,
+            "accuracy": final,
+            "accuracy_validation": final_validation,
+            "epsilon": client.epsilon_spent,
+            "finish_steps": steps,
+        }
         (client.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     content = RecordDict({p.REPORT: _report(egress, site, round_number, report)})
     return Message(content, reply_to=message)

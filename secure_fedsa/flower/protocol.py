@@ -50,6 +50,8 @@ RUN_KEYS: dict[str, tuple[str, str]] = {
     "adapter": ("adapter", "str"),
     "vera-r": ("vera_r", "int"),
     "rounds": ("rounds", "int"),
+    "clients-per-round": ("clients_per_round", "opt"),
+    "finish-steps": ("finish_steps", "int"),
     "local-steps": ("local_steps", "int"),
     "seed": ("seed", "int"),
     "dataset": ("dataset", "str"),
@@ -58,6 +60,7 @@ RUN_KEYS: dict[str, tuple[str, str]] = {
     "partition": ("partition", "str"),
     "alpha": ("alpha", "float"),
     "test-fraction": ("test_fraction", "float"),
+    "validation-fraction": ("validation_fraction", "float"),
     "max-examples": ("max_examples", "opt"),
     "model": ("model", "opt"),
     "num-layers": ("num_layers", "opt"),
@@ -146,6 +149,16 @@ class Deployment:
         clients = int(run_config.get("clients", min_clients))
         if min_clients < 1 or clients < min_clients:
             raise ConfigError("min-clients must be at least 1 and at most clients")
+        per_round = values.get("clients_per_round")
+        if (
+            isinstance(per_round, int)
+            and not isinstance(per_round, bool)
+            and per_round < min_clients
+        ):
+            raise ConfigError(
+                f"clients-per-round {per_round} is below min-clients {min_clients}: every round "
+                "would fail; raise clients-per-round or lower min-clients"
+            )
         # sites send their accuracy only when the run releases it (a protection turned off)
         report_accuracy = _convert(
             "report-accuracy", run_config.get("report-accuracy", False), "bool"
@@ -163,6 +176,12 @@ class Deployment:
             round_timeout=float(run_config.get("round-timeout", 900)),
             wait_for_nodes=float(run_config.get("wait-for-nodes", 120)),
         )
+
+    @property
+    def round_clients(self) -> int:
+        """How many sites take part in a round: ``clients-per-round``, or ``clients``. Both the
+        server and each site fix the masking threshold from it (never from the server's word)."""
+        return self.config.clients_per_round or self.clients
 
 
 def config_digest(config: RunConfig) -> str:

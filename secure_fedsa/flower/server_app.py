@@ -55,6 +55,7 @@ from secure_fedsa.node import (
     submit,
 )
 from secure_fedsa.rundir import RunDirectory
+from secure_fedsa.sampling import sampled
 from secure_fedsa.secagg import MaskingServer, fixed_threshold
 from secure_fedsa.secagg import RoundFailed as MaskingFailed
 from secure_fedsa.server import Aggregator
@@ -63,6 +64,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 POLL_SECONDS = 1.0
+NOT_SAMPLED = "not sampled"  # a site not drawn this round: it only applies and evaluates
 
 app = ServerApp()
 
@@ -219,7 +221,10 @@ class FlowerFederation:
             self.rundir.append_metrics(record)
             log(INFO, "%s", _round_line(record, self.config.rounds))
             final_sent = round_number == self.config.rounds
-            if not any(c.get("status") == "trained" for c in record["clients"].values()):
+            # (with clients per round, the sites not drawn may still train in a later round)
+            if self.config.clients_per_round is None and not any(
+                c.get("status") == "trained" for c in record["clients"].values()
+            ):
                 log(WARNING, "no client can train within its budget: stopping")
                 break
         if not final_sent:
@@ -252,9 +257,13 @@ class FlowerFederation:
             dp=self.config.dp,
             ledger_heads=self.ledger_heads,
         )
-        masking, train_nodes, extra = None, nodes, {}
+        # the sites of this round: K of the connected nodes, drawn from the seed and the round
+        drawn = sampled(
+            nodes, self.config.clients_per_round, seed=self.config.seed, round_number=round_number
+        )
+        masking, train_nodes, extra = None, drawn, {}
         if aggregator is not None and self.masked:
-            masking, train_nodes = self.masking_setup(round_number, nodes, record)
+            masking, train_nodes = self.masking_setup(round_number, drawn, record)
             extra = {"masked-with": sorted(masking.masked_with)}
         messages = {
             n: self._message(n, MessageType.TRAIN, round_number, **extra) for n in train_nodes
@@ -300,15 +309,17 @@ class FlowerFederation:
                 {"client": self._name(node), "phase": "train", "reason": reason}
             )
             log(WARNING, "round %d: %s dropped out: %s", round_number, self._name(node), reason)
+        if self.config.clients_per_round is not None:
+            record["sampled"] = sorted(self._name(n) for n in drawn)
         accepted = len(aggregator.accepted) if aggregator is not None else len(answered)
         trained = sum(c.get("status") == "trained" for c in record["clients"].values())
         if trained and accepted < self.deployment.min_clients:
             self._fail(round_number, record, accepted)
-        # 2. apply and evaluate
+        # 2. apply and evaluate: the sites that trained and every site not drawn this round
         final_round = round_number == self.config.rounds
         messages = {
             n: self._message(n, MessageType.EVALUATE, round_number, final=final_round)
-            for n in answered
+            for n in [*answered, *(n for n in nodes if n not in drawn)]
         }
         if aggregator is not None and aggregator.accepted:
             offsets = None
@@ -331,7 +342,10 @@ class FlowerFederation:
                 failures[node] = "malformed reply (no report)"
                 continue
             cid = str(report.pop("client-id"))
+            self.clients[node] = cid
             entry = record["clients"].setdefault(cid, {})
+            if node not in drawn:
+                entry.setdefault("status", NOT_SAMPLED)
             entry["aggregate"] = report.get("aggregate")
             entry["epsilon_spent"] = report.get("epsilon")
             if report.get("aggregate") == p.AGGREGATE_REJECTED:
@@ -339,11 +353,10 @@ class FlowerFederation:
             if "accuracy" in report:  # only with report-accuracy = true
                 entry["accuracy_subset"] = report["accuracy"]
                 accuracies.append(float(report["accuracy"]))
+            if "validation-accuracy" in report:
+                entry["accuracy_validation_subset"] = report["validation-accuracy"]
             if report.get("final"):
-                final[cid] = {
-                    "accuracy": report.get("final-accuracy"),
-                    "epsilon": report.get("epsilon"),
-                }
+                final[cid] = _final(report)
         if aggregator is not None and aggregator.accepted:
             record["aggregate"] = {
                 "contributors": list(aggregator.accepted),
@@ -369,7 +382,7 @@ class FlowerFederation:
     ) -> tuple[MaskingServer, list[int]]:
         """Phases 1 and 2: key adverts from every node, shares among those that advertised.
         Returns the round's masking server and the nodes that may train (U2)."""
-        threshold = fixed_threshold(self.config.masking_threshold, self.deployment.clients)
+        threshold = fixed_threshold(self.config.masking_threshold, self.deployment.round_clients)
         masking = MaskingServer(self.roster, self.session, round_number, threshold)
         roster = sr.roster_settings(self.roster, self.identity.key)
         messages = {n: self._message(n, sr.KEYS, round_number, **roster) for n in nodes}
@@ -468,10 +481,7 @@ class FlowerFederation:
             report = _report(reply)
             if report is None or not report.get("final"):
                 continue
-            final[str(report["client-id"])] = {
-                "accuracy": report.get("final-accuracy"),
-                "epsilon": report.get("epsilon"),
-            }
+            final[str(report["client-id"])] = _final(report)
         return final
 
     def _fail(
@@ -499,6 +509,9 @@ class FlowerFederation:
 
     def finish(self, final: dict[str, dict], seconds: float) -> dict:
         accuracies = [v["accuracy"] for v in final.values() if v["accuracy"] is not None]
+        validation = {
+            c: v["validation"] for c, v in final.items() if v.get("validation") is not None
+        }
         summary = {
             "status": "completed",
             "transport": p.TRANSPORT,
@@ -511,8 +524,13 @@ class FlowerFederation:
             "accuracy": {
                 "per_client": {cid: v["accuracy"] for cid, v in final.items()},
                 "mean": sum(accuracies) / len(accuracies) if accuracies else None,
+                "validation_per_client": validation or None,
+                "validation_mean": sum(validation.values()) / len(validation)
+                if validation
+                else None,
                 "reported_by_sites": self.deployment.report_accuracy,
             },
+            "finish_steps": self.config.finish_steps,
             "privacy": {
                 cid: {"epsilon": v["epsilon"], "delta": self.config.delta}
                 for cid, v in final.items()
@@ -530,6 +548,15 @@ class FlowerFederation:
         self.rundir.write_json("summary.json", summary)
         log(INFO, "run directory: %s", self.rundir.path)
         return summary
+
+
+def _final(report: dict) -> dict:
+    """What a site's final report says (accuracies only with report-accuracy = true)."""
+    return {
+        "accuracy": report.get("final-accuracy"),
+        "validation": report.get("final-validation-accuracy"),
+        "epsilon": report.get("epsilon"),
+    }
 
 
 def _shape(shape: tuple[int, int, int]) -> dict[str, int]:

@@ -78,6 +78,7 @@ def plan_privacy(
     rounds_done: int = 0,
     planned_sigma: float | None = None,
     retrying: bool = False,
+    rounds_left: int | None = None,
 ) -> PrivacyPlan:
     """Calibrate σ for this client and check the DP hazards; raise PrivacyError on errors.
 
@@ -90,10 +91,17 @@ def plan_privacy(
     charged but whose result was lost in a crash, the planned σ is kept and the plan warns that
     the client stops early (its budget is spent). Otherwise (more rounds than the budget allows,
     e.g. an extended run) the plan is refused.
+
+    ``rounds_left`` is how many rounds the client will still train: every round after
+    ``rounds_done`` by default, fewer when the run samples clients per round and the client is
+    drawn in only some of them (secure_fedsa/sampling.py: the draw is public and fixed in
+    advance, so σ is calibrated for exactly the rounds the client trains).
     """
     q = sample_rate(config.batch_size, dataset_size)
     spent = sum(e.steps for e in prior)
-    rounds_left = max(config.rounds - rounds_done, 0)
+    if rounds_left is None:
+        rounds_left = config.rounds - rounds_done
+    rounds_left = max(rounds_left, 0)
     remaining = rounds_left * config.local_steps
     total = spent + remaining
     steps = max(remaining, 1)

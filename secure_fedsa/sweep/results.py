@@ -33,6 +33,8 @@ COLUMNS = (
     "accuracy_weighted",
     "accuracy_per_client",
     "majority_mean",
+    "accuracy_validation_mean",
+    "accuracy_validation_per_client",
     "dp",
     "encryption",
     "rounds_completed",
@@ -49,6 +51,7 @@ FLOAT_COLUMNS = (
     "accuracy_mean",
     "accuracy_weighted",
     "majority_mean",
+    "accuracy_validation_mean",
     "wall_seconds",
 )
 
@@ -64,6 +67,7 @@ def row_from_summary(cell: Cell, summary: dict[str, Any], wall_seconds: float) -
     known_sigmas = [s for s in sigmas.values() if s is not None]
     deltas = [p["delta"] for p in per_client.values() if p.get("delta") is not None]
     majority = list((accuracy.get("majority_class") or {}).values())
+    validation = accuracy.get("validation_per_client") or {}
     return {
         "cell": cell.name,
         "method": cell.method,
@@ -80,6 +84,11 @@ def row_from_summary(cell: Cell, summary: dict[str, Any], wall_seconds: float) -
         "accuracy_per_client": json.dumps(accuracy["per_client"], sort_keys=True),
         # the reference: always predicting each client's most frequent test label
         "majority_mean": _number(sum(majority) / len(majority) if majority else None),
+        # on each client's validation split (carved out of its training records), if any
+        "accuracy_validation_mean": _number(accuracy.get("validation_mean")),
+        "accuracy_validation_per_client": json.dumps(validation, sort_keys=True)
+        if validation
+        else "",
         "dp": "on" if summary.get("differential_privacy") else "off",
         "encryption": "on" if summary.get("encryption") else "off",
         "rounds_completed": summary.get("rounds_completed", ""),
@@ -94,13 +103,17 @@ def _number(value: float | None) -> str:
 
 
 def parse_row(raw: dict[str, str]) -> dict[str, Any]:
-    """A CSV row with numbers as floats (``inf`` for no DP; NaN where a value is absent)."""
+    """A CSV row with numbers as floats (``inf`` for no DP; NaN where a value is absent). A
+    file written before a column existed reads it as empty (NaN, or ``{}`` per client)."""
     row: dict[str, Any] = dict(raw)
     for name in FLOAT_COLUMNS:
         text = raw.get(name, "")
         row[name] = float(text) if text not in ("", None) else math.nan
     row["seed"] = int(raw["seed"])
     row["accuracy_per_client"] = json.loads(raw.get("accuracy_per_client") or "{}")
+    row["accuracy_validation_per_client"] = json.loads(
+        raw.get("accuracy_validation_per_client") or "{}"
+    )
     return row
 
 
