@@ -358,6 +358,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         config, run_dir, progress=_progress(args.quiet), resume=bool(args.resume)
     )
     acc = summary["evaluation"]
+    alone = None
+    if not args.no_alone and config.method != "local":
+        from secure_fedsa.alone import alone_accuracy, attach_alone
+
+        alone = alone_accuracy(config, message=lambda text: print(text, file=sys.stderr))
+        attach_alone(run_dir, alone, released=config.release_evaluation)
     print(f"run directory: {run_dir}")
     print(
         f"final accuracy: mean over clients {acc['mean']:.4f}, "
@@ -369,7 +375,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         eps_text = f", epsilon={eps:.3f} (delta={config.delta:g})" if eps is not None else ""
         majority = acc["majority_class"][cid]
         verdict = "NOT beaten" if cid in acc["not_above_majority"] else "beaten"
-        print(f"  {cid}: accuracy {value:.4f} (majority class {majority:.4f}: {verdict}){eps_text}")
+        alone_text = ""
+        if alone is not None and cid in alone["per_client"]:
+            own = alone["per_client"][cid]
+            alone_text = f", alone (local, no DP) {own:.4f}, gain from joining {value - own:+.4f}"
+        print(
+            f"  {cid}: accuracy {value:.4f}{alone_text} (majority class {majority:.4f}: "
+            f"{verdict}){eps_text}"
+        )
     if acc["not_above_majority"]:
         print(
             f"note: {', '.join(acc['not_above_majority'])} did not beat always predicting its most "
@@ -433,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a federation (DP and encryption on by default)")
     add_run_options(run)
+    run.add_argument(
+        "--no-alone",
+        action="store_true",
+        help="do not train each client alone without DP for the baseline (by default it is "
+        "trained once per data split and budget, cached, and each client's gain from joining "
+        "is printed)",
+    )
     run.set_defaults(handler=cmd_run)
     keys = sub.add_parser("keys", help="key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
