@@ -10,6 +10,9 @@ from pathlib import Path
 from secure_fedsa.errors import ConfigError
 
 DEFAULT_CANARIES = 1000
+# what a run directory holds; a directory with none of them is not a run (a damaged run with
+# some of them is audited, and fails on what is missing)
+RUN_MARKERS = ("config.json", "setup.json", "metrics.jsonl", "summary.json", "clients", "egress")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,16 +71,16 @@ def _audit(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{args.run_dir!r} is not a directory; give a run directory to audit")
-    if not any((run_dir / name).is_file() for name in ("config.json", BUNDLE_MANIFEST)):
+    if args.canaries < 10:
+        raise ConfigError(f"--canaries must be at least 10, got {args.canaries}")
+    if not any((run_dir / name).exists() for name in (*RUN_MARKERS, BUNDLE_MANIFEST)):
         raise ConfigError(
-            f"{args.run_dir!r} is neither a run directory nor an auditor bundle (it has no "
-            f"config.json and no {BUNDLE_MANIFEST}); give the directory `secure-fedsa run` "
-            "wrote, or the bundle made from it"
+            f"{args.run_dir!r} is neither a run directory nor an auditor bundle (none of "
+            f"{', '.join(RUN_MARKERS)} or {BUNDLE_MANIFEST} is in it); give the directory "
+            "`secure-fedsa run` wrote, or the bundle made from it"
         )
     if args.bundle:
         return _write_bundle(args, run_dir)
-    if args.canaries < 10:
-        raise ConfigError(f"--canaries must be at least 10, got {args.canaries}")
     extra = ()
     if args.canary:
         from audits.check_canary import canary_check

@@ -133,19 +133,19 @@ def _statement(statement: dict) -> str:
         if k != "finishing" or statement.get(k)
     )
     head = (
-        "<tr><th>client</th><th>ε claimed (ledger)</th><th>ε re-computed (PLD)</th><th>match</th>"
-        "<th>δ</th><th>records n</th><th>σ</th><th>q (Poisson)</th><th>clip</th><th>steps</th>"
-        "<th>rounds</th><th>accountant</th></tr>"
+        "<tr><th>client</th><th>ε claimed (ledger)</th><th>ε re-computed (independent)</th>"
+        "<th>match</th><th>δ</th><th>records n</th><th>σ</th><th>q (Poisson)</th><th>clip</th>"
+        "<th>steps</th><th>rounds</th><th>accountant</th><th>gain from joining</th></tr>"
     )
     body = ""
     for cid, c in statement.get("clients", {}).items():
         if "epsilon" not in c:
             claim = {k: v for k, v in c.items() if not k.startswith("epsilon_")}
-            body += f"<tr><td>{escape(cid)}</td><td colspan=11>{escape(_fmt(claim))}</td></tr>"
+            body += f"<tr><td>{escape(cid)}</td><td colspan=12>{escape(_fmt(claim))}</td></tr>"
             continue
         cells = [escape(_fmt(x)) for x in (cid, c.get("epsilon"), c.get("epsilon_recomputed"))]
         rest = ("delta", "records", "noise_multiplier", "sample_rate", "clip", "steps", "rounds")
-        after = [escape(_fmt(c.get(k))) for k in (*rest, "accountant")]
+        after = [escape(_fmt(c.get(k))) for k in (*rest, "accountant", "gain_from_joining")]
         body += (
             "<tr>"
             + "".join(f"<td>{x}</td>" for x in cells)
@@ -159,7 +159,9 @@ def _statement(statement: dict) -> str:
         "<p class='muted'>ε claimed: the cumulative ε the client's ledger reports. ε re-computed: "
         "the upper end of the audit's own bounds on ε for the ledger's events, under replace-one "
         "neighbours, computed independently of the library the run used. Match: whether the "
-        "claim lies within those bounds.</p>"
+        "claim lies within those bounds. Gain from joining: the client's accuracy minus what it "
+        "scores training alone without DP on the same split; it is a statistic of the client's "
+        "test records, so it appears only when the run released its evaluation.</p>"
     )
 
 

@@ -74,6 +74,9 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
         }
         return {**statement, "finishing": finished} if finished else statement
     clients = {}
+    evaluation = (run.summary or {}).get("evaluation") if isinstance(run.summary, dict) else None
+    released = isinstance(evaluation, dict) and evaluation.get("released") is True
+    gains = (evaluation or {}).get("gain_from_joining") if released else None
     for cid in run.client_ids:
         ledger = run.ledgers.get(cid)
         if not isinstance(ledger, dict):
@@ -95,6 +98,7 @@ def privacy_statement(run: RunEvidence) -> dict[str, Any]:
             "steps": sum(s for _, _, s in merged(history)),
             "rounds": len(entries),
             "noise_source": sorted({str(e.get("noise_source")) for e in entries}),
+            "gain_from_joining": (gains or {}).get(cid) if released else "not released",
         }
     return {
         "dp": True,

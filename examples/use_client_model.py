@@ -7,8 +7,10 @@ peft's format (the global A and the client's own B; ``adapter_config.json`` name
 model's directory in ``base_model_name_or_path``), the task head in ``head.safetensors`` (a linear
 classifier over the mean of the last hidden state) and ``labels.json``. ``--num-layers N`` builds
 the encoder from its first N layers: the base model must be loaded the same way, from the run's
-``config.json``. The check at the end rebuilds the client's test split with secure_fedsa and
-prints the accuracy next to the one the run reported.
+``config.json`` (the layers above N are in the checkpoint and left out on purpose, so
+transformers' report of those unused weights is silenced for that load). The check at the end
+rebuilds the client's test split with secure_fedsa and prints the accuracy next to the one the
+run recorded in the client's own directory.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ def load_client_model(run_dir: Path, client_id: str) -> Callable[[list[str]], li
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     adapter = run_dir / "adapters" / client_id
     run = json.loads((run_dir / "config.json").read_text())
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    hf_logging.disable_progress_bar()
+    if run["num_layers"]:  # the first N layers only: the checkpoint's others are unused
+        hf_logging.set_verbosity_error()
     layers = {"num_hidden_layers": run["num_layers"]} if run["num_layers"] else {}
     encoder = AutoModel.from_pretrained(base, config=AutoConfig.from_pretrained(base, **layers))
     model = PeftModel.from_pretrained(encoder, str(adapter)).eval()
@@ -61,17 +67,12 @@ def load_client_model(run_dir: Path, client_id: str) -> Callable[[list[str]], li
 
 def client_test_split(run_dir: Path, client_id: str) -> tuple[list[str], list[str]]:
     """The client's test texts and labels, rebuilt as the run split them (same seed)."""
-    from secure_fedsa.data import split_clients
-    from secure_fedsa.prepare import client_indices, load_source
+    from secure_fedsa.prepare import client_splits, load_source
     from secure_fedsa.rundir import read_config
 
     config = read_config(run_dir)
     dataset = load_source(config)
-    parts = client_indices(config, dataset)
-    splits = split_clients(
-        parts, test_fraction=config.test_fraction, seed=config.seed, labels=dataset.labels
-    )
-    _, test = splits[int(client_id.rsplit("-", 1)[1])]
+    test = client_splits(config, dataset)[int(client_id.rsplit("-", 1)[1])].test
     return [dataset.texts[i] for i in test], [dataset.label_names[dataset.labels[i]] for i in test]
 
 
@@ -83,10 +84,10 @@ def main() -> None:
     for start in range(0, len(texts), 256):
         predicted += predict(texts[start : start + 256])
     accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
-    reported = json.loads((run_dir / "summary.json").read_text())["accuracy"]["per_client"]
-    print(
-        f"{client_id}: accuracy {accuracy:.4f} here, {reported[client_id]:.4f} reported by the run"
-    )
+    # the run's accuracy is the client's own (not DP): in its directory, not in summary.json
+    evaluation = run_dir / "clients" / client_id / "evaluation.json"
+    reported = json.loads(evaluation.read_text())["accuracy"]
+    print(f"{client_id}: accuracy {accuracy:.4f} here, {reported:.4f} recorded by the run")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     secure-fedsa run [options]          a federation (DP and encryption on by default)
     secure-fedsa keys init DIR          key bundles for one federation
 
-User errors print one line ``error: ...`` and exit with code 2.
+User errors print one line ``error: ...`` and exit with code 2. Building the parser imports
+neither torch nor transformers (``--help`` and ``--version`` stay fast): the handlers import
+the library.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 import warnings
@@ -23,17 +26,18 @@ from secure_fedsa.config import (
     CLIENT_SIZES,
     CLIPPING_MODES,
     HEADS,
+    METHODS,
     PARTITIONS,
     RunConfig,
 )
 from secure_fedsa.errors import ConfigError, SecureFedsaError
-from secure_fedsa.sharing import POLICIES
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 # (flag, config field, type, help); defaults come from RunConfig itself.
 RUN_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
-    ("--method", "method", str, f"one of {', '.join(POLICIES)}"),
+    ("--method", "method", str, f"one of {', '.join(METHODS)}"),
     (
         "--head",
         "head",
@@ -215,7 +219,20 @@ def _layers_value(given: int | str) -> int | None:
     return None if given == "all" else int(given)
 
 
+def _too_many_adapter_layers(requested: int, layers: int, where: str) -> ConfigError:
+    return ConfigError(
+        f"--adapter-layers {requested} is more than the {layers} encoder "
+        f"layer{'s' if layers != 1 else ''} {where}: use --adapter-layers {layers} or less, or "
+        "all"
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    requested = args.adapter_layers
+    if isinstance(requested, int) and args.num_layers is not None and requested > args.num_layers:
+        # refused rather than cut: a configuration that says 2 adapted layers means 2
+        where = f"that --num-layers {args.num_layers} keeps"
+        raise _too_many_adapter_layers(requested, args.num_layers, where)
     values = {
         name: getattr(args, name)
         for _, name, _, _ in RUN_OPTIONS
@@ -242,6 +259,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.release_evaluation:
         values["release_evaluation"] = True
     return RunConfig(**values)
+
+
+def fit_layers(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """``config`` checked against the encoder's depth (read from its config.json), before
+    anything is written: more ``--num-layers`` than the encoder has, or an explicit
+    ``--adapter-layers`` above the layers it keeps, is refused; the default adapter count on a
+    shallower encoder becomes that encoder's depth, so that config.json says what was used."""
+    from secure_fedsa.model import ModelSpec, encoder_layers
+
+    layers = encoder_layers(ModelSpec(path=config.model, num_layers=config.num_layers))
+    if layers is None or config.adapter_layers is None or config.adapter_layers <= layers:
+        return config
+    if isinstance(args.adapter_layers, int):
+        raise _too_many_adapter_layers(args.adapter_layers, layers, "the model has")
+    return config.replace(adapter_layers=layers)
 
 
 def _explicit_values(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
@@ -342,6 +374,8 @@ def _progress(quiet: bool):  # noqa: ANN202
 
     return Progress(
         message=tqdm.write,
+        # warnings (protections off, DP hazards) on stderr, with the errors: stdout holds results
+        warning=lambda text: tqdm.write(text, file=sys.stderr),
         round_started=round_started,
         client_done=client_done,
         round_done=round_done,
@@ -368,11 +402,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out) if args.out else Path("runs") / f"{stamp}-{config.method}"
+        config = fit_layers(config, args)
     for warning in config.protections:
         print(f"WARNING: {warning}", file=sys.stderr)
-    summary = run_federation(
-        config, run_dir, progress=_progress(args.quiet), resume=bool(args.resume)
-    )
+    try:
+        summary = run_federation(
+            config, run_dir, progress=_progress(args.quiet), resume=bool(args.resume)
+        )
+        alone = None
+        if not args.no_alone and config.method != "local":
+            from secure_fedsa.alone import alone_accuracy, attach_alone
+
+            alone = alone_accuracy(config, message=lambda text: print(text, file=sys.stderr))
+            attach_alone(run_dir, alone, released=config.release_evaluation)
+    except KeyboardInterrupt:
+        print(interrupted_text(run_dir), file=sys.stderr)
+        return EXIT_INTERRUPTED
     acc = summary["evaluation"]
     print(f"run directory: {run_dir}")
     print(
@@ -385,7 +430,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         eps_text = f", epsilon={eps:.3f} (delta={config.delta:g})" if eps is not None else ""
         majority = acc["majority_class"][cid]
         verdict = "NOT beaten" if cid in acc["not_above_majority"] else "beaten"
-        print(f"  {cid}: accuracy {value:.4f} (majority class {majority:.4f}: {verdict}){eps_text}")
+        alone_text = ""
+        if alone is not None and cid in alone["per_client"]:
+            own = alone["per_client"][cid]
+            alone_text = f", alone (local, no DP) {own:.4f}, gain from joining {value - own:+.4f}"
+        print(
+            f"  {cid}: accuracy {value:.4f}{alone_text} (majority class {majority:.4f}: "
+            f"{verdict}){eps_text}"
+        )
     if acc.get("validation_mean") is not None:
         print(f"validation accuracy: mean over clients {acc['validation_mean']:.4f}")
     if config.finish_steps:
@@ -411,7 +463,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         + "; encryption: "
         + ("on (CKKS)" if config.encryption else "OFF (server saw plaintext updates)")
     )
+    print(next_steps(run_dir, next(iter(acc["per_client"]), "client-0")))
     return 0
+
+
+def interrupted_text(run_dir: Path) -> str:
+    """What Ctrl-C left: the run directory to resume, or nothing."""
+    if (run_dir / "config.json").is_file():
+        shown = shlex.quote(str(run_dir))
+        return (
+            f"interrupted: the run so far is in {run_dir}; continue it with: "
+            f"secure-fedsa run --resume {shown}"
+        )
+    return f"interrupted before {run_dir} was set up: nothing was written, nothing to resume"
+
+
+def next_steps(run_dir: Path, client_id: str) -> str:
+    """The commands that usually come after a run, with its directory filled in."""
+    run = shlex.quote(str(run_dir))
+    steps = (
+        (f"secure-fedsa audit {run}", f"check it: {run_dir / 'audit' / 'report.html'}"),
+        (
+            f"secure-fedsa audit {run} --bundle {shlex.quote(str(run_dir) + '-for-auditor')}",
+            "what to hand an auditor (nothing secret)",
+        ),
+        (
+            f"python examples/use_client_model.py {run} {client_id}",
+            f"use {client_id}'s model (peft and transformers)",
+        ),
+    )
+    width = max(len(command) for command, _ in steps)
+    return "next steps:\n" + "\n".join(f"  {command:<{width}}  # {why}" for command, why in steps)
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
@@ -450,13 +532,33 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
 EXTRA_COMMANDS = (_register_sweep, _register_audit)
 
 
+def package_version() -> str:
+    """The installed distribution's version (the source tree's, when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("secure-fedsa")
+    except PackageNotFoundError:
+        from secure_fedsa import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secure-fedsa", description="Privacy-hardened federated fine-tuning (FedSA-LoRA)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a federation (DP and encryption on by default)")
     add_run_options(run)
+    run.add_argument(
+        "--no-alone",
+        action="store_true",
+        help="do not train each client alone without DP for the baseline (by default it is "
+        "trained once per data split and budget, cached, and each client's gain from joining "
+        "is printed)",
+    )
     run.set_defaults(handler=cmd_run)
     keys = sub.add_parser("keys", help="key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -488,9 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SecureFedsaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # a command without its own message (run and sweep have one)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

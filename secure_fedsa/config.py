@@ -23,6 +23,9 @@ READABLE_VERSIONS = (2, 3, 4)
 ACCOUNTANTS = ("pld",)
 LEGACY_ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("hooks", "ghost")
+# the sharing policies (secure_fedsa.sharing.POLICIES holds what each shares), named here so that
+# the configuration and the command line's option table need neither torch nor numpy
+METHODS = ("fedsa", "fedit", "ffa", "local")
 PARTITIONS = ("iid", "dirichlet", "natural")
 # how many training records each client gets: as the partition gives them, or log-normal sizes
 # between min_train_examples and max_train_examples (secure_fedsa/data/partition.py)
@@ -91,10 +94,11 @@ class RunConfig:
     lora_alpha: int = 16
     vera_r: int = 256
     target_modules: tuple[str, ...] = ("query", "value")
-    # adapt only the top N encoder layers (None: every layer; an encoder with N layers or fewer
-    # is adapted whole). Fewer adapted layers: fewer values that carry DP noise, and no backward
-    # pass below the lowest adapted layer, which pays for the larger batch below (docs/results.md,
-    # "A DP recipe for the default job").
+    # adapt only the top N encoder layers (None: every layer). Above num_layers it is recorded
+    # as num_layers, the layers the adapter is on (the command line refuses an explicit count
+    # above the layers the model has). Fewer adapted layers: fewer values that carry DP noise,
+    # and no backward pass below the lowest adapted layer, which pays for the larger batch below
+    # (docs/results.md, "A DP recipe for the default job").
     adapter_layers: int | None = 2
     max_length: int = 40
     # optimisation
@@ -142,6 +146,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if (
+            self.num_layers is not None
+            and self.adapter_layers is not None
+            and self.adapter_layers > self.num_layers
+        ):
+            # the top N of fewer than N layers are all of them: the configuration says how many
+            object.__setattr__(self, "adapter_layers", self.num_layers)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -316,11 +327,9 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
 
 def validate(config: RunConfig) -> None:
     """Raise ConfigError naming the first invalid field and how to fix it."""
-    from secure_fedsa.sharing import POLICIES
-
     _check(
-        config.method in POLICIES,
-        f"unknown method {config.method!r}: choose one of {', '.join(sorted(POLICIES))}",
+        config.method in METHODS,
+        f"unknown method {config.method!r}: choose one of {', '.join(sorted(METHODS))}",
     )
     _check(config.head in HEADS, f"unknown head {config.head!r}: choose one of {', '.join(HEADS)}")
     _check(

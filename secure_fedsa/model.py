@@ -162,31 +162,62 @@ def resolve_model_path(path: str | None) -> Path:
     return directory
 
 
-def check_fits(spec: ModelSpec, max_length: int) -> None:
-    """Refuse a sequence length beyond the encoder's positions and a LoRA rank above its width,
-    before anything is built (both would fail or run for nothing much later)."""
+def _model_config(directory: Path):  # noqa: ANN202 - a transformers PretrainedConfig
     _quiet_transformers()
     from transformers import AutoConfig
 
-    directory = resolve_model_path(spec.path)
     try:
-        config = AutoConfig.from_pretrained(str(directory))
+        return AutoConfig.from_pretrained(str(directory))
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"cannot read the model configuration in {str(directory)!r}: {exc}"
         ) from exc
+
+
+def _layers_of(config) -> int | None:  # noqa: ANN001 - a transformers PretrainedConfig
+    depth = getattr(config, "num_hidden_layers", None)  # DistilBERT's n_layers maps to it
+    return depth if isinstance(depth, int) and depth > 0 else None
+
+
+def _shown_name(spec: ModelSpec, directory: Path) -> str:
+    return "all-MiniLM-L6-v2" if spec.path is None else directory.name
+
+
+def encoder_layers(spec: ModelSpec) -> int | None:
+    """How many encoder layers the model built from ``spec`` has: ``spec.num_layers``, or every
+    layer of the encoder in ``spec.path`` (None when its configuration does not say). Raises
+    ModelError when ``spec.num_layers`` asks for more layers than the encoder has: the layers
+    above would be random, not pretrained."""
+    directory = resolve_model_path(spec.path)
+    depth = _layers_of(_model_config(directory))
+    if spec.num_layers is not None and depth is not None and spec.num_layers > depth:
+        raise ModelError(
+            f"--num-layers {spec.num_layers} is more than the {depth} layers of the encoder "
+            f"{_shown_name(spec, directory)}: use --num-layers {depth} or less (or leave it out)"
+        )
+    return spec.num_layers if spec.num_layers is not None else depth
+
+
+def check_fits(spec: ModelSpec, max_length: int) -> None:
+    """Refuse more layers than the encoder has, a sequence length beyond its positions and a
+    LoRA rank above its width, before anything is built (each would fail, or train random
+    layers, much later)."""
+    encoder_layers(spec)
+    directory = resolve_model_path(spec.path)
+    config = _model_config(directory)
+    name = _shown_name(spec, directory)
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         raise ModelError(
             f"--max-length {max_length} exceeds the {positions} token positions of the encoder "
-            f"in {directory.name}: use --max-length {positions} or less"
+            f"{name}: use --max-length {positions} or less"
         )
     width = getattr(config, "hidden_size", None)
     if isinstance(width, int) and spec.adapter != "vera" and spec.lora_r > width:
         raise ModelError(
-            f"--lora-r {spec.lora_r} is above the layer width {width} of the encoder in "
-            f"{directory.name}: a LoRA rank cannot exceed the smaller side of the matrix it "
-            f"adapts; use --lora-r {width} or less (8 to 64 is usual)"
+            f"--lora-r {spec.lora_r} is above the layer width {width} of the encoder {name}: a "
+            "LoRA rank cannot exceed the smaller side of the matrix it adapts; use --lora-r "
+            f"{width} or less (8 to 64 is usual)"
         )
 
 

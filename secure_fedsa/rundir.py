@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -44,14 +45,22 @@ class RunDirectory:
                 f"run directory {str(path)!r} is not empty: choose another --out, "
                 "or continue it with --resume"
             )
+        made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
         try:
             path.mkdir(parents=True, exist_ok=True)
             run = cls(path, created=not existed)
-            run.save_config(config)
+            run.save_config(config)  # atomic: a failed write leaves no file behind
         except OSError as exc:
+            for directory in made:  # what this call made, if empty: the same --out works again
+                with suppress(OSError):
+                    directory.rmdir()
+            fix = (
+                "free some space, or choose another --out"
+                if exc.errno == errno.ENOSPC
+                else "choose another --out"
+            )
             raise ConfigError(
-                f"cannot write the run directory {str(path)!r}: {exc.strerror or exc}; choose "
-                "another --out"
+                f"cannot write the run directory {str(path)!r}: {exc.strerror or exc}; {fix}"
             ) from None
         return run
 

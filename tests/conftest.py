@@ -14,6 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # user's own; subprocesses inherit it. Session- and module-scoped runs anchor their ledgers here.
 SESSION_ANCHORS = tempfile.mkdtemp(prefix="secure-fedsa-anchors-")
 os.environ["SECURE_FEDSA_ANCHORS"] = SESSION_ANCHORS
+# the alone baseline's cache (secure_fedsa/alone.py), shared by the session's CLI runs
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="secure-fedsa-cache-")
 
 
 @pytest.fixture(autouse=True)

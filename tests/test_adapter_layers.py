@@ -129,3 +129,36 @@ def test_a_federation_shares_only_the_adapted_layers_a(tmp_path):
         assert all(set(u["tensors"]) == set(shared) for u in updates)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert all(p["epsilon"] <= 8.0 for p in summary["privacy"].values())
+
+
+def test_the_configuration_says_how_many_layers_carry_the_adapter():
+    """Issue 35: the top 2 of a 1-layer encoder are recorded as 1, on the command line as in the
+    library and in a configuration read back; an explicit count above the layers is refused."""
+    from secure_fedsa.cli import fit_layers
+    from secure_fedsa.sweep.report import render_summary
+    from secure_fedsa.sweep.spec import SweepSpec
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--num-layers", "1"])
+    config = fit_layers(config_from_args(args), args)
+    assert config.adapter_layers == 1 and RunConfig(num_layers=1).adapter_layers == 1
+    old = {**RunConfig().to_dict(), "num_layers": 1, "adapter_layers": 2}  # as written before
+    assert RunConfig.from_dict(old) == config
+    assert RunConfig(num_layers=3).adapter_layers == 2  # below: as given
+    with pytest.raises(ConfigError, match="--adapter-layers 2 is more than the 1 encoder layer "):
+        config_from_args(parser.parse_args(["run", "--num-layers", "1", "--adapter-layers", "2"]))
+    deep = parser.parse_args(["run", "--adapter-layers", "7"])
+    with pytest.raises(ConfigError, match="more than the 6 encoder layers the model has"):
+        fit_layers(config_from_args(deep), deep)
+    whole = parser.parse_args(["run", "--adapter-layers", "6"])
+    assert fit_layers(config_from_args(whole), whole).adapter_layers == 6
+    text = render_summary(SweepSpec(RunConfig(num_layers=1), ("fedsa",), (8.0,), (0,)), [])
+    assert "model layers: 1, adapter on the top 1 layer," in text and "top 2" not in text
+
+
+def test_more_layers_than_the_encoder_has_is_refused_before_anything_is_built():
+    from secure_fedsa.model import check_fits, encoder_layers
+
+    assert encoder_layers(ModelSpec()) == 6 and encoder_layers(ModelSpec(num_layers=2)) == 2
+    with pytest.raises(ModelError, match="--num-layers 100 is more than the 6 layers"):
+        check_fits(ModelSpec(num_layers=100), max_length=16)

@@ -436,7 +436,14 @@ def test_garbage_files_never_crash(copy):
     assert "pass" not in {results(report)[n] for n in ("run-directory", "egress", "accounting")}
 
 
-def test_an_empty_directory_fails_without_crashing(tmp_path):
+def test_an_empty_directory_is_not_a_run_and_nothing_is_written(tmp_path):
+    with pytest.raises(SecureFedsaError, match="neither a run directory nor an auditor bundle"):
+        audit([str(tmp_path), "--out", str(tmp_path / "out")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_left_with_its_metrics_only_fails_without_crashing(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("")
     assert audit([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["verdict"] == "FAIL"

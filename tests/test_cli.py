@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +279,177 @@ def test_the_final_summary_shows_the_majority_class_rate(tmp_path, capsys):
     beaten = evaluation["not_above_majority"]
     assert beaten == [c for c, a in evaluation["per_client"].items() if a <= majority[c]]
     assert "not differentially private" in out  # and where each client keeps them
+
+
+# -- issue 35: inputs that were accepted and should not be ------------------------------------
+
+
+def test_more_layers_than_the_model_has_is_refused(tmp_path, capsys):
+    code, err, out = _run(tmp_path, capsys, *TINY, "--num-layers", "100")
+    needle = "--num-layers 100 is more than the 6 layers of the encoder all-MiniLM-L6-v2"
+    _assert_refused(code, err, out, needle)
+    assert "use --num-layers 6 or less" in err[-1]
+
+
+def test_more_adapter_layers_than_the_model_keeps_is_refused(tmp_path, capsys):
+    code, err, out = _run(tmp_path, capsys, *TINY, "--adapter-layers", "2")  # --num-layers 1
+    _assert_refused(code, err, out, "--adapter-layers 2 is more than the 1 encoder layer")
+    out = tmp_path / "deep"
+    code = main(["run", *TINY, "--adapter-layers", "7", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    _assert_refused(code, err, out, "--adapter-layers 7 is more than the 6 encoder layers")
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_the_same_out_works_afterwards(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    from secure_fedsa.config import RunConfig
+    from secure_fedsa.errors import ConfigError
+    from secure_fedsa.rundir import RunDirectory
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "runs" / "run"
+    code = main(["run", "--num-layers", "1", *TINY, "--no-alone", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: cannot write the run directory"), err
+    assert "No space left on device; free some space" in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert list(tmp_path.iterdir()) == []  # no config.json.tmp, no half directory, no runs/
+    with pytest.raises(ConfigError, match="No space left"):
+        RunDirectory.create(out, RunConfig())
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    RunDirectory.create(out, RunConfig())  # the same --out is accepted once there is space
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_auditing_a_directory_that_is_not_a_run_writes_nothing(tmp_path, capsys):
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "holiday.txt").write_text("not a run")
+    assert main(["audit", str(stranger)]) == 2
+    assert main(["audit", str(stranger), "--bundle", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("neither a run directory nor an auditor bundle" in e for e in err)
+    assert "DP" not in " ".join(err)  # no reasons made up from files that are not there
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["holiday.txt", "photos"]
+
+
+def test_a_text_column_of_numbers_is_refused(tmp_path, capsys):
+    rows = [(str(1000 + i), "pos" if i % 2 else "neg") for i in range(200)]
+    data = _csv(tmp_path / "ids.csv", rows)
+    code, err, out = _run(tmp_path, capsys, *TINY, "--dataset", data)
+    _assert_refused(code, err, out, "every value of the text column 'text' is a number")
+    assert "use --text-column" in err[-1]
+
+
+# -- issue 35: the first run ------------------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(*args):
+    """``python ARGS`` in a fresh interpreter that imports this checkout's secure_fedsa."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+
+    proc = _python("-m", "secure_fedsa.cli", "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"secure-fedsa {version('secure-fedsa')}"
+
+
+def test_help_imports_neither_torch_nor_the_other_heavy_packages():
+    probe = (
+        "import sys\n"
+        "from secure_fedsa.cli import main\n"
+        "for argv in ([], ['run'], ['sweep'], ['audit'], ['keys', 'init']):\n"
+        "    try:\n"
+        "        main([*argv, '--help'])\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, argv\n"
+        "heavy = ('torch', 'transformers', 'opacus', 'tenseal', 'peft', 'numpy', 'flwr')\n"
+        "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = _python("-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "IMPORTED []"
+    assert "--adapter-layers" in proc.stdout and "--epsilons" in proc.stdout
+
+
+def test_the_final_block_names_the_next_steps_and_dp_warnings_go_to_stderr(tmp_path, capsys):
+    import shlex
+
+    out = tmp_path / "my run"
+    code = main(["run", "--num-layers", "1", *TINY, "--rounds", "1", "--no-alone",
+                 "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    # 320 training records per client: the small-dataset hazard, a warning on stderr only
+    assert "DP warn (client-0)" in printed.err
+    assert "DP warn" not in printed.out and "WARNING" not in printed.out
+    run = shlex.quote(str(out))
+    steps = printed.out[printed.out.index("next steps:") :]
+    assert f"secure-fedsa audit {run} " in steps
+    assert f"secure-fedsa audit {run} --bundle " in steps
+    assert f"python examples/use_client_model.py {run} client-0" in steps
+    assert len(steps.strip().splitlines()) == 4
+
+
+def test_ctrl_c_names_the_run_directory_to_resume(tmp_path, capsys, monkeypatch):
+    import re
+
+    from secure_fedsa import federation
+
+    real = federation.run_federation
+
+    def interrupted_after_round_1(config, run_dir, progress=None, **kwargs):
+        def stop(number):
+            raise KeyboardInterrupt
+
+        progress.round_done = stop
+        return real(config, run_dir, progress, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(federation, "run_federation", interrupted_after_round_1)
+    code = main(["run", "--num-layers", "1", *TINY, "--rounds", "2", "--quiet", "--no-alone"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    found = re.fullmatch(
+        r"interrupted: the run so far is in (runs/\d{8}-\d{6}-fedsa); continue it with: "
+        r"secure-fedsa run --resume (\S+)",
+        err[-1],
+    )
+    assert found and found.group(1) == found.group(2), err[-1]
+    assert (tmp_path / found.group(1) / "config.json").is_file()
+    monkeypatch.setattr(federation, "run_federation", real)
+    assert main(["run", "--resume", found.group(1), "--quiet", "--no-alone"]) == 0
+    assert (tmp_path / found.group(1) / "summary.json").is_file()
+
+
+def test_ctrl_c_before_the_run_directory_exists_says_nothing_was_written(
+    tmp_path, capsys, monkeypatch
+):
+    from secure_fedsa import federation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(federation, "run_federation", interrupted)
+    out = tmp_path / "run"
+    assert main(["run", "--num-layers", "1", *TINY, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"interrupted before {out} was set up: nothing was written, nothing to resume"

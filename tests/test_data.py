@@ -130,6 +130,20 @@ def test_file_errors(tmp_path: Path, name: str, content: str, message: str) -> N
     assert "\n" not in str(info.value)
 
 
+def test_a_text_column_of_numbers_is_refused(tmp_path: Path) -> None:
+    """Issue 35: ids or scores named as the text would train silently on nothing."""
+    ids = write_csv(tmp_path / "ids.csv", "id,text,label\n7,1.5,x\n8,-2,y\n9, 3e2 ,x\n10,4,y\n")
+    with pytest.raises(DataError, match=r"every value of the text column 'text' is a number "
+                       r"\('1\.5', '-2', '3e2', \.\.\.\): .* use --text-column"):  # fmt: skip
+        load_file(ids, **COLUMNS)
+    text = {"text_column": "id", "label_column": "label"}
+    with pytest.raises(DataError, match="column 'id' is a number"):
+        load_client_files([ids], **text)
+    # one number among texts is a text like any other
+    mixed = write_csv(tmp_path / "mixed.csv", "text,label\n42,x\nthe answer,y\n")
+    assert load_file(mixed, **COLUMNS).texts == ("42", "the answer")
+
+
 def test_missing_file_and_group_column(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found; check the path"):
         load_file(tmp_path / "absent.csv", **COLUMNS)

@@ -175,6 +175,40 @@ def test_csv_round_trip_keeps_every_row():
     assert [r["cell"] for r in back] == [r["cell"] for r in rows]
 
 
+def test_a_full_disk_leaves_the_sweep_files_as_they_were(tmp_path, monkeypatch):
+    """Issue 35: results.csv, summary.md and the curves are written atomically: no temporary
+    file and no half-written table is left when the disk is full."""
+    import errno
+    import os
+
+    from secure_fedsa.sweep.plot import save_curve
+    from secure_fedsa.sweep.results import write_rows
+    from secure_fedsa.sweep.runner import write_outputs
+
+    spec = SweepSpec(RunConfig(num_layers=1), METHODS, (math.inf, 2.0), (0, 1), "cmd")
+    rows = _rows(METHODS, [math.inf, 2.0], [0, 1])
+    write_rows(tmp_path / "results.csv", rows[:1])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    for write in (
+        lambda: write_rows(tmp_path / "results.csv", rows),
+        lambda: save_curve(build_figure([parse_row(r) for r in rows], title="t"), tmp_path),
+        lambda: write_outputs(spec, tmp_path),
+    ):
+        with pytest.raises(OSError, match="No space left"):
+            write()
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    written = write_outputs(spec, tmp_path)
+    assert sorted(p.name for p in written) == ["curve.png", "curve.svg", "summary.md"]
+    names = ["curve.png", "curve.svg", "results.csv", "summary.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # and no temporary file
+
+
 @pytest.mark.parametrize(
     ("epsilons", "expected_per_method"),
     [([math.inf, 8.0, 2.0], 2), ([8.0, 2.0], 1), ([math.inf], 1)],

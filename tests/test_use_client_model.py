@@ -39,3 +39,29 @@ def test_the_snippet_reproduces_the_reported_accuracy(tmp_path):
         assert accuracy == summary["evaluation"]["per_client"][cid]
     adapter_config = json.loads((run_dir / "adapters/client-0/adapter_config.json").read_text())
     assert Path(adapter_config["base_model_name_or_path"]).is_dir()  # where the base model is
+
+
+def test_the_example_prints_one_clean_line_for_a_model_cut_to_one_layer(tmp_path):
+    """A --num-layers 1 run: the checkpoint's 5 unused layers are skipped without transformers'
+    table of UNEXPECTED keys, and the accuracy equals the one the client recorded."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    config = RunConfig(
+        num_layers=1, max_examples=400, num_clients=2, partition="iid", rounds=1, local_steps=1,
+        batch_size=32, physical_batch_size=32, max_length=16, eval_examples_per_round=10,
+        dp=False, epsilon=None, encryption=False,
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    run_federation(config, run_dir)
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLE.parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(run_dir), "client-0"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no load report, no progress bar
+    found = re.fullmatch(r"client-0: accuracy (\S+) here, (\S+) recorded by the run\n", proc.stdout)
+    assert found and found.group(1) == found.group(2), proc.stdout

@@ -218,7 +218,10 @@ def _field(path: Path, number: int, row: Mapping[str, object], column: str) -> o
 def _text(path: Path, number: int, value: object, column: str) -> str:
     if not isinstance(value, str):
         kind = type(value).__name__
-        raise DataError(f"{path}: line {number}: column '{column}' must be text, got {kind}")
+        raise DataError(
+            f"{path}: line {number}: column '{column}' must be text, got {kind}; use "
+            "--text-column to name the column that holds the text"
+        )
     if not value.strip():
         raise DataError(
             f"{path}: line {number}: empty text in column '{column}'; remove the row or fill it"
@@ -275,7 +278,28 @@ def _read_examples(
         raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from exc
     if not texts:
         raise DataError(f"{path} has no examples; it needs at least one row")
+    _check_text_column(path, texts, text_column)
     return texts, labels, groups
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_text_column(path: Path, texts: Sequence[str], column: str) -> None:
+    """Refuse a text column in which every value is a number: an id, a score or a label, almost
+    certainly not the text to classify (it would train, silently, on nothing)."""
+    if all(_is_number(text) for text in texts):
+        shown = ", ".join(repr(t.strip()) for t in texts[:3])
+        raise DataError(
+            f"{path}: every value of the text column '{column}' is a number ({shown}"
+            f"{', ...' if len(texts) > 3 else ''}): that is not text to classify; use "
+            "--text-column to name the column that holds the text"
+        )
 
 
 def load_file(

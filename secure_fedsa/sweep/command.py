@@ -41,7 +41,7 @@ SPEC_OPTIONS = ("epsilons", "methods", "seeds", "out")
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` subcommand with every run option and the sweep's own."""
     from secure_fedsa.cli import add_run_options
-    from secure_fedsa.sharing import POLICIES
+    from secure_fedsa.config import METHODS
 
     parser = sub.add_parser(
         "sweep",
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--methods",
-        help=f"comma-separated methods from {', '.join(POLICIES)} (default: all); a method "
+        help=f"comma-separated methods from {', '.join(METHODS)} (default: all); a method "
         "may name a variant: METHOD+head aggregates the task head too, METHOD@ADAPTER uses "
         "another adapter (lora, rslora, vera), e.g. fedit+head,fedsa@vera",
     )
@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from secure_fedsa.sweep.runner import read_spec, run_sweep, write_outputs
+    from secure_fedsa.sweep.runner import SPEC_FILE, read_spec, run_sweep, write_outputs
 
     report = print
     if args.plot_only or args.resume:
@@ -114,14 +114,24 @@ def cmd_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         directory = Path(args.out) if args.out else default_directory(spec)
     if not spec.base.encryption:
         report("WARNING: NO ENCRYPTION: the server sees every client's update in plaintext")
-    run_sweep(spec, directory, report=report, round_lines=not args.quiet)
+    try:
+        run_sweep(spec, directory, report=report, round_lines=not args.quiet)
+    except KeyboardInterrupt:
+        if (directory / SPEC_FILE).is_file():
+            print(
+                f"interrupted: the sweep so far is in {directory}; continue it with: "
+                f"secure-fedsa sweep --resume {shlex.quote(str(directory))}",
+                file=sys.stderr,
+            )
+            return 130
+        raise
     report((directory / "summary.md").read_text(encoding="utf-8"))
     return 0
 
 
 def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepSpec:
     """The sweep described by the command line; every check happens here (nothing written)."""
-    from secure_fedsa.cli import config_from_args
+    from secure_fedsa.cli import config_from_args, fit_layers
     from secure_fedsa.sharing import POLICIES
 
     for dest, instead in VARIED.items():
@@ -132,7 +142,7 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     methods = parse_methods(",".join(POLICIES) if args.methods is None else args.methods, POLICIES)
     seeds = parse_seeds(DEFAULT_SEEDS if args.seeds is None else args.seeds)
     spec = SweepSpec(
-        base=config_from_args(args),
+        base=fit_layers(config_from_args(args), args),
         methods=methods,
         epsilons=epsilons,
         seeds=seeds,

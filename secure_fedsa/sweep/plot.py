@@ -7,6 +7,7 @@ tests can count its lines; :func:`save_curve` writes ``curve.png`` and ``curve.s
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from secure_fedsa.atomic import atomic_write
 from secure_fedsa.sweep.spec import ALONE_LABEL, ALONE_METHOD, format_epsilon
 from secure_fedsa.sweep.stats import group_over_seeds
 
@@ -178,18 +180,18 @@ def build_figure(
 
 
 def save_curve(figure: Figure, directory: Path) -> list[Path]:
-    """Write the figure as ``curve.png`` and ``curve.svg`` (each via a temporary file).
+    """Write the figure as ``curve.png`` and ``curve.svg`` (each atomically).
 
     The files carry no date and fixed SVG element ids, so that redrawing unchanged results
     leaves the committed files unchanged."""
     paths = []
     for name in CURVE_FILES:
         path = directory / name
-        tmp = path.with_name(f".{name}.tmp")
         fmt = name.rsplit(".", 1)[1]
         metadata = {"Date": None} if fmt == "svg" else None
+        image = io.BytesIO()
         with matplotlib.rc_context({"svg.hashsalt": "secure_fedsa"}):
-            figure.savefig(tmp, format=fmt, metadata=metadata)
-        tmp.replace(path)
+            figure.savefig(image, format=fmt, metadata=metadata)
+        atomic_write(path, image.getvalue())
         paths.append(path)
     return paths

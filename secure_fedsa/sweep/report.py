@@ -351,8 +351,9 @@ def _adapter_text(base: RunConfig) -> str:
     """Where the adapter sits, when not on every layer's query and value (older summaries had
     no such words, and keep none)."""
     text = ""
-    if base.adapter_layers is not None:
-        text += f", adapter on the top {base.adapter_layers} layers"
+    if base.adapter_layers is not None:  # never above num_layers (RunConfig records so)
+        count = base.adapter_layers
+        text += f", adapter on the top {count} layer{'s' if count != 1 else ''}"
     if tuple(base.target_modules) != DEFAULT_TARGET_MODULES:
         text += f", adapter modules: {', '.join(base.target_modules)}"
     return text

@@ -1,7 +1,7 @@
 """``results.csv``: one row per finished cell, rewritten whole and atomically after each cell.
 
-Rewriting the whole file through a temporary file and ``os.replace`` means an interrupt leaves
-either the old table or the new one, never half a row.
+Rewriting the whole file atomically (:mod:`secure_fedsa.atomic`) means an interrupt or a full
+disk leaves either the old table or the new one, never half a row or a temporary file.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from secure_fedsa.atomic import atomic_write
 from secure_fedsa.sweep.spec import Cell, format_epsilon
 
 RESULTS_FILE = "results.csv"
@@ -136,12 +136,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Replace the results file with ``rows`` in one atomic step."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(render_csv(rows))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, render_csv(rows))
 
 
 def upsert(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:

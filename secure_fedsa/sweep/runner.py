@@ -28,8 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from secure_fedsa.atomic import atomic_write, write_json_atomic
 from secure_fedsa.errors import ConfigError, SecureFedsaError
-from secure_fedsa.rundir import write_json_atomic
 from secure_fedsa.sweep.plot import build_figure, save_curve
 from secure_fedsa.sweep.report import render_summary
 from secure_fedsa.sweep.results import (
@@ -107,9 +107,7 @@ def write_outputs(spec: SweepSpec, directory: Path) -> list[Path]:
     figure = build_figure(rows, title=spec.title(), methods=spec.methods, delta=spec.base.delta)
     paths = save_curve(figure, directory)
     summary = directory / SUMMARY_FILE
-    tmp = summary.with_name(summary.name + ".tmp")
-    tmp.write_text(render_summary(spec, rows), encoding="utf-8")
-    tmp.replace(summary)
+    atomic_write(summary, render_summary(spec, rows))
     return [*paths, summary]
 
 
