@@ -285,8 +285,6 @@ def masking_floor(config: RunConfig) -> int:
 
 def _check_rounds_and_finishing(config: RunConfig) -> None:
     """clients_per_round and finish_steps (after the fields they depend on)."""
-    from secure_fedsa.sharing import get_policy
-
     k = config.clients_per_round
     if k is not None:
         _check(
@@ -316,6 +314,8 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
         f"finish-steps must be a whole number of steps (0: no finishing), got {steps!r}",
     )
     if steps > 0:  # the method and head were checked before
+        from secure_fedsa.sharing import get_policy  # (imports torch: not for --help)
+
         policy = get_policy(config.method, config.head)
         _check(
             bool(policy.trained - policy.shared),
