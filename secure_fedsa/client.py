@@ -145,12 +145,17 @@ class Client:
         seed: int,
         identity: Identity,
         randomness: RandomSource | None = None,
+        prefix: FrozenPrefix | None = None,
+        initial_shared: np.ndarray | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
         self.model = model
-        # the encoder's frozen bottom, computed once per record (in memory only, like the data)
-        self.prefix = FrozenPrefix(model)
+        # the encoder's frozen bottom, computed once per record (in memory only, like the data);
+        # clients of one process that share ``model`` share it too (one copy of each record)
+        self.prefix = prefix if prefix is not None else FrozenPrefix(model)
+        if self.prefix.model is not model:
+            raise SecureFedsaError(f"{client_id}: the frozen prefix belongs to another model")
         self.policy = policy
         self.manifest = manifest
         self.plan = plan
@@ -173,8 +178,14 @@ class Client:
         # state: current tensors; trained: tensors right after the last local training (what
         # this round's update is made of, also after the aggregate was applied).
         self.state = {k: v.clone() for k, v in initial_state.items()}
-        # what every client starts the federation with (the aggregate check's reference)
-        self.initial_shared = flatten(self.state, manifest)
+        # what every client starts the federation with (the aggregate check's reference; the
+        # same array for every client of a process when given, never changed in place)
+        initial = flatten(self.state, manifest)
+        if initial_shared is not None:
+            if not np.array_equal(initial_shared, initial):
+                raise SecureFedsaError(f"{client_id}: initial_shared is not its initial state")
+            initial = initial_shared
+        self.initial_shared = initial
         # the shared tensors this client started its last trained round with (kept when that
         # round's aggregate is rejected)
         self.start_shared = self.initial_shared

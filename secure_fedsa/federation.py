@@ -36,6 +36,7 @@ from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import BudgetExhausted, LedgerError
+from secure_fedsa.frozen_prefix import FrozenPrefix
 from secure_fedsa.masked_round import InProcessMasking
 from secure_fedsa.model import build_model
 from secure_fedsa.node import (
@@ -76,7 +77,7 @@ from secure_fedsa.security import (
     setup_identities,
 )
 from secure_fedsa.server import Aggregator
-from secure_fedsa.sharing import get_policy
+from secure_fedsa.sharing import flatten, get_policy
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,10 @@ class Federation:
         # the server's memory of each client's ledger head (from its own round records)
         self.ledger_heads = ledger_heads_from_metrics(self.rundir.metrics())
         plan = training_plan(config)
+        # shared by every client, as the model is: each record's frozen-layer hidden states are
+        # kept once (clients' test splits drawn from one pool overlap), and one initial vector
+        prefix = FrozenPrefix(self.model)
+        initial_shared = flatten(initial, self.manifest)
         self.clients: dict[str, Client] = {}
         for number, (cid, data) in enumerate(self.prepared.clients.items()):
             self.clients[cid] = Client(
@@ -265,6 +270,8 @@ class Federation:
                 seed=config.seed * 1000 + number,
                 identity=self.identities.clients[cid],
                 randomness=dp_randomness(cid) if dp_randomness else OSRandom(),
+                prefix=prefix,
+                initial_shared=initial_shared,
             )
         self.rundir.write_json(
             "setup.json",

@@ -4,13 +4,15 @@ With the adapter on the top N encoder layers (``--adapter-layers``, 2 by default
 embeddings and every layer below the lowest adapted one hold frozen pretrained weights, and
 dropout is off (model.py), so they map a record to the same hidden states in every step of every
 round. :class:`FrozenPrefix` computes a record's hidden states the first time a batch draws it
-(:class:`HiddenRows`), keeps them, and trains and evaluates :class:`EncoderTop` (the adapted
-layers and the head) on them: the same function of the same parameters, so the same per-sample
-gradients, the same clipping, the same noise and the same accounting; only the repeated frozen
-forward pass is gone.
+(:class:`HiddenRows`), keeps them (once per distinct record, however many of the model's
+datasets hold it: :class:`RowStore`; the in-process federation gives all its clients one
+FrozenPrefix, so the records of a shared test pool are kept once, not once per client), and
+trains and evaluates :class:`EncoderTop` (the adapted layers and the head) on them: the same
+function of the same parameters, so the same per-sample gradients, the same clipping, the same
+noise and the same accounting; only the repeated frozen forward pass is gone.
 
 Privacy: the cached hidden states are a deterministic function of one record and public
-weights. They stay in this process's memory with the client's other data, are never written
+weights. They stay in this process's memory with the clients' other data, are never written
 and never sent; DP-SGD samples, clips and noises exactly as without the cache (Poisson sampling
 draws the same records, whose cached rows enter the step).
 
@@ -119,35 +121,79 @@ class EncoderTop(nn.Module):
         return self.head(hidden, attention_mask)
 
 
+class RowStore:
+    """Hidden states entering the top layers, one per distinct record (its token ids and
+    attention mask), shared by every dataset one :class:`FrozenPrefix` serves. They are a
+    deterministic function of the record and the frozen weights, so a record that several
+    datasets hold (the clients' test splits drawn from one pool, a duplicated text) is computed
+    and kept once, however many clients hold it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(row.element_size() * row.nelement() for row in self.rows.values())
+
+
 class HiddenRows:
     """The hidden states entering layer ``depth`` of a dataset's records, each computed the
-    first time a batch asks for it and kept: indexing (``rows[index]``, with an index tensor, a
-    slice or an int) returns a tensor. A record is never computed twice, and never when no
-    batch draws it, so the cache costs no more than the frozen passes it replaces."""
+    first time a batch asks for it and kept (in ``store``, shared with the other datasets of the
+    same model): indexing (``rows[index]``, with an index tensor, a slice or an int) returns a
+    tensor. A record is never computed twice, and never when no batch draws it, so the cache
+    costs no more than the frozen passes it replaces."""
 
     def __init__(
-        self, model: LoraClassifier, depth: int, ids: torch.Tensor, mask: torch.Tensor
+        self,
+        model: LoraClassifier,
+        depth: int,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        store: RowStore | None = None,
     ) -> None:
         self.model, self.depth, self.ids, self.mask = model, depth, ids, mask
-        self.values = torch.empty((len(ids), ids.shape[1], _width(model)))  # pages filled on use
+        self.store = store if store is not None else RowStore()
+        self.width = _width(model)
         self.done = torch.zeros(len(ids), dtype=torch.bool)
+        self._keys: list[bytes | None] = [None] * len(ids)
 
     @property
     def shape(self) -> torch.Size:
-        return self.values.shape
+        return torch.Size((len(self.ids), self.ids.shape[1], self.width))
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _key(self, row: int) -> bytes:
+        key = self._keys[row]
+        if key is None:
+            key = self.ids[row].numpy().tobytes() + self.mask[row].numpy().tobytes()
+            self._keys[row] = key
+        return key
+
     def __getitem__(self, index: torch.Tensor | slice | int) -> torch.Tensor:
         rows = torch.arange(len(self.ids))[index]
-        missing = rows.reshape(-1)[~self.done[rows.reshape(-1)]].unique()
+        asked = rows.reshape(-1)
+        missing = asked[~self.done[asked]].unique()
         if len(missing):
-            self.values[missing] = encode_bottom(
-                self.model, self.depth, self.ids[missing], self.mask[missing]
-            )
+            todo: dict[bytes, int] = {}  # records no dataset of this model has computed yet
+            for row in missing.tolist():
+                key = self._key(row)
+                if key not in self.store.rows:
+                    todo.setdefault(key, row)
+            if todo:
+                at = torch.tensor(list(todo.values()), dtype=torch.long)
+                hidden = encode_bottom(self.model, self.depth, self.ids[at], self.mask[at])
+                self.store.rows.update(zip(todo, hidden, strict=True))
             self.done[missing] = True
-        return self.values[rows]
+        flat = asked.tolist()
+        if not flat:
+            return torch.empty((*rows.shape, self.ids.shape[1], self.width))
+        out = torch.stack([self.store.rows[self._key(row)] for row in flat])
+        return out.reshape(*rows.shape, self.ids.shape[1], self.width)
 
 
 class CachedData(Dataset):
@@ -184,6 +230,8 @@ class FrozenPrefix:
         self.depth = frozen_depth(model) if enabled else 0
         self.top = EncoderTop(model, self.depth) if self.depth else None
         self.limit_bytes = CACHE_LIMIT_BYTES if limit_bytes is None else limit_bytes
+        # every record's hidden states, once, whichever of this model's datasets holds it
+        self.store = RowStore()
         # Keyed by the dataset object itself, and gone with it: an id could be reused.
         self._cache: weakref.WeakKeyDictionary[Dataset, CachedData | None] = (
             weakref.WeakKeyDictionary()
@@ -222,7 +270,7 @@ class FrozenPrefix:
         ids, mask, labels = dataset.tensors
         if ids.numel() * _width(self.model) * 4 > self.limit_bytes:
             return None
-        rows = HiddenRows(self.model, self.depth, ids, mask)
+        rows = HiddenRows(self.model, self.depth, ids, mask, self.store)
         if len(labels) and not _agrees(self.model, self.top, ids, mask, rows):
             warnings.warn(
                 "the cached frozen encoder layers do not reproduce the model's output with this "

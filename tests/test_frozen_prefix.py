@@ -132,7 +132,8 @@ def test_the_same_shuffling_gives_the_same_training_without_dp_with_and_without_
 
 
 def test_each_record_is_computed_once_and_only_when_drawn(tokenizer, monkeypatch):
-    data = TensorDataset(*(torch.cat([t] * 3) for t in _batch(tokenizer).tensors))  # 18 records
+    distinct = _batch(tokenizer).tensors  # 6 records
+    data = TensorDataset(*(torch.cat([t] * 3) for t in distinct))  # 18: each record 3 times
     computed = []
     encode = frozen_prefix.encode_bottom
 
@@ -142,16 +143,28 @@ def test_each_record_is_computed_once_and_only_when_drawn(tokenizer, monkeypatch
 
     monkeypatch.setattr(frozen_prefix, "encode_bottom", counting)
     model = _model()
-    rows = FrozenPrefix(model).data(data).tensors[0]
-    assert computed == [8]  # the check against the whole model, on the first 8 records
+    prefix = FrozenPrefix(model)
+    rows = prefix.data(data).tensors[0]
+    # the check against the whole model reads the first 8 records: 6 distinct ones
+    assert computed == [6]
     batch = rows[torch.tensor([9, 9, 12, 2])]
-    assert computed == [8, 2]  # rows 9 and 12, once each; row 2 was computed by the check
+    assert computed == [6]  # records 9 and 12 are copies of 3 and 0: nothing new
     torch.testing.assert_close(batch[0], batch[1], rtol=0, atol=0)
-    rows[torch.tensor([12, 9])]
     assert rows[torch.tensor([], dtype=torch.long)].shape == (0, 16, 384)
-    assert computed == [8, 2] and int(rows.done.sum()) == 10
-    torch.testing.assert_close(rows[14], batch[3], rtol=0, atol=1e-6)  # a copy of record 2
-    assert computed == [8, 2, 1]
+    assert int(rows.done.sum()) == 10 and len(prefix.store) == 6
+    torch.testing.assert_close(rows[14], batch[3], rtol=0, atol=0)  # a copy of record 2
+    torch.testing.assert_close(
+        rows[:], encode(model, prefix.depth, *data.tensors[:2]), rtol=0, atol=1e-6
+    )
+    assert computed == [6]
+    # another dataset of the same model (another client's test split from the same pool) that
+    # holds some of these records and a new one: only the new one is computed
+    other = TensorDataset(*(torch.cat([t[[4, 1]], t[[0]].roll(1, dims=-1)]) for t in distinct))
+    theirs = prefix.data(other).tensors[0]
+    torch.testing.assert_close(
+        theirs[:], encode(model, prefix.depth, *other.tensors[:2]), rtol=0, atol=1e-6
+    )
+    assert computed == [6, 1] and len(prefix.store) == 7
 
 
 def test_a_new_dataset_never_gets_an_older_datasets_cache(tokenizer):
@@ -230,6 +243,7 @@ def test_a_federation_is_the_same_with_and_without_the_cache(tmp_path, monkeypat
             dp_randomness=lambda cid: SeededTestRandom(int(cid.removeprefix("client-"))),
         )
         summaries.append(federation.run())
+        assert len({id(c.prefix) for c in federation.clients.values()}) == 1  # one, shared
         for client in federation.clients.values():
             assert client.prefix.depth == 1
             assert (client.prefix.module(client.data.train) is client.prefix.top) == (limit > 0)
