@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from scipy import stats
+
+# the guesses the mechanism test makes: the k highest scores "in" and the k lowest "out" for each
+# k in this grid (fractions of m); the confidence is split over the grid (Bonferroni), so the
+# best k may be reported
+CONFIDENCE = 0.95
+K_FRACTIONS = (0.025, 0.05, 0.1, 0.25)
 
 
 def p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
@@ -28,10 +35,11 @@ def p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
         raise ValueError(f"need epsilon >= 0 and 0 <= delta <= 1, got {epsilon}, {delta}")
     q = 1 / (1 + math.exp(-epsilon))  # accuracy of ε-DP randomized response
     beta = float(stats.binom.sf(v - 1, r, q))  # P[W >= v]
-    alpha, window = 0.0, 0.0  # window = P[v - i <= W < v]
-    for i in range(1, v + 1):
-        window += float(stats.binom.pmf(v - i, r, q))
-        alpha = max(alpha, window / i)
+    if v == 0:
+        return min(beta, 1.0)
+    # window_i = P[v - i <= W < v] for i = 1..v, summed in that order
+    window = np.cumsum(stats.binom.pmf(np.arange(v - 1, -1, -1), r, q))
+    alpha = float(np.max(window / np.arange(1, v + 1)))
     return min(beta + alpha * delta * 2 * m, 1.0)
 
 
@@ -77,3 +85,11 @@ def count_correct(guess: list[int], included: list[bool]) -> tuple[int, int]:
     pairs = zip(guess, included, strict=True)
     v = sum(1 for g, s in pairs if (g == 1 and s) or (g == -1 and not s))
     return r, v
+
+
+def certifiable_epsilon(m: int, delta: float) -> float:
+    """The largest ε the mechanism test can back with m canaries: its lower bound when every
+    guess of the largest k is right (the test's ceiling; a claim above it cannot be tested)."""
+    per_k_confidence = 1 - (1 - CONFIDENCE) / len(K_FRACTIONS)
+    r = 2 * max(1, int(max(K_FRACTIONS) * m))
+    return epsilon_lower_bound(m, r, r, delta=delta, confidence=per_k_confidence)

@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from audits.canary_bound import count_correct, epsilon_lower_bound, guesses
+from audits.canary_bound import (
+    CONFIDENCE,
+    K_FRACTIONS,
+    certifiable_epsilon,
+    count_correct,
+    epsilon_lower_bound,
+    guesses,
+)
 from audits.canary_train import train_canaries
 from audits.check_accounting import ledger_history, reported_epsilon
 from audits.evidence import RunEvidence
@@ -35,10 +42,6 @@ STATEMENT = (
     "Jagielski 2023, 95 % confidence), does not exceed the ε its ledger claims, and the claim "
     "is within what the number of canaries can certify."
 )
-CONFIDENCE = 0.95
-# Guess the k highest scores "in" and the k lowest "out" for each k in this grid (fractions of
-# m); the confidence is split over the grid (Bonferroni), so the best k may be reported.
-K_FRACTIONS = (0.025, 0.05, 0.1, 0.25)
 
 
 def audit_history(
@@ -75,10 +78,7 @@ def audit_history(
         tried.append({"k_in": k, "k_out": k, "guesses": r, "correct": v, "lower_bound": bound})
         if bound > best["epsilon_lower_bound"]:
             best = {"epsilon_lower_bound": bound, "guesses": r, "correct": v}
-    largest_r = max(t["guesses"] for t in tried)
-    power = epsilon_lower_bound(
-        canaries, largest_r, largest_r, delta=delta, confidence=per_k_confidence
-    )
+    power = certifiable_epsilon(canaries, delta)  # every guess of the largest k right
     return {
         **best,
         "canaries": canaries,

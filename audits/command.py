@@ -4,6 +4,7 @@ report.json and report.html; `--bundle OUT` writes the auditor bundle instead.""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def _write_bundle(args: argparse.Namespace, run_dir: Path) -> int:
     manifest = write_bundle(run_dir, out)
     for name, entry in manifest["files"].items():
         print(f"{entry['sha256']}  {name}")
+    digest = hashlib.sha256((out / BUNDLE_MANIFEST).read_bytes()).hexdigest()
     print(f"bundle: {out} ({len(manifest['files'])} files, manifest {out / BUNDLE_MANIFEST})")
+    print(f"{BUNDLE_MANIFEST} SHA-256: {digest}")
+    print(
+        "send this SHA-256 to the auditor over a second channel (not inside the bundle): the "
+        "audit report shows the hash of the manifest it read"
+    )
     print(f"the auditor runs: secure-fedsa audit {out}")
     return 0

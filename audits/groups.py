@@ -38,3 +38,19 @@ def tensor_group(name: str) -> str:
     if name.startswith("head."):
         return "head"
     return "other"
+
+
+# the adapter kinds and the tensor names each gives its A and B sides (peft naming)
+ADAPTER_MARKERS: dict[str, tuple[str, str]] = {
+    "lora": (".lora_A.", ".lora_B."),
+    "rslora": (".lora_A.", ".lora_B."),  # LoRA with alpha/sqrt(r) scaling: the same tensors
+    "vera": (".vera_lambda_d", ".vera_lambda_b"),
+}
+
+
+def adapter_module(name: str) -> str | None:
+    """The module an adapter tensor belongs to (``...attention.self.query``), None for others."""
+    for marker in (".lora_A.", ".lora_B.", ".vera_lambda_d", ".vera_lambda_b"):
+        if marker in name:
+            return name.split(marker, 1)[0]
+    return None

@@ -13,7 +13,9 @@ from typing import Any
 # what a passed check establishes, in words a compliance reader can use
 VERIFIED_CLAIMS: dict[str, str] = {
     "run-directory": "the run's files are complete and readable",
-    "egress": "only the shared tensors left each client, as ciphertexts",
+    "configuration": "config.json describes the run its other files record",
+    "egress": "only the shared tensors left each client, as ciphertexts, and every other "
+    "message is one of secure aggregation's, explained by the round's masking",
     "accounting": "each ledger's ε matches an independent re-computation and stays in budget",
     "ledger-integrity": "the privacy ledgers are intact and paid for every update, with noise "
     "from the OS CSPRNG",
@@ -27,15 +29,33 @@ MECHANISM_TEST = "dp-mechanism-test"
 
 def overview(report: dict[str, Any]) -> dict[str, str]:
     """The plain-language parts and the paragraph joining them (pure)."""
+    checks = report.get("checks") or []
     parts = {
+        "failed": _failed(checks),
         "protected": _protected(report),
         "against": _against(report),
         "spent": _spent(report),
-        "verified": _verified(report.get("checks") or []),
+        "verified": _verified(checks),
         "not_verified": _not_verified(report),
     }
-    parts["text"] = " ".join(p for p in parts.values() if p)
+    if parts["failed"]:  # a failure comes first, the claims after it, marked as claims
+        claims = " ".join(p for p in (parts["protected"], parts["against"], parts["spent"]) if p)
+        order = [parts["failed"], parts["verified"], parts["not_verified"]]
+        order.append(f"What the run claims, not established while these failures stand: {claims}")
+    else:
+        order = [parts[k] for k in ("protected", "against", "spent", "verified", "not_verified")]
+    parts["text"] = " ".join(p for p in order if p)
     return parts
+
+
+def _failed(checks: list[dict[str, Any]]) -> str:
+    failed = [str(c.get("name")) for c in checks if c.get("result") == "fail"]
+    unverified = [str(c.get("name")) for c in checks if c.get("result") == "error"]
+    why = [f"{', '.join(failed)} failed"] if failed else []
+    why += [f"{', '.join(unverified)} could not be verified"] if unverified else []
+    if not why:
+        return ""
+    return f"FAIL: {'; '.join(why)}. Do not rely on this run's privacy claims."
 
 
 def _run_words(run: dict[str, Any]) -> str:
@@ -104,7 +124,10 @@ def _spent(report: dict[str, Any]) -> str:
     if mismatched:
         text += f" The independent re-computation did NOT confirm ε for {', '.join(mismatched)}."
     else:
-        text += " An independent re-computation (Google's PLD accountant) confirmed every ε."
+        text += (
+            " An independent re-computation (the audit's own replace-one accountant) "
+            "confirmed every ε."
+        )
     return text
 
 

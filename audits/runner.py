@@ -10,6 +10,7 @@ from typing import Any
 
 from audits.check_accounting import check_accounting
 from audits.check_aggregates import check_aggregates
+from audits.check_config import check_configuration
 from audits.check_egress import check_egress
 from audits.check_encryption import check_encryption
 from audits.check_hazards import check_hazards
@@ -17,9 +18,16 @@ from audits.check_ledger import check_ledger
 from audits.check_rundir import check_run_directory
 from audits.diagram import data_flow
 from audits.evidence import RunEvidence, load_run
+from audits.executive import executive
 from audits.install import tool_missing
 from audits.overview import overview
-from audits.provenance import audited_with, evidence_files, produced_by, run_parameters
+from audits.provenance import (
+    audited_with,
+    evidence_files,
+    produced_by,
+    recorded_in,
+    run_parameters,
+)
 from audits.result import CheckResult, verdict, verdict_word
 from audits.statement import (
     epsilon_series,
@@ -32,11 +40,15 @@ from audits.statement import (
 REPORT_FORMAT = "secure_fedsa.audit_report"
 # 2: the verdict is one word (PASS, WARN, FAIL, INCONCLUSIVE); overview, run parameters,
 # versions, evidence files, data flow, re-computed ε and per-finding advice added
-REPORT_VERSION = 2
+# 3: a configuration check; an executive page (ε in context, the canary test's reach, the
+# messages, the versions); every kind of message described and summarised per kind and round;
+# the versions config.json records
+REPORT_VERSION = 3
 NO_CONFIG = {"unavailable": "config.json is missing or unreadable"}
 
 CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
     check_run_directory,
+    check_configuration,
     check_egress,
     check_accounting,
     check_ledger,
@@ -87,8 +99,13 @@ def audit_run(
         "verdict": verdict_word(results),
         "verdict_text": verdict_text(verdict(results), results),
         "overview": {},
+        "executive": {},
         "run_parameters": _part(run_parameters, run) if run.config else NO_CONFIG,
-        "versions": {"produced_the_run": _part(produced_by, run), "audited_with": audited_with()},
+        "versions": {
+            "produced_the_run": _part(produced_by, run),
+            "recorded_in": _part(recorded_in, run),
+            "audited_with": audited_with(),
+        },
         "evidence_files": evidence_files(run),
         "bundle": run.bundle,
         "protections_off": run.protections_off() if run.config is not None else ["unknown"],
@@ -101,6 +118,7 @@ def audit_run(
         "checks": checks,
     }
     report["overview"] = _part(lambda _: overview(report), run)
+    report["executive"] = _part(lambda _: executive(report), run)
     report["seconds"] = round(time.time() - started, 2)
     return report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from audits import messages as kinds
 from audits.accountants import merged
 from audits.check_accounting import ledger_history, reported_epsilon
 from audits.evidence import RunEvidence
@@ -31,7 +32,7 @@ MASKED_LIMIT = (
 
 def trust_model(run: RunEvidence) -> dict[str, str]:
     """The trust model, with the known limit of this run (masked or not)."""
-    masked = run.cfg("encryption") is True and run.cfg("masking", True) is not False
+    masked = run.cfg("encryption") is True and run.cfg("masking") is True
     return {**TRUST_MODEL, "known_limit": MASKED_LIMIT if masked else UNMASKED_LIMIT}
 
 
@@ -142,11 +143,19 @@ def releases(run: RunEvidence) -> dict[str, Any]:
                 }
             )
         per_client[cid] = rounds
+    seen = sorted({str(r.get("kind")) for rows in per_client.values() for r in rows},
+                  key=kinds.kind_order)  # fmt: skip
     return {
         "method": method,
         "shared_groups_allowed": allowed,
-        "never_released": ["task head"] + (["B"] if "B" not in allowed else []),
+        "never_released": (["task head"] if "head" not in allowed else [])
+        + (["B"] if "B" not in allowed else []),
         "recipient": "the aggregation server (which forwards the encrypted sum to the clients)",
+        # what each kind of message carries, to whom, in what form, why it is safe
+        "kinds": [kinds.describe(kind) for kind in seen],
+        # per kind and round (consecutive rounds alike merged): counts, bytes, forms
+        "summary": kinds.summary(run.egress),
+        # every message, as the egress records list it (report.json only)
         "per_client": per_client,
     }
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import platform
 import shutil
 from contextlib import suppress
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,20 @@ from secure_fedsa.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+# the distributions whose versions config.json records (what made the run, for its audit)
+RECORDED_PACKAGES = ("torch", "opacus", "tenseal", "peft", "transformers", "dp-accounting", "numpy")
+
+
+def written_by() -> dict[str, Any]:
+    """config.json's ``secure_fedsa`` field: the release and the versions of Python and of
+    every package that makes a run, where the configuration is written."""
+    versions = {"python": platform.python_version(), "secure_fedsa": __version__}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name.replace("-", "_")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name.replace("-", "_")] = "not installed"
+    return {"release": __version__, "versions": versions}
 
 
 class RunDirectory:
@@ -102,7 +118,7 @@ class RunDirectory:
         file = self.path / CONFIG_FILE
         if file.is_file() and read_config(self.path) == config:
             return
-        self.write_json(CONFIG_FILE, {"secure_fedsa": __version__, **config.to_dict()})
+        self.write_json(CONFIG_FILE, {"secure_fedsa": written_by(), **config.to_dict()})
 
     def client_dir(self, client_id: str) -> Path:
         return self.path / "clients" / client_id

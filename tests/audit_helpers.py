@@ -23,6 +23,7 @@ SMALL = dict(
 )
 CHECKS = (
     "run-directory",
+    "configuration",
     "egress",
     "accounting",
     "ledger-integrity",
@@ -52,3 +53,10 @@ def edit_json(path: Path, change) -> None:
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+
+
+def edit_lines(path: Path, change) -> None:
+    """Edit a JSON-lines file (an egress record, metrics.jsonl) as a list of dicts."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    change(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))

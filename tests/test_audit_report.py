@@ -12,6 +12,7 @@ import ast
 import copy as deepcopy_module
 import hashlib
 import json
+import math
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -86,7 +87,10 @@ def text_of(html: str) -> str:
 def test_the_report_opens_with_a_plain_language_overview(report, html, run_dir):
     parts = report["overview"]
     text = parts["text"]
-    assert set(parts) == {"protected", "against", "spent", "verified", "not_verified", "text"}
+    assert set(parts) == {
+        "failed", "protected", "against", "spent", "verified", "not_verified", "text"
+    }  # fmt: skip
+    assert parts["failed"] == ""
     # who was protected, against whom
     assert "each client's training records" in parts["protected"]
     assert "record-level (ε, δ)-differential privacy" in parts["protected"]
@@ -99,13 +103,15 @@ def test_the_report_opens_with_a_plain_language_overview(report, html, run_dir):
     assert "δ = 1e-05" in parts["spent"] and "budget ε = 8.0" in parts["spent"]
     assert "confirmed every ε" in parts["spent"]
     # what was verified, and what was not
-    assert "6 of 7 checks passed" in parts["verified"] and "dp-hazards" in parts["verified"]
+    assert "7 of 8 checks passed" in parts["verified"] and "dp-hazards" in parts["verified"]
     assert "mechanism test (--canary) was not run" in parts["not_verified"]
     assert "share one CKKS secret key" in parts["not_verified"]
     assert text.startswith(parts["protected"]) and parts["not_verified"] in text
-    # in the HTML it comes right after the verdict, before everything else
+    # in the HTML its parts come right after the verdict ("In brief"), before everything else
     page = text_of(html)
-    assert page.index("Verdict: WARN") < page.index(text[:60]) < page.index("Privacy statement")
+    brief = page.index("In brief")
+    assert page.index("Verdict: WARN") < brief < page.index(parts["protected"][:60])
+    assert page.index(parts["against"][:60]) < page.index("The run, and what audited it")
 
 
 def test_the_overview_follows_the_evidence(report):
@@ -123,11 +129,18 @@ def test_the_overview_follows_the_evidence(report):
     assert "installed mechanism, not a replay" in variant(canary("pass"))["not_verified"]
 
     def fail_and_error(r):
-        r["checks"][2]["result"], r["checks"][5]["result"] = "fail", "error"
+        by_name = {c["name"]: c for c in r["checks"]}
+        by_name["accounting"]["result"], by_name["encryption"]["result"] = "fail", "error"
 
     parts = variant(fail_and_error)
     assert "FAILED: accounting" in parts["verified"]
     assert "Could not be verified" in parts["verified"] and "encryption" in parts["verified"]
+    # a FAIL leads with the failure, and the guarantee follows as a claim
+    assert parts["text"].startswith(
+        "FAIL: accounting failed; encryption could not be verified. Do not rely"
+    )
+    claim = "What the run claims, not established while these failures stand: "
+    assert parts["text"].index(claim) < parts["text"].index(parts["protected"])
 
     def mismatch(r):
         r["privacy_statement"]["clients"]["client-1"]["epsilon_matches"] = False
@@ -162,10 +175,16 @@ def test_the_report_states_the_runs_parameters_and_versions(report, html, run_di
     assert params["client_sizes"] == setup["clients"]
     recorded = ledger(run_dir, "client-0")["identity"]["versions"]
     made = report["versions"]["produced_the_run"]
-    assert made == {name: [version] for name, version in sorted(recorded.items())}
+    written = config["secure_fedsa"]["versions"]  # what config.json recorded at the start
+    assert made == {name: sorted({version, *made[name]}) for name, version in written.items()}
+    for name, version in recorded.items():
+        assert version in made[name]
+    assert report["versions"]["recorded_in"]["config.json"] == written
     audited = report["versions"]["audited_with"]
+    components = ("secure_fedsa", "python", "torch", "opacus", "tenseal", "peft", "transformers")
+    assert set(components) | {"dp_accounting", "numpy"} == set(audited) == set(written)
     for name, dist in (("tenseal", "tenseal"), ("peft", "peft"), ("secure_fedsa", "secure-fedsa")):
-        assert audited[name] == metadata.version(dist)
+        assert audited[name] == metadata.version(dist) == written[name]
     assert audited["opacus"] == metadata.version("opacus")
     assert datetime.fromisoformat(report["audited_at"]).tzinfo is not None
     page = text_of(html)
@@ -221,7 +240,7 @@ def test_the_diagram_follows_the_method_and_the_protections(report):
     assert "update: A, B" in fedit and "keeps head on the client" in fedit
     plain = _svg_texts(data_flow_svg({**base, "encrypted": False}))
     assert "receives PLAINTEXT updates" in plain and any("PLAINTEXT" in t for t in plain)
-    local = data_flow_svg({**base, "shared": [], "kept": ["A", "B", "head"]})
+    local = data_flow_svg({**base, "shared": [], "kept": ["A", "B", "head"], "messages": []})
     assert "<line" not in local and "sends nothing" in _svg_texts(local)
 
 
@@ -465,3 +484,153 @@ def test_keys_made_outside_the_run_are_bundled_and_listed_where_read(copy, tmp_p
     assert results(from_bundle) == results(from_run)
     for name in CHECKS:
         assert findings(from_bundle, name) == findings(from_run, name)
+
+
+# -- 8. issue 35: versions, every message explained, a first page for non-programmers -----------
+def test_config_json_records_the_versions_of_what_made_the_run(run_dir):
+    from secure_fedsa.config import RunConfig
+    from secure_fedsa.rundir import read_config
+
+    written = json.loads((run_dir / "config.json").read_text())["secure_fedsa"]
+    assert written["release"] == metadata.version("secure-fedsa")
+    for name, dist in (
+        ("torch", "torch"), ("opacus", "opacus"), ("tenseal", "tenseal"), ("peft", "peft"),
+        ("transformers", "transformers"), ("dp_accounting", "dp-accounting"), ("numpy", "numpy"),
+    ):  # fmt: skip
+        assert written["versions"][name] == metadata.version(dist)
+    assert written["versions"]["python"].count(".") == 2
+    assert isinstance(read_config(run_dir), RunConfig)  # the field is popped: it reads back
+
+
+def test_the_html_shows_the_runs_versions_next_to_the_audits(report, html):
+    table = html[html.index('id="versions"') :]
+    table = text_of(table[: table.index("</table>")])
+    written = report["versions"]["recorded_in"]["config.json"]
+    for name in ("tenseal", "peft", "transformers", "dp_accounting", "python"):
+        assert f"{name} {written[name]}" in table, name
+    assert "not recorded" not in table
+    assert "The audit ran with the same versions of these." in text_of(html)
+
+
+def _kinds_in(run_dir: Path) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for path in sorted((run_dir / "egress").glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            found.setdefault(record["kind"], []).append(record)
+    return found
+
+
+def test_every_kind_of_message_is_explained_and_summarised(report, html, run_dir):
+    sent = _kinds_in(run_dir)
+    assert set(sent) == {"update", "secagg-keys", "secagg-shares", "secagg-reveal"}
+    releases = report["releases"]
+    assert [k["kind"] for k in releases["kinds"]] == [
+        "secagg-keys", "secagg-shares", "update", "secagg-reveal"
+    ]  # fmt: skip
+    table = html[html.index("id='message-kinds'") :]
+    table = text_of(table[: table.index("</table>")])
+    for kind in releases["kinds"]:
+        for field in ("name", "carries", "to", "form", "why_safe"):
+            assert kind[field] and kind[field] in table, (kind["kind"], field)
+    assert "public keys are meant to be seen" in table and "128 bytes" in table
+    # per kind and round: the two rounds are alike, one row per kind
+    for row in releases["summary"]:
+        records = sent[row["kind"]]
+        assert row["rounds"] == [1, 2] and row["messages_per_round"] == 2 == row["clients"]
+        assert row["bytes_total"] == sum(r["bytes"] for r in records)
+        assert row["bytes_each"] == sorted({r["bytes"] for r in records})
+    assert sent["secagg-keys"][0]["bytes"] == 128  # the advert the issue names
+    # the raw rows: in report.json, not in the printed report
+    assert sum(len(rows) for rows in releases["per_client"].values()) == sum(
+        map(len, sent.values())
+    )
+    body = html[: html.index('id="evidence"')]
+    for records in sent.values():
+        for record in records:
+            assert record["sha256"] not in body
+
+
+def test_the_diagram_and_its_caption_show_every_kind(report, html):
+    svg = html[html.index("<svg") : html.index("</svg>") + len("</svg>")]
+    texts = _svg_texts(svg)
+    for label in ("masking key advert", "encrypted shares", "update: A", "unmasking reveal"):
+        assert label in texts, label
+    assert "plaintext, 128 B: 2 public keys + signature" in texts
+    assert any(t.startswith("ciphertext, 188 B") for t in texts)
+    assert "forwards adverts and sealed shares" in texts
+    figure = text_of(html[html.index("<figure>") : html.index("</figure>")])
+    assert "messages seen: ciphertext" not in figure
+    for kind in report["data_flow"]["messages"]:
+        assert kind["name"] in figure
+    assert "masking key advert (plaintext, 128 B)" in figure
+
+
+def test_an_unexplained_message_kind_is_drawn_in_red(copy):
+    path = copy / "egress" / "client-0.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows.append({**rows[0], "kind": "telemetry", "sha256": hashlib.sha256(b"t").hexdigest()})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = audit_run(copy)
+    assert "unknown message kind 'telemetry'" in _svg_texts(data_flow_svg(report["data_flow"]))
+    assert "NOT EXPLAINED" in text_of(render_html(report))
+    assert report["verdict"] == "FAIL"
+
+
+def test_the_first_page_puts_epsilon_and_the_canary_test_in_context(report, html):
+    page = report["executive"]
+    epsilon = max(c["epsilon"] for c in report["privacy_statement"]["clients"].values())
+    context = page["epsilon"]
+    assert context["epsilon"] == epsilon and context["relation"] == "replace-one"
+    assert context["likelihood_ratio"] == pytest.approx(math.exp(epsilon))
+    e = math.exp(epsilon)
+    assert context["max_accuracy"] == pytest.approx((1 + (e - 1 + 2e-5) / (e + 1)) / 2)
+    assert len(context["sources"]) == 3 and any("Kairouz" in s for s in context["sources"])
+    canary = page["canary"]
+    assert canary["this_report"] == "not run" and canary["canaries_needed"] is None  # ε ≈ 8
+    assert canary["most_any_test_can_back"] < epsilon
+    assert round(canary["ceilings"]["1000"], 1) == 4.7
+    brief = text_of(html[html.index('id="executive"') : html.index('id="run"')])
+    for text in (
+        "What was protected", "Against whom", "What this ε means", "What a canary test can back",
+        "only a lower bound on ε", "is above that", "What left each client", "Verified",
+        "Not verified", "To act on", "What made the run", "Dwork & Roth 2014",
+        "masking key advert: two public keys and a signature (1 per round, 128 B, plaintext)",
+    ):  # fmt: skip
+        assert text in brief, text
+    # first on the page: the verdict, then the brief, then the details
+    full = text_of(html)
+    assert full.index("Verdict: WARN") < full.index("In brief") < full.index("Privacy statement")
+    assert "What failed" not in full
+
+
+def test_a_fail_report_leads_with_the_failure(copy):
+    edit_json(copy / "config.json", lambda c: c.update(method="fedit"))
+    report = audit_run(copy)
+    page = text_of(render_html(report))
+    assert report["verdict"] == "FAIL"
+    failed = page.index("What failed")
+    assert page.index("Verdict: FAIL") < failed < page.index("In brief")
+    assert page.index("holds only A") < page.index("What the run claims (not established)")
+    assert "What was protected" not in page
+    assert report["executive"]["failures"][0]["finding"].startswith("fail: config.json says")
+
+
+def test_the_printed_report_leaves_the_evidence_data_to_report_json(html):
+    printed = CSS[CSS.index("@media print") :]
+    assert ".screen-only{display:none}" in printed and "#executive{break-after:page}" in printed
+    appendix = html.index('<section class="screen-only" id="evidence">')
+    assert "<pre>" not in html[:appendix]  # every evidence block is in the appendix
+    assert html[appendix:].count("<pre>") == len(CHECKS)
+    note = html[html.index('id="evidence-note"') :]
+    assert "print-only" in html[appendix : html.index('id="evidence-note"')]
+    assert "in report.json" in note
+
+
+def test_the_bundle_command_prints_the_manifests_sha256(run_dir, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    assert audit([str(run_dir), "--bundle", str(out)]) == 0
+    printed = capsys.readouterr().out
+    digest = hashlib.sha256((out / "MANIFEST.json").read_bytes()).hexdigest()
+    assert f"MANIFEST.json SHA-256: {digest}" in printed and "second channel" in printed
+    assert audit_run(out)["bundle"]["sha256"] == digest  # what the report shows

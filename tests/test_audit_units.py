@@ -164,3 +164,131 @@ def test_the_ledger_chain_is_recomputed_independently():
     assert any("edited" in p for p in chain_problems(doc))
     del doc["entries"][0]
     assert any("does not follow" in p for p in chain_problems(doc))
+
+
+# -- the canary test's ceiling, ε in context, message kinds, digests (issue 35) ------------------
+def test_the_canary_ceiling_is_the_bound_of_all_guesses_right():
+    from audits.canary_bound import K_FRACTIONS, certifiable_epsilon
+
+    r = 2 * int(max(K_FRACTIONS) * 1000)
+    per_k = 1 - 0.05 / len(K_FRACTIONS)
+    assert certifiable_epsilon(1000, 1e-5) == epsilon_lower_bound(1000, r, r, delta=1e-5,
+                                                                   confidence=per_k)  # fmt: skip
+    # the ceilings the guides quote
+    assert round(certifiable_epsilon(1000, 1e-5), 1) == 4.7
+    assert round(certifiable_epsilon(5000, 1e-5), 1) == 6.0
+    assert certifiable_epsilon(20000, 1e-5) < certifiable_epsilon(10000, 1e-5) < 6.2
+
+
+def test_the_vectorised_p_value_equals_the_loop():
+    """p_value sums the window in the same order as the paper's loop."""
+    from scipy import stats
+
+    def looped(m, r, v, epsilon, delta):
+        q = 1 / (1 + math.exp(-epsilon))
+        beta = float(stats.binom.sf(v - 1, r, q))
+        alpha, window = 0.0, 0.0
+        for i in range(1, v + 1):
+            window += float(stats.binom.pmf(v - i, r, q))
+            alpha = max(alpha, window / i)
+        return min(beta + alpha * delta * 2 * m, 1.0)
+
+    for m, r, v, eps in ((1000, 100, 80, 1.0), (200, 50, 50, 3.0), (500, 20, 0, 0.5)):
+        assert p_value(m, r, v, eps, 1e-5) == pytest.approx(looped(m, r, v, eps, 1e-5), rel=1e-12)
+
+
+def test_membership_bounds_follow_the_testing_region():
+    from audits.executive import max_accuracy, max_true_positive_rate
+
+    # ε = 0, δ = 0: no test beats chance
+    for alpha in (0.001, 0.1, 0.5):
+        assert max_true_positive_rate(0.0, 0.0, alpha) == pytest.approx(alpha)
+    assert max_accuracy(0.0, 0.0) == pytest.approx(0.5)
+    # δ = 0: the balanced accuracy is e^ε / (1 + e^ε)
+    assert max_accuracy(1.0, 0.0) == pytest.approx(math.e / (1 + math.e))
+    assert max_accuracy(8.0, 1e-5) > 0.999
+    # at small ε and FPR the first constraint binds: TPR = e^ε FPR + δ
+    assert max_true_positive_rate(1.0, 1e-5, 0.001) == pytest.approx(math.e * 0.001 + 1e-5)
+    # at large ε the second: TPR = 1 − e^−ε (1 − δ − FPR)
+    expected = 1 - math.exp(-8.0) * (1 - 1e-5 - 0.01)
+    assert max_true_positive_rate(8.0, 1e-5, 0.01) == pytest.approx(expected)
+
+
+def test_epsilon_in_context_says_what_it_means_and_cites_it():
+    from audits.executive import epsilon_in_context
+
+    weak = epsilon_in_context(8.0, 1e-5)
+    assert "2 981 times more likely" in weak["meaning"] and "replace-one" in weak["meaning"]
+    assert "Dwork & Roth 2014" in weak["meaning"] and "Kairouz" in weak["attacker"]
+    assert "worst-case bound is weak" in weak["reading"] and "Nasr et al. 2021" in weak["reading"]
+    strong = epsilon_in_context(1.0, 1e-5)
+    assert "weak" not in strong["reading"] and strong["max_accuracy"] < 0.75
+
+
+def test_message_kinds_are_described_and_their_sizes_restated():
+    from audits import messages
+    from secure_fedsa.crypto.shamir import SHARE_BYTES
+
+    assert set(messages.KINDS) == {"update", "secagg-keys", "secagg-shares", "secagg-reveal",
+                                   "report"}  # fmt: skip
+    for about in messages.KINDS.values():
+        assert {"name", "short", "carries", "to", "form", "why_safe"} <= set(about)
+    # independent of the code under audit, yet in agreement with it
+    assert messages.SHARE_BYTES == SHARE_BYTES
+    assert messages.ADVERT_BYTES == 128 and messages.SEALED_SHARE_BYTES == 94
+    assert messages.describe("telemetry")["why_safe"].startswith("not established")
+
+
+def test_messages_are_summarised_per_kind_and_round():
+    from audits.messages import summary
+
+    def row(kind, number, size, form="plaintext"):
+        return {"kind": kind, "round": number, "bytes": size, "form": form}
+
+    records = {
+        "a": [row("update", 1, 100, "ciphertext"), row("secagg-keys", 1, 128),
+              row("update", 2, 100, "ciphertext"), row("secagg-keys", 2, 128),
+              row("update", 3, 90, "ciphertext")],
+        "b": [row("update", 1, 100, "ciphertext"), row("update", 2, 100, "ciphertext")],
+    }  # fmt: skip
+    got = summary(records)
+    assert [(r["kind"], r["rounds"], r["messages_per_round"], r["bytes_each"]) for r in got] == [
+        ("secagg-keys", [1, 2], 1, [128]),
+        ("update", [1, 2], 2, [100]),  # rounds 1 and 2 alike: one row
+        ("update", [3, 3], 1, [90]),
+    ]
+    assert got[1]["bytes_total"] == 400 and got[1]["forms"] == ["ciphertext"]
+
+
+def test_a_digest_must_look_like_one():
+    import hashlib
+
+    from audits.check_egress import EMPTY_DIGEST, digest_problem
+
+    assert digest_problem(hashlib.sha256(b"hello").hexdigest(), 5) is None
+    assert "not a SHA-256" in digest_problem("0" * 63, 5)
+    assert "not a SHA-256" in digest_problem("AB" * 32, 5)  # upper case is not what is written
+    assert "placeholder" in digest_problem("0" * 64, 5)
+    assert "placeholder" in digest_problem("0123" * 16, 5)
+    assert "empty message" in digest_problem(EMPTY_DIGEST, 5)
+    assert digest_problem(EMPTY_DIGEST, 0) is None
+
+
+def test_protocol_message_sizes_follow_their_content():
+    from audits.check_egress import size_problem
+
+    assert size_problem("secagg-keys", 128, 3) is None
+    assert "128 bytes" in size_problem("secagg-keys", 129, 3)
+    assert size_problem("secagg-shares", 3 * 94, 3) is None
+    assert size_problem("secagg-shares", 4 * 94, 3) is not None  # more peers than clients
+    assert size_problem("secagg-reveal", 2 * 33, 3) is None
+    assert size_problem("secagg-reveal", 2 * 33 + 1, 3) is not None
+
+
+def test_the_manifest_hash_is_restated_independently_yet_in_agreement():
+    from audits.check_config import manifest_digest
+    from secure_fedsa.sharing import Manifest
+
+    entries = (("encoder.layer.0.q.lora_A.default.weight", (8, 384)), ("head.w", (2,)))
+    manifest = Manifest(entries)
+    assert manifest_digest(manifest.to_list()) == manifest.digest

@@ -449,3 +449,17 @@ def test_a_sweep_from_before_the_alone_cells_is_named_as_such(tmp_path):
     )
     assert open_sweep_dir(spec, tmp_path / "new")  # a new sweep gets version 2
     assert json.loads((tmp_path / "new" / "sweep.json").read_text())["version"] == 2
+
+
+def test_the_one_sided_sign_flip_test_of_a_margin():
+    from secure_fedsa.sweep.significance import sign_flip_p_above
+
+    # ten seeds all 3 points ahead: d - 0.02 all positive, only the all-plus pattern reaches it
+    assert sign_flip_p_above([0.03] * 10, 0.02) == pytest.approx(1 / 1024)
+    # all exactly at the margin: every pattern sums to 0 >= 0
+    assert sign_flip_p_above([0.02] * 5, 0.02) == 1.0
+    # below the margin: never evidence
+    assert sign_flip_p_above([0.01] * 6, 0.02) == 1.0
+    # hand count: d - m = (+1, +1, -1) -> sums over 8 patterns >= 1: (+,+,-)=1, (+,+,+)=3,
+    # (+,-,+)... = 1, (-,+,+) = 1 -> 4 of 8
+    assert sign_flip_p_above([3, 3, 1], 2) == pytest.approx(4 / 8)
