@@ -520,7 +520,7 @@ def _failed_with(report: dict, name: str, text: str) -> None:
         ({"lora_r": 4}, "lora_r = 4, but the shapes in setup.json's manifest give rank 8"),
         ({"target_modules": ["query"]}, "do not name module"),
         ({"target_modules": ["query", "value", "key"]}, "name key, but setup.json's manifest"),
-        ({"num_layers": 3}, "the top 2 of 3 encoder layers are adapted (layers 1, 2)"),
+        ({"num_layers": 3}, "the top 1 of 3 encoder layers are adapted (layers 2)"),
         ({"num_clients": 3}, "config.json says 3 clients, setup.json sets up 2"),
         ({"rounds": 1}, "config.json plans 1 rounds, metrics.jsonl records round 2"),
     ],
