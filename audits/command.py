@@ -101,7 +101,24 @@ def _audit(args: argparse.Namespace) -> int:
             print(f"              {finding}")
     print(f"verdict: {report['verdict_text']}")
     print(f"report: {out / 'report.html'}")
+    if out == run_dir / "audit" and (run_dir / "adapters").is_dir():
+        _update_model_cards(run_dir)
     return 0 if report["verdict"] in NOT_FAILED else 1
+
+
+def _update_model_cards(run_dir: Path) -> None:
+    """Rewrite the run's model cards with the verdict (secure_fedsa/model_card.py); a card
+    that cannot be written is a note, never a change of the verdict."""
+    from secure_fedsa.errors import SecureFedsaError
+    from secure_fedsa.model_card import write_run_cards
+
+    try:
+        cards = write_run_cards(run_dir)
+    except (OSError, ValueError, KeyError, SecureFedsaError) as exc:
+        print(f"model cards not updated with the verdict: {exc}")
+        return
+    if cards:
+        print(f"model cards: the verdict is in {len(cards)} adapter README.md file(s)")
 
 
 def _write_bundle(args: argparse.Namespace, run_dir: Path) -> int:

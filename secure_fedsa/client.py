@@ -465,16 +465,22 @@ class Client:
         state: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write this client's adapter (global A, own B) in peft's format, plus its head: its
-        current model, or ``state`` (e.g. its finished model)."""
+        current model, or ``state`` (e.g. its finished model). The adapter names its base model
+        portably (secure_fedsa/base_reference.py); its model card is the caller's
+        (secure_fedsa/model_card.py)."""
         from safetensors.torch import save_file
 
+        from secure_fedsa.base_reference import portable_base
         from secure_fedsa.vera import peft_layout
 
         state = self.state if state is None else state
         self.model.load_adapter_state(state)
         directory.mkdir(parents=True, exist_ok=True)
-        with peft_layout(self.model):  # VeRA: peft's own parameter layout while it saves
-            self.model.encoder.save_pretrained(str(directory))
+        # VeRA: peft's own parameter layout while it saves; never this machine's model path.
+        # The vocabulary is never changed: no copy of the base embeddings, and no question to
+        # the hub about the base model (peft's "auto" asks it)
+        with peft_layout(self.model), portable_base(self.model.encoder):
+            self.model.encoder.save_pretrained(str(directory), save_embedding_layers=False)
         head = {k.removeprefix("head."): v.contiguous() for k, v in state.items()}
         head = {k: v for k, v in head.items() if k.startswith("classifier.")}
         save_file(head, str(directory / "head.safetensors"))

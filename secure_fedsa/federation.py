@@ -39,6 +39,7 @@ from secure_fedsa.errors import BudgetExhausted, LedgerError
 from secure_fedsa.frozen_prefix import FrozenPrefix
 from secure_fedsa.masked_round import InProcessMasking
 from secure_fedsa.model import build_model
+from secure_fedsa.model_card import write_run_cards
 from secure_fedsa.node import (
     LEDGER_FILE,
     PrivacyHistory,
@@ -642,6 +643,7 @@ class Federation:
             "seconds_by_phase": phases,
         }
         self.rundir.write_json("summary.json", summary)
+        write_run_cards(self.rundir.path)  # each exported adapter's README.md (model_card.py)
         return {**summary, "evaluation": {"released": released, **evaluation}}
 
 

@@ -459,6 +459,12 @@ def test_clients_per_round_trains_only_the_drawn_sites_and_all_apply_and_finish(
         note = json.loads((state_dir / "finished-adapter" / "finishing.json").read_text())
         assert note["differentially_private"] is False
         assert (state_dir / "adapter" / "head.safetensors").is_file()  # the DP model
+        # each exported model carries its card, and no path of this machine (model_card.py)
+        card = (state_dir / "adapter" / "README.md").read_text()
+        assert f"{site}, one of" in card and "-differential privacy**" in card
+        assert str(tmp_path) not in card
+        finished_card = (state_dir / "finished-adapter" / "README.md").read_text()
+        assert "**NOT DIFFERENTIALLY PRIVATE.**" in finished_card
         assert json.loads((state_dir / "summary.json").read_text())["finish_steps"] == 1
     # round 2's sum reached every site, also the one that sat it out
     weights = {s: _train_size(tmp_path / s) for s in drawn[2]}

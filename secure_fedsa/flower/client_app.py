@@ -36,6 +36,7 @@ from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import BudgetExhausted, ConfigError
 from secure_fedsa.flower import protocol as p
 from secure_fedsa.flower import secagg_records as sr
+from secure_fedsa.model_card import write_site_cards
 from secure_fedsa.node import Site, SiteSpec, build_site
 from secure_fedsa.secagg import MaskingClient, RoundFailed, fixed_threshold
 
@@ -259,6 +260,8 @@ def evaluate(message: Message, context: Context) -> Message:
         final_validation = (
             client.evaluate(split="validation", state=finished) if validated else None
         )
+        released = final if deployment.report_accuracy else None
+        write_site_cards(client.directory, client.client_id, deployment.config, released)
         report["final"] = True
         if deployment.report_accuracy:
             report["final-accuracy"] = final
