@@ -28,7 +28,7 @@ from audits.provenance import (
     recorded_in,
     run_parameters,
 )
-from audits.result import CheckResult, verdict, verdict_word
+from audits.result import INSTALLED_MECHANISM, CheckResult, verdict, verdict_word
 from audits.statement import (
     epsilon_series,
     privacy_statement,
@@ -144,7 +144,13 @@ def verdict_text(overall: str, results: list[CheckResult]) -> str:
             f"INCONCLUSIVE: every other check verified; {', '.join(undecided)} could not decide "
             "(see its findings)."
         )
-    return "PASS: every check verified from the run's files."
+    text = "PASS: every check verified from the run's files."
+    if any(r.scope == INSTALLED_MECHANISM for r in results):
+        text += (
+            " Apart from the run: the installed-mechanism test found the mechanism installed "
+            "here consistent with the claimed ε (a test of that code, not of this run)."
+        )
+    return text
 
 
 _verdict_text = verdict_text  # the name tests and older callers use
