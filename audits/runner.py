@@ -43,7 +43,9 @@ REPORT_FORMAT = "secure_fedsa.audit_report"
 # 3: a configuration check; an executive page (ε in context, the canary test's reach, the
 # messages, the versions); every kind of message described and summarised per kind and round;
 # the versions config.json records
-REPORT_VERSION = 3
+# 4: every check has a scope; the canary check is the installed-mechanism test (scope
+# "installed-mechanism"), with the Steinke et al. and the f-DP one-run bounds and the audit's reach
+REPORT_VERSION = 4
 NO_CONFIG = {"unavailable": "config.json is missing or unreadable"}
 
 CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
