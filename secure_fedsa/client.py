@@ -202,6 +202,8 @@ class Client:
 
     # -- training -------------------------------------------------------------------------
     def planned_event(self) -> DPEvent | None:
+        """The event the next round is planned to spend: what the budget check projects.
+        Training charges the event the mechanism actually executed (:func:`train_dp`)."""
         if self.privacy is None:
             return None
         s = self.privacy.settings
@@ -251,7 +253,7 @@ class Client:
             )
             epsilon = None
         else:
-            stats = train_dp(
+            ran = train_dp(
                 module,
                 train,
                 steps=self.plan.local_steps,
@@ -264,11 +266,15 @@ class Client:
                 carry=self.carry,
                 lr_factors=self.plan.lr_factors(round_number),
             )
-            # Privacy is spent the moment training ran: record it before anything else, and
-            # above all before anything computed in this round can leave the client.
+            stats = ran.stats
+            # Privacy is spent the moment training ran: record what the mechanism executed
+            # (not what was planned) before anything else, and above all before anything
+            # computed in this round can leave the client.
+            if ran.event is None:
+                raise LedgerError(f"{self.client_id}: round {round_number} ran no DP step")
             epsilon = self.privacy.ledger.record(
                 round_number,
-                self.planned_event(),
+                ran.event,
                 clip=self.privacy.settings.clip,
                 noise_source=self.randomness.name,
             )
