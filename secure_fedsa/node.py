@@ -4,6 +4,8 @@
   a client's optimisation plan; the privacy it already spent (its ledger, checked against what it
   released); its privacy plan, calibrated against that history; its DP settings plus ledger.
 - :func:`new_aggregator`, :func:`submit`: the server's side of one round (validate and add).
+- :func:`run_labels`, :func:`server_manifest`: the label vocabulary and the shared-tensor
+  manifest every party derives from the run configuration alone (the server included).
 - :class:`SiteSpec`, :func:`build_site`: everything one site needs, built from what that site
   alone holds (its data file or a bundled dataset partition, its ``client.keys``, its state
   directory). This is how a Flower ClientApp makes its :class:`~secure_fedsa.client.Client`.
@@ -26,7 +28,7 @@ from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan,
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.signing import Roster, SigningKey, load_identity
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import DataError, LedgerError, UpdateRejected
+from secure_fedsa.errors import ConfigError, DataError, LedgerError, UpdateRejected
 from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
 from secure_fedsa.privacy.engine import DPSettings
@@ -392,6 +394,12 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         )
     identity = load_identity(spec.identity)
     data, label_names = site_data(config, spec)
+    expected = run_labels(config)
+    if expected and tuple(label_names) != expected:
+        raise DataError(
+            f"{spec.name}: its data has the labels {', '.join(label_names)}; the run's label "
+            f"vocabulary is {', '.join(expected)} (every site must number labels alike)"
+        )
     policy = get_policy(config.method, config.head)
     torch.manual_seed(config.seed)
     model = build_model(model_spec(config), num_labels=len(label_names), seed=config.seed)
@@ -425,16 +433,36 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
     return Site(client=client, label_names=label_names, privacy_plan=plan, manifest=manifest)
 
 
+def run_labels(config: RunConfig) -> tuple[str, ...]:
+    """The run's label vocabulary, in order, from its configuration alone: ``labels``, or the
+    vocabulary of the bundled dataset it names (empty when neither says: a dataset file whose
+    labels only its holders know)."""
+    from secure_fedsa.data import BUNDLED_LABELS
+
+    if config.labels:
+        return tuple(config.labels)
+    if config.data_files:
+        return ()
+    return BUNDLED_LABELS.get(config.dataset, ())
+
+
 def server_manifest(config: RunConfig) -> Manifest:
     """The shared-tensor manifest, built by the server from the configuration alone.
 
-    Shared tensors are LoRA matrices, whose shapes do not depend on the number of labels; the
-    head (which does) is never shared.
+    LoRA matrices do not depend on the number of labels; the head does, so when the head is
+    shared (``head = shared``) the server builds it for the run's label vocabulary
+    (:func:`run_labels`), which every site checks its own data against (:func:`build_site`):
+    the manifest hash the server checks each update against is then the sites' own.
     """
     from secure_fedsa.model import build_model
     from secure_fedsa.prepare import model_spec
 
     policy = get_policy(config.method, config.head)
-    num_labels = max(len(config.labels), 2)
-    model = build_model(model_spec(config), num_labels=num_labels, seed=config.seed)
+    labels = run_labels(config)
+    if not labels and "head" in policy.shared:
+        raise ConfigError(
+            "the head is shared (head = shared): the server must know the label vocabulary to "
+            'build it; give it with run config labels="a,b,..."'
+        )
+    model = build_model(model_spec(config), num_labels=max(len(labels), 2), seed=config.seed)
     return shared_manifest(model.adapter_state(), policy)
