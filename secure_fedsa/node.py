@@ -3,7 +3,6 @@
 - :func:`training_plan`, :func:`privacy_history`, :func:`plan_client`, :func:`client_privacy`:
   a client's optimisation plan; the privacy it already spent (its ledger, checked against what it
   released); its privacy plan, calibrated against that history; its DP settings plus ledger.
-- :func:`new_aggregator`, :func:`submit`: the server's side of one round (validate and add).
 - :func:`run_labels`, :func:`server_manifest`: the label vocabulary and the shared-tensor
   manifest every party derives from the run configuration alone (the server included).
 - :class:`SiteSpec`, :func:`build_site`: everything one site needs, built from what that site
@@ -16,7 +15,6 @@ Nothing here imports Flower.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +24,9 @@ import torch
 
 from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan, saved_release
 from secure_fedsa.config import RunConfig
-from secure_fedsa.crypto.signing import Roster, SigningKey, load_identity
+from secure_fedsa.crypto.signing import load_identity
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import ConfigError, DataError, LedgerError, UpdateRejected
+from secure_fedsa.errors import ConfigError, DataError, LedgerError
 from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
 from secure_fedsa.privacy.engine import DPSettings
@@ -36,9 +34,7 @@ from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
 from secure_fedsa.privacy.randomness import OSRandom
 from secure_fedsa.sampling import rounds_sampled
-from secure_fedsa.server import Aggregator, LedgerHeads
 from secure_fedsa.sharing import Manifest, SharingPolicy, get_policy
-from secure_fedsa.wire import LedgerHead
 
 LEDGER_FILE = "privacy_ledger.json"
 
@@ -194,64 +190,6 @@ def client_privacy(
 def shared_manifest(initial: dict[str, torch.Tensor], policy: SharingPolicy) -> Manifest:
     """The manifest of the tensors ``policy`` shares (A for FedSA), from the initial state."""
     return Manifest.from_state(initial, policy.shared_names(list(initial)))
-
-
-# --------------------------------------------------------------------------- per round (server)
-def new_aggregator(
-    codec,  # noqa: ANN001 - a server codec
-    manifest: Manifest,
-    round_number: int,
-    *,
-    session: str,
-    roster: Roster,
-    key: SigningKey,
-    dp: bool,
-    ledger_heads: LedgerHeads | None = None,
-) -> Aggregator | None:
-    """The aggregator of one round, or None when the method shares nothing. With ``dp``, every
-    update must carry its ledger head, moving forward from ``ledger_heads`` (the last head the
-    server accepted from each client)."""
-    if manifest.size == 0:
-        return None
-    return Aggregator(
-        codec,
-        manifest_hash=manifest.digest,
-        round=round_number,
-        n_values=manifest.size,
-        session=session,
-        roster=roster,
-        key=key,
-        require_ledger=dp,
-        ledger_heads=ledger_heads,
-    )
-
-
-def ledger_heads_from_metrics(metrics: Sequence[dict]) -> dict[str, tuple[int, LedgerHead]]:
-    """The last ledger head the server accepted from each client, from its round records (the
-    ``ledger`` each accepted update carried), so that a restarted server keeps checking."""
-    heads: dict[str, tuple[int, LedgerHead]] = {}
-    for record in metrics:
-        number = record.get("round") if isinstance(record, dict) else None
-        for cid, entry in ((record or {}).get("clients") or {}).items():
-            head = entry.get("ledger") if isinstance(entry, dict) else None
-            if isinstance(number, int) and isinstance(head, dict):
-                heads[cid] = (number, LedgerHead(int(head["entries"]), str(head["head"])))
-    return heads
-
-
-def new_session() -> str:
-    """A run's random session id: bound into every signed message, so that messages of another
-    run (under the same keys) are rejected as replays. Public; kept in the run's setup."""
-    return secrets.token_hex(16)
-
-
-def submit(aggregator: Aggregator, payload: bytes) -> str | None:
-    """Add one update; returns the rejection reason, or None when it was accepted."""
-    try:
-        aggregator.add(payload)
-    except UpdateRejected as exc:
-        return exc.reason
-    return None
 
 
 # --------------------------------------------------------------------------- one site
