@@ -127,6 +127,7 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
 
 
 def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
+    from secure_fedsa.flower import secagg_records as sr
     from secure_fedsa.flower.server_app import RoundFailed
 
     root, keys, files = sites
@@ -147,6 +148,9 @@ def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
     assert "resume-dir" in failed["resume"]
     assert not (run_dir / "metrics.jsonl").exists()
     assert _ledger_rounds(tmp_path / "site-a") == [1]
+    # site-a and site-b had masked: the failed round's secrets are forgotten, not kept for
+    # as long as their SuperNodes run
+    assert all(sr.STATE not in c.state for c in grid.contexts.values())
 
     resumed = {**config, "resume-dir": str(run_dir)}
     grid = FakeGrid(_contexts(tmp_path, keys, files, resumed))

@@ -98,8 +98,23 @@ class FinishRequest:
     session: str
 
 
+@dataclass(frozen=True)
+class ForgetRequest:
+    """The round failed and the run stops (no evaluate of this round will come): forget its
+    masking secrets now. Reply: :class:`Forgotten`."""
+
+    round: int
+    session: str
+
+
 Request = (
-    KeysRequest | SharesRequest | TrainRequest | RevealRequest | EvaluateRequest | FinishRequest
+    KeysRequest
+    | SharesRequest
+    | TrainRequest
+    | RevealRequest
+    | EvaluateRequest
+    | FinishRequest
+    | ForgetRequest
 )
 
 
@@ -183,8 +198,17 @@ class FinalReport:
     final_evaluation_seconds: float = 0.0
 
 
-Report = TrainReport | ApplyReport | FinalReport
-REPORTS: dict[str, type] = {t.__name__: t for t in (TrainReport, ApplyReport, FinalReport)}
+@dataclass(frozen=True)
+class Forgotten:
+    """A site has forgotten the round's masking secrets."""
+
+    client: str
+
+
+Report = TrainReport | ApplyReport | FinalReport | Forgotten
+REPORTS: dict[str, type] = {
+    t.__name__: t for t in (TrainReport, ApplyReport, FinalReport, Forgotten)
+}
 
 
 # --------------------------------------------------------------------------- report codec

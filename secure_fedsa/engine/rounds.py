@@ -13,6 +13,9 @@ Round r, as the server drives it (each phase one exchange of typed messages with
    aggregate, loads it (or keeps its round-start shared tensors), evaluates, reports;
 6. **record**: one line of metrics.jsonl (:mod:`secure_fedsa.engine.record`).
 
+A site forgets the round's masking secrets at its last use of them (its reveal, or the round's
+evaluate), or, when a failed round stops the run, at a **forget** message.
+
 After the last round a **finish** exchange has every site export, finish and evaluate its final
 model; the server writes summary.json (:mod:`secure_fedsa.engine.summary`).
 
@@ -289,6 +292,10 @@ class RoundEngine:
         self._connections(state, gone)
         if self.config.clients_per_round is not None:
             record.sampled = sorted(self._name(a) for a in state.drawn)
+        # no evaluate of this round will come: the sites drawn forget its secrets now (one
+        # that does not answer is already out of the round; its secrets die with its process)
+        request = m.ForgetRequest(record.round, self.settings.session)
+        self.transport.exchange({a: request for a in state.drawn})
         reason = f"round {record.round} failed: {reason}"
         summary = failed_summary(self.rundir.metrics(), record.to_json(), reason,
                                  self.settings.resume_hint)  # fmt: skip

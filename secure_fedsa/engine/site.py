@@ -12,7 +12,8 @@ evaluation.
 The round's X25519 keys and self-mask seed live in a :class:`SecretStore` (memory only: a dict
 in-process, the SuperNode's ``Context.state`` in Flower) from the key advertisement until the
 site's last use of them: they are forgotten after its reveal, at the round's evaluation, at a
-new round's advertisement and at the end of the run, whichever comes first.
+new round's advertisement, when a failed round stops the run and at the end of the run,
+whichever comes first.
 """
 
 from __future__ import annotations
@@ -290,6 +291,11 @@ class Participant:
         )  # fmt: skip
         return m.FinalReport(self.name, privacy_report(client, config.delta), evaluation, seconds)
 
+    def forget(self, request: m.ForgetRequest) -> m.Forgotten:
+        """A failed round that stops the run: its secrets are of no further use."""
+        self.secrets.clear()
+        return m.Forgotten(self.name)
+
     # -- helpers -------------------------------------------------------------------------
     def _client(self) -> Client:
         if self.client is None:
@@ -328,6 +334,7 @@ HANDLERS: dict[type, Callable[[Participant, Any], Any]] = {
     m.RevealRequest: Participant.reveal,
     m.EvaluateRequest: Participant.evaluate,
     m.FinishRequest: Participant.finish,
+    m.ForgetRequest: Participant.forget,
 }
 
 

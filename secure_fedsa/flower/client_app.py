@@ -73,7 +73,7 @@ def _answer(message: Message, context: Context, *, with_model: bool) -> Message:
     request = fm.read_request(message)
     reply = site.handle(request)
     report = reply.report if isinstance(reply, m.TrainReply) else reply
-    if isinstance(report, m.TrainReport | m.ApplyReport | m.FinalReport):
+    if isinstance(report, tuple(m.REPORTS.values())):
         site.egress.record(
             site.name,
             round_number=request.round,
@@ -107,3 +107,5 @@ evaluate = app.evaluate()(_handler(with_model=True))
 # finish-steps (no DP, after the site's last release; into <state-dir>/finished-adapter),
 # evaluate the final model into evaluation.json.
 finish = app.query("finish")(_handler(with_model=True))
+# A failed round stops the run: forget its masking secrets (no evaluate of it will come).
+forget = app.query("forget")(_handler(with_model=False))

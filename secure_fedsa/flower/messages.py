@@ -22,6 +22,7 @@ from secure_fedsa.flower import secagg_records as sr
 from secure_fedsa.secagg import KeyAdvert, Reveal
 
 FINISH = "query.finish"
+FORGET = "query.forget"
 SENDER = "sender"  # who sent a share message (a ConfigRecord beside the shares)
 
 MESSAGE_TYPES: dict[type, str] = {
@@ -31,6 +32,7 @@ MESSAGE_TYPES: dict[type, str] = {
     m.RevealRequest: sr.REVEAL,
     m.EvaluateRequest: MessageType.EVALUATE,
     m.FinishRequest: FINISH,
+    m.ForgetRequest: FORGET,
 }
 
 
@@ -87,6 +89,7 @@ REQUEST_WRITERS: dict[type, Callable[[Any, Settings, RecordDict], None]] = {
     m.RevealRequest: _reveal_request,
     m.EvaluateRequest: _evaluate_request,
     m.FinishRequest: lambda request, settings, content: None,
+    m.ForgetRequest: lambda request, settings, content: None,
 }
 
 
@@ -131,6 +134,7 @@ def read_request(message: Message) -> m.Request:
             number, session, _bytes(content, p.AGGREGATE)
         ),
         FINISH: lambda: m.FinishRequest(number, session),
+        FORGET: lambda: m.ForgetRequest(number, session),
     }
     return readers[kind]()
 
@@ -163,6 +167,7 @@ REPLY_WRITERS: dict[type, Callable[[Any, RecordDict], None]] = {
     m.TrainReport: _report_reply,
     m.ApplyReport: _report_reply,
     m.FinalReport: _report_reply,
+    m.Forgotten: _report_reply,
 }
 
 
@@ -204,6 +209,7 @@ REPLY_READERS: dict[type, tuple[Callable[[RecordDict], Any], str]] = {
     m.RevealRequest: (lambda c: sr.reveal_from(c.config_records[p.SECAGG]), "malformed reveal"),
     m.EvaluateRequest: (lambda c: _report(c, m.ApplyReport), "malformed reply (no report)"),
     m.FinishRequest: (lambda c: _report(c, m.FinalReport), "malformed reply (no report)"),
+    m.ForgetRequest: (lambda c: _report(c, m.Forgotten), "malformed reply (no report)"),
 }
 
 

@@ -16,7 +16,8 @@ a site's round secrets between messages. Per round, with masking on, the ServerA
 A site's private keys and self-mask seed live only in its SuperNode's memory between these
 messages (``Context.state``, which Flower keeps in the SuperNode process and never writes to
 disk; :class:`ContextSecrets`). The site forgets them after its reveal, at the round's
-``evaluate``, at the next advertisement and at the run's ``finish``, whichever comes first
+``evaluate``, at the next advertisement, at ``query.forget`` (a failed round stops the run) and
+at the run's ``finish``, whichever comes first
 (:class:`secure_fedsa.engine.site.Participant`). A site restarted mid-round cannot mask or reveal
 for that round (it is a dropout).
 """
