@@ -56,6 +56,13 @@ class FakeGrid:
         return replies
 
 
+def site_context(node: int, node_config: dict, run_config: dict) -> Context:
+    """The Context a SuperNode gives the ClientApp of ``node`` (its state empty, in memory)."""
+    return Context(
+        run_id=1, node_id=node, node_config=node_config, state=RecordDict(), run_config=run_config
+    )
+
+
 def copy(message: Message) -> Message:
     content = RecordDict(dict(message.content))
     meta = message.metadata

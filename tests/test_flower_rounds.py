@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flower_grid import FakeGrid, _task_identity, copy, run  # noqa: E402, F401
+from flower_grid import FakeGrid, _task_identity, copy, run, site_context  # noqa: E402, F401
 from flwr.app import Context, Message, RecordDict  # noqa: E402
 
 SITES = ("site-a", "site-b", "site-c")
@@ -61,17 +61,15 @@ def sites(tmp_path_factory):
 
 def _contexts(tmp: Path, keys: dict, files: dict, run_config: dict) -> dict[int, Context]:
     return {
-        100 + n: Context(
-            run_id=1,
-            node_id=100 + n,
-            node_config={
+        100 + n: site_context(
+            100 + n,
+            {
                 "data-file": str(files[site]),
                 "keys": str(keys["client"]),
                 "identity": str(keys["identities"] / f"{site}.key"),
                 "state-dir": str(tmp / site),
             },
-            state=RecordDict(),
-            run_config=run_config,
+            run_config,
         )
         for n, site in enumerate(SITES)
     }

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flower_grid import FakeGrid, _task_identity, run  # noqa: E402, F401
-from flwr.app import Context, RecordDict  # noqa: E402
+from flower_grid import FakeGrid, _task_identity, run, site_context  # noqa: E402, F401
+from flwr.app import Context  # noqa: E402
 
 from secure_fedsa import options  # noqa: E402
 from secure_fedsa.config import RunConfig  # noqa: E402
@@ -54,18 +54,16 @@ def run_config(config: RunConfig, **deployment: object) -> dict:
 def _sites(tmp: Path, keys: Path, config: RunConfig, flower: dict) -> dict[int, Context]:
     """One context per site: partition i of the run's dataset, named client-i."""
     return {
-        100 + i: Context(
-            run_id=1,
-            node_id=100 + i,
-            node_config={
+        100 + i: site_context(
+            100 + i,
+            {
                 "partition-id": i,
                 "num-partitions": config.num_clients,
                 "keys": str(keys / "client.keys"),
                 "identity": str(keys / "identities" / f"client-{i}.key"),
                 "state-dir": str(tmp / f"client-{i}"),
             },
-            state=RecordDict(),
-            run_config=flower,
+            flower,
         )
         for i in range(config.num_clients)
     }
