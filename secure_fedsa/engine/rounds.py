@@ -179,7 +179,8 @@ class RoundEngine:
                 record.client(reply.client).trained(reply)
             else:
                 adverts[reply.client] = address
-        if not adverts and replies:  # every site that answered declined: nobody trains
+        if not adverts and replies:  # every site that answered declined: nobody masks or trains
+            record.masking = {}
             return []
         try:
             u1 = server.collect_adverts([r for r in replies.values() if isinstance(r, KeyAdvert)])
@@ -202,6 +203,8 @@ class RoundEngine:
 
     def _train(self, state: _Round, senders: list[Address]) -> None:
         record, server = state.record, state.server
+        if not senders:
+            return
         masked_with = tuple(record.masking["masked_with"]) if server.masking else None
         request = m.TrainRequest(server.number, server.session, masked_with)
         replies = self._exchange(state, {a: request for a in senders}, "train", (m.TrainReply,))
