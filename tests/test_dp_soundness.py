@@ -28,6 +28,8 @@ from secure_fedsa.privacy.randomness import (
     uniforms,
 )
 
+pytestmark = pytest.mark.integration
+
 TINY = {**TINY_DP, "rounds": 1}
 # what "reproduced" means: float rounding, far below one noisy step (~1e-3 with AdamW)
 PREDICTED = 1e-5

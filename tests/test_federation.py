@@ -11,6 +11,8 @@ from secure_fedsa.config import RunConfig
 from secure_fedsa.federation import run_federation
 from secure_fedsa.model import tensor_group
 
+pytestmark = pytest.mark.integration
+
 SMALL = dict(
     num_layers=1,
     max_examples=600,

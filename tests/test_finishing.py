@@ -30,6 +30,8 @@ from secure_fedsa.privacy.anchor import default_anchor_dir
 from secure_fedsa.private_stats import read_evaluation, read_rounds
 from secure_fedsa.sharing import flatten
 
+pytestmark = pytest.mark.integration
+
 STEPS = 3
 CONFIG = {**TINY_DP, "rounds": 1, "finish_steps": STEPS, "validation_fraction": 0.2}
 # what finishing may write; every other file of the run must not change

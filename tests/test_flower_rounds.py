@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("flwr")
 
 from flwr.app import Context, Message, RecordDict  # noqa: E402

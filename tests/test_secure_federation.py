@@ -12,6 +12,8 @@ from secure_fedsa.federation import Progress, run_federation
 from secure_fedsa.model import tensor_group
 from secure_fedsa.privacy.randomness import SeededTestRandom
 
+pytestmark = pytest.mark.integration
+
 
 def same_noise(cid: str) -> SeededTestRandom:
     """Test-only reproducible DP noise, so two runs can be compared value by value."""
