@@ -1,6 +1,6 @@
 """The in-process federation: the default way to run, every client and the server in one process.
 
-Round r, as data flows (design.md section 3):
+Round r, as data flows (docs/architecture.md, "One round, as data flows"):
 
     each client: DP-SGD on (A, B, head) -> shared tensors -> weighted, encrypted bytes
     server:      validate each update, add ciphertexts -> aggregate bytes

@@ -38,7 +38,7 @@ TIERS = ("unit", "integration", "e2e")
 def pytest_collection_modifyitems(config, items):
     """Every test belongs to a tier (pyproject.toml's markers); a plain ``pytest`` (no ``-m``)
     leaves the e2e tests out, unless only e2e tests were collected (``pytest
-    tests/test_kill_resume.py``): then it runs them, so that the default selection never
+    tests/test_flower_deployment.py``): then it runs them, so that the default selection never
     collects nothing (pytest's exit code 5)."""
     untiered = []
     for item in items:
