@@ -38,7 +38,7 @@ lint: install-test
 test: install-test lint
 	$(BIN)/pytest
 
-# on demand: the long end-to-end federations, kill -9 trials, the Flower deployment over TLS
+# on demand (and in CI after test): long federations, kill -9 trials, the Flower deployment over TLS
 test-e2e: install-test
 	$(BIN)/pytest -m e2e
 

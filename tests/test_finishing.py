@@ -267,9 +267,8 @@ def test_validation_accuracy_is_kept_with_the_test_accuracy_and_read_back(finish
         assert "validation" not in (run_dir / name).read_text().replace("validation_fraction", "")
 
 
-def test_without_a_validation_split_there_is_no_validation_accuracy(tmp_path):
-    run_dir = tmp_path / "run"
-    run_federation(RunConfig(**{**TINY_DP, "rounds": 1}), run_dir)
+def test_without_a_validation_split_there_is_no_validation_accuracy(shared_run):
+    run_dir, _ = shared_run(RunConfig(**{**TINY_DP, "rounds": 1}))  # test_dp_soundness's too
     loaded = load_summary(run_dir)["evaluation"]
     assert loaded["validation_per_client"] is None and loaded["validation_mean"] is None
     for cid in ("client-0", "client-1"):
