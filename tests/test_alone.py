@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from secure_fedsa.alone import alone_accuracy, alone_config, cache_key
 from secure_fedsa.cli import main
 from secure_fedsa.config import RunConfig
 from secure_fedsa.federation import load_summary, run_federation
+
+pytestmark = pytest.mark.integration
 
 FLAGS = [
     "--num-layers", "1", "--max-examples", "800", "--clients", "2", "--partition", "iid",

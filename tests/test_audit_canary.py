@@ -13,6 +13,8 @@ from audits.accountants import pld_epsilon
 from audits.canary_audit import verdict
 from audits.check_canary import audit_history
 
+pytestmark = pytest.mark.unit
+
 EVENTS = [(2.0, 0.1, 30)]
 DELTA = 1e-5
 

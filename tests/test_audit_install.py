@@ -14,6 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 TEST_ONLY = ("pytest", "_pytest", "hypothesis", "ruff")
 
 BLOCKER = textwrap.dedent(

@@ -35,6 +35,8 @@ from audits.result import CheckResult, verdict, verdict_word
 from audits.runner import audit_run, verdict_text
 from secure_fedsa.errors import SecureFedsaError
 
+pytestmark = pytest.mark.integration
+
 AUDITS = Path(__file__).resolve().parent.parent / "audits"
 VERDICT_WORDS = {"PASS", "WARN", "FAIL", "INCONCLUSIVE"}
 READ_FILES = {

@@ -17,6 +17,8 @@ from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import SecureFedsaError
 from secure_fedsa.federation import run_federation
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def run_dir(audited_run) -> Path:

@@ -14,6 +14,8 @@ from audits.check_hazards import poisson_z
 from audits.groups import ALLOWED_GROUPS, allowed_groups, tensor_group
 from audits.result import CheckResult, verdict
 
+pytestmark = pytest.mark.unit
+
 
 def test_p_value_pure_dp_is_the_binomial_tail():
     # δ = 0: Theorem 3.1, P[Binomial(r, e^ε/(1+e^ε)) ≥ v]

@@ -24,6 +24,8 @@ from secure_fedsa.crypto import packing
 from secure_fedsa.federation import Progress, run_federation
 from secure_fedsa.sharing import flatten
 
+pytestmark = pytest.mark.integration
+
 CONFIG = {**TINY_DP, "num_clients": 3, "max_examples": 1200, "rounds": 4}
 
 

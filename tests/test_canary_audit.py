@@ -28,6 +28,8 @@ from audits.canary_audit import (
 )
 from audits.one_run_fdp import gaussian_mu
 
+pytestmark = pytest.mark.unit
+
 DELTA = 1e-5
 # the power table of docs/audit.md at δ = 1e-5: m -> ceilings (ε-δ, Gaussian f-DP), each analysis
 # alone at 95 %, then both in one audit (the 5 % split between them)

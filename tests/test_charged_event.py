@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from tiny_runs import TINY_DP
 
 from secure_fedsa import client as client_module
 from secure_fedsa.config import RunConfig
 from secure_fedsa.federation import run_federation
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_round_is_charged_the_steps_train_dp_ran_not_the_planned_ones(tmp_path, monkeypatch):

@@ -12,6 +12,8 @@ import pytest
 
 from secure_fedsa.cli import main
 
+pytestmark = pytest.mark.integration
+
 
 def _csv(path, rows, header=("text", "label")):
     with open(path, "w", newline="") as handle:

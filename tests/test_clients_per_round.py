@@ -28,6 +28,8 @@ from secure_fedsa.sampling import rounds_sampled, sampled
 from secure_fedsa.secagg import default_threshold
 from secure_fedsa.sharing import Manifest, flatten
 
+pytestmark = pytest.mark.integration
+
 CONFIG = {
     **TINY_DP,
     "num_clients": 3,

@@ -10,12 +10,15 @@ bundled data: the former default of 1 cuts every example, the default does not c
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.data.datasets import rotten_tomatoes
 from secure_fedsa.model import build_model, load_tokenizer
 from secure_fedsa.prepare import model_spec, tokenize
+
+pytestmark = pytest.mark.unit
 
 
 def _per_example_norms(count: int = 32) -> np.ndarray:

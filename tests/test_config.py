@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from secure_fedsa.config import CONFIG_VERSION, RunConfig
 from secure_fedsa.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def test_secure_by_default():
     config = RunConfig()

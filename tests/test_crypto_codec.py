@@ -20,6 +20,8 @@ from secure_fedsa.errors import CryptoError, UpdateRejected
 from secure_fedsa.server import Aggregator
 from secure_fedsa.wire import decode_aggregate, encode_update
 
+pytestmark = pytest.mark.unit
+
 MANIFEST = "ab" * 32
 MAX_CLIENTS = 8
 SESSION = "cd" * 16

@@ -21,6 +21,8 @@ from secure_fedsa.crypto.keys import (
 from secure_fedsa.crypto.params import CKKSParams
 from secure_fedsa.errors import CryptoError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):

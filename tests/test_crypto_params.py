@@ -13,6 +13,8 @@ from secure_fedsa.crypto.params import MAX_MODULUS_BITS, CKKSParams
 from secure_fedsa.crypto.seal_io import data_modulus, make_context
 from secure_fedsa.errors import CryptoError
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_are_128_bit_and_give_the_documented_bound():
     p = CKKSParams()

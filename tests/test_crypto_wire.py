@@ -14,6 +14,8 @@ from secure_fedsa.crypto.plaintext import PlaintextCodec
 from secure_fedsa.crypto.signing import SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
 
+pytestmark = pytest.mark.unit
+
 FP = "f" * 64
 MANIFEST = "0123abcd" * 8
 SESSION = "5a" * 16

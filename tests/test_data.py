@@ -26,6 +26,8 @@ from secure_fedsa.data import (
 from secure_fedsa.data import datasets as datasets_module
 from secure_fedsa.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 COLUMNS = {"text_column": "text", "label_column": "label"}
 
 

@@ -14,6 +14,8 @@ from secure_fedsa.data import BUNDLED
 from secure_fedsa.errors import ModelError
 from secure_fedsa.federation import run_federation
 
+pytestmark = pytest.mark.integration
+
 FAST = dict(
     num_layers=1,
     rounds=1,

@@ -28,6 +28,8 @@ from secure_fedsa.privacy.randomness import (
     uniforms,
 )
 
+pytestmark = pytest.mark.integration
+
 TINY = {**TINY_DP, "rounds": 1}
 # what "reproduced" means: float rounding, far below one noisy step (~1e-3 with AdamW)
 PREDICTED = 1e-5
@@ -84,32 +86,32 @@ def _config_of(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def victims(tmp_path_factory):
-    """Two production runs with identical flags and seed, and one made with seed-derived noise."""
+def victims(tmp_path_factory, shared_run):
+    """Two production runs with identical flags and seed (the first is the session's shared run
+    of this configuration), and one made with seed-derived noise."""
     root = tmp_path_factory.mktemp("victims")
     config = RunConfig(**TINY)
-    run_federation(config, root / "a")
     run_federation(config, root / "b")
 
     def bug(cid: str) -> SeededTestRandom:  # noise derived from the public seed
         return SeededTestRandom(config.seed * 1000 + _number(cid))
 
     run_federation(config, root / "seeded", dp_randomness=bug)
-    return root
+    return {"a": shared_run(config)[0], "b": root / "b", "seeded": root / "seeded"}
 
 
 def test_noise_cannot_be_predicted_from_the_run_files(victims, tmp_path):
-    distances = replay_attack(victims / "a", tmp_path)
+    distances = replay_attack(victims["a"], tmp_path)
     assert min(distances.values()) > 100 * PREDICTED, distances
 
 
 def test_the_replay_attack_catches_seed_derived_noise(victims, tmp_path):
-    distances = replay_attack(victims / "seeded", tmp_path)
+    distances = replay_attack(victims["seeded"], tmp_path)
     assert distances["seed*1000+client (the old derivation)"] < PREDICTED, distances
 
 
 def test_two_runs_with_identical_flags_and_seed_differ(victims):
-    a, b = victims / "a", victims / "b"
+    a, b = victims["a"], victims["b"]
     assert _config_of(a) == _config_of(b)
     for cid in ("client-0", "client-1"):
         assert _distance(_trained(a, cid), _trained(b, cid)) > 100 * PREDICTED
@@ -133,13 +135,13 @@ def test_two_runs_with_identical_flags_and_seed_differ(victims):
 
 def test_the_ledger_records_the_noise_source(victims):
     for run, expected in (("a", OS_CSPRNG), ("seeded", "seeded-test-only")):
-        ledger = json.loads((victims / run / "clients/client-0/privacy_ledger.json").read_text())
+        ledger = json.loads((victims[run] / "clients/client-0/privacy_ledger.json").read_text())
         assert {e["noise_source"] for e in ledger["entries"]} == {expected}
 
 
 def test_no_file_of_the_run_holds_dp_randomness(victims):
     """Nothing written names an RNG state for noise or sampling (only the no-DP shuffler's)."""
-    run = victims / "a"
+    run = victims["a"]
     saved = torch.load(run / "clients/client-0/state.pt", weights_only=True)
     # "optimizer": AdamW's moments with --optimizer-state kept (computed from the noisy
     # gradients, so no source of the noise), None by default; "clamped": a count

@@ -13,6 +13,8 @@ from secure_fedsa.errors import PrivacyError
 from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
 from secure_fedsa.privacy.randomness import OSRandom
 
+pytestmark = pytest.mark.unit
+
 
 def _batch(tokenizer, n=6):
     texts = [

@@ -12,6 +12,8 @@ import torch
 
 from secure_fedsa.model import ModelSpec, build_model
 
+pytestmark = pytest.mark.unit
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

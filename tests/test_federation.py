@@ -11,6 +11,8 @@ from secure_fedsa.config import RunConfig
 from secure_fedsa.federation import run_federation
 from secure_fedsa.model import tensor_group
 
+pytestmark = pytest.mark.integration
+
 SMALL = dict(
     num_layers=1,
     max_examples=600,
@@ -43,21 +45,25 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+# What each method shares shows after a short run; whether it learns needs SMALL's length
+SHORT = {**SMALL, "rounds": 2, "local_steps": 2}
+METHODS = ("fedsa", "fedit", "ffa", "local")
+
+
+def _plain(method: str, sizes: dict) -> RunConfig:
+    return RunConfig(method=method, dp=False, epsilon=None, encryption=False, **sizes)
+
+
 @pytest.fixture(scope="module")
-def plain_runs(tmp_path_factory):
+def plain_runs(shared_run):
     """One short run per method, DP and encryption off (their own tests are below)."""
-    runs = {}
-    for method in ("fedsa", "fedit", "ffa", "local"):
-        config = RunConfig(method=method, dp=False, epsilon=None, encryption=False, **SMALL)
-        run_dir = tmp_path_factory.mktemp(method)
-        summary = run_federation(config, run_dir)
-        runs[method] = (run_dir, summary)
-    return runs
+    return {method: shared_run(_plain(method, SHORT)) for method in METHODS}
 
 
-@pytest.mark.parametrize("method", ["fedsa", "fedit", "ffa", "local"])
-def test_every_method_learns_above_chance(plain_runs, method):
-    run_dir, summary = plain_runs[method]
+@pytest.mark.e2e  # four federations of 3 rounds x 8 steps: on demand
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_learns_above_chance(shared_run, method):
+    run_dir, summary = shared_run(_plain(method, SMALL))
     counts = {
         d.name: json.loads((d / "evaluation.json").read_text())["label_counts"]
         for d in (run_dir / "clients").iterdir()
@@ -141,6 +147,5 @@ def test_exported_adapter_loads_with_peft_alone(plain_runs):
 
 
 def test_same_seed_same_result(plain_runs, tmp_path):
-    config = RunConfig(method="fedsa", dp=False, epsilon=None, encryption=False, **SMALL)
-    again = run_federation(config, tmp_path / "again")
+    again = run_federation(_plain("fedsa", SHORT), tmp_path / "again")
     assert again["evaluation"] == plain_runs["fedsa"][1]["evaluation"]

@@ -30,6 +30,8 @@ from secure_fedsa.privacy.anchor import default_anchor_dir
 from secure_fedsa.private_stats import read_evaluation, read_rounds
 from secure_fedsa.sharing import flatten
 
+pytestmark = pytest.mark.integration
+
 STEPS = 3
 CONFIG = {**TINY_DP, "rounds": 1, "finish_steps": STEPS, "validation_fraction": 0.2}
 # what finishing may write; every other file of the run must not change
@@ -265,9 +267,8 @@ def test_validation_accuracy_is_kept_with_the_test_accuracy_and_read_back(finish
         assert "validation" not in (run_dir / name).read_text().replace("validation_fraction", "")
 
 
-def test_without_a_validation_split_there_is_no_validation_accuracy(tmp_path):
-    run_dir = tmp_path / "run"
-    run_federation(RunConfig(**{**TINY_DP, "rounds": 1}), run_dir)
+def test_without_a_validation_split_there_is_no_validation_accuracy(shared_run):
+    run_dir, _ = shared_run(RunConfig(**{**TINY_DP, "rounds": 1}))  # test_dp_soundness's too
     loaded = load_summary(run_dir)["evaluation"]
     assert loaded["validation_per_client"] is None and loaded["validation_mean"] is None
     for cid in ("client-0", "client-1"):

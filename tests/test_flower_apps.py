@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import tomli as tomllib
 
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("flwr")
 
 from secure_fedsa.config import RunConfig  # noqa: E402

@@ -28,6 +28,9 @@ import numpy as np
 import pytest
 import torch
 
+# on demand (make test-e2e): real SuperLink and SuperNode processes over TLS take minutes
+pytestmark = [pytest.mark.e2e, pytest.mark.deployment]
+
 pytest.importorskip("flwr")
 
 from secure_fedsa.client import WEIGHT_UNIT  # noqa: E402
@@ -332,7 +335,6 @@ def _byte_patterns(
 
 
 # --------------------------------------------------------------------------- tests
-@pytest.mark.deployment
 def test_tls_deployment_with_dp_and_encryption(tmp_path):
     deployment, sites, server_keys = _setup(tmp_path)
     run_dir = tmp_path / "superlink" / "run"
@@ -438,8 +440,7 @@ def _sent(node_config: dict[str, str], round_number: int, kind: str) -> bool:
     )
 
 
-@pytest.mark.slow  # about 6 minutes on 2 cores: run with -m slow (docs/deployment.md)
-@pytest.mark.deployment
+# about 6 minutes on 2 cores (docs/deployment.md)
 def test_dropout_round_failure_and_resume(tmp_path):
     """site-c crashes in round 2 after it has masked against the others (round 2 completes with
     two: the survivors reveal its mask key and the sum is unmasked), site-b stops (round 3 fails

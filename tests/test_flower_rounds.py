@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("flwr")
 
 from flower_grid import FakeGrid, _task_identity, copy, run, site_context  # noqa: E402, F401

@@ -21,6 +21,8 @@ from secure_fedsa.model import ModelSpec, build_model
 from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
 from secure_fedsa.privacy.randomness import SeededTestRandom
 
+pytestmark = pytest.mark.integration
+
 
 def _model(adapter="lora", layers=3, top=1):
     spec = ModelSpec(num_layers=layers, adapter=adapter, vera_r=32, adapter_layers=top)

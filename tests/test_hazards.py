@@ -17,6 +17,8 @@ from secure_fedsa.privacy.engine import DPSettings, PoissonSampler, train_dp
 from secure_fedsa.privacy.hazards import check_dp_setup, check_mechanism
 from secure_fedsa.privacy.randomness import OSRandom
 
+pytestmark = pytest.mark.unit
+
 NAMES = ["layer.0.lora_A.weight", "layer.0.lora_B.weight", "head.weight", "head.bias"]
 
 # A plan with no hazard at all.

@@ -21,6 +21,8 @@ import pytest
 
 from secure_fedsa.cli import main
 
+pytestmark = pytest.mark.integration
+
 FLAGS = [
     "--num-layers", "1", "--max-examples", "800", "--clients", "2", "--partition", "iid",
     "--rounds", "3", "--local-steps", "2", "--batch-size", "64", "--physical-batch-size", "64",
@@ -73,7 +75,7 @@ def test_kill_9_at_a_random_moment_then_resume(tmp_path):
     _check(_kill_and_resume(run_dir, delay), run_dir, delay)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("attempt", range(8))
 def test_kill_9_at_many_random_moments(tmp_path, attempt):
     delay = random.SystemRandom().uniform(0.0, 12.0)

@@ -24,6 +24,8 @@ from secure_fedsa.privacy.ledger import (
 )
 from secure_fedsa.privacy.randomness import OS_CSPRNG
 
+pytestmark = pytest.mark.unit
+
 EVENT = DPEvent(noise_multiplier=1.0, sample_rate=0.04, steps=10)
 
 

@@ -20,6 +20,8 @@ from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
 from secure_fedsa.privacy.randomness import OSRandom
 from secure_fedsa.schedule import round_factors, step_factor
 
+pytestmark = pytest.mark.integration
+
 SHAPES = st.tuples(st.integers(1, 30), st.integers(1, 20))  # rounds, local steps
 
 

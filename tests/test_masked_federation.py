@@ -25,6 +25,8 @@ from secure_fedsa.federation import run_federation
 from secure_fedsa.server import Aggregator
 from secure_fedsa.sharing import Manifest, flatten
 
+pytestmark = pytest.mark.integration
+
 CONFIG = {**TINY_DP, "num_clients": 3, "max_examples": 1200, "rounds": 1}
 
 

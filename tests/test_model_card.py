@@ -33,6 +33,8 @@ from secure_fedsa.model_card import (
     write_run_cards,
 )
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 

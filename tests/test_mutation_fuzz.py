@@ -28,6 +28,8 @@ from secure_fedsa.errors import UpdateRejected
 from secure_fedsa.federation import run_federation
 from secure_fedsa.server import Aggregator
 
+pytestmark = pytest.mark.integration
+
 SEED = 20261130
 PREFIX = struct.Struct("<4sHI")
 TAIL = wire.DIGEST_BYTES + wire.SIGNATURE_BYTES

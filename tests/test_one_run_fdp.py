@@ -30,6 +30,8 @@ from audits.one_run_fdp import (
     rejects,
 )
 
+pytestmark = pytest.mark.unit
+
 # (m, r guesses, v correct, significance, δ) -> ε from jax_privacy's _epsilon_one_run_fdp
 JAX_PRIVACY = [
     ((1000, 100, 95, 0.05, 1e-5), 3.3233),

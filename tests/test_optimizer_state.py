@@ -22,6 +22,8 @@ from secure_fedsa.errors import ConfigError
 from secure_fedsa.privacy.engine import DPSettings, OptimizerCarry, train_dp, train_plain
 from secure_fedsa.privacy.randomness import OSRandom
 
+pytestmark = pytest.mark.integration
+
 FINITE = st.floats(-1e6, 1e6, allow_nan=False, width=64)
 
 

@@ -16,6 +16,8 @@ from secure_fedsa.cli import build_parser
 from secure_fedsa.config import RunConfig, flag
 from secure_fedsa.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A value for every run option other than its default (accountant has one choice only), and the

@@ -25,6 +25,8 @@ from secure_fedsa.data import (
 )
 from secure_fedsa.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 FAST = settings(max_examples=40, deadline=None)
 
 

@@ -20,6 +20,8 @@ from secure_fedsa.privacy.accounting import (
     epsilon,
 )
 
+pytestmark = pytest.mark.unit
+
 DELTA = 1e-5
 
 

@@ -17,6 +17,8 @@ import pytest
 
 from secure_fedsa.sweep.runner import read_spec, write_outputs
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.parent for p in (ROOT / "benchmarks" / "results").glob("*/sweep.json"))
 

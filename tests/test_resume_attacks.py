@@ -25,6 +25,8 @@ from secure_fedsa.federation import run_federation
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
 from secure_fedsa.privacy.ledger import canonical_hash, identity_hash
 
+pytestmark = pytest.mark.integration
+
 BASE = TINY_DP
 LEDGER = "clients/client-0/privacy_ledger.json"
 

@@ -35,6 +35,8 @@ from secure_fedsa.privacy.ledger import LedgerIdentity, canonical_hash, identity
 from secure_fedsa.private_stats import read_evaluation, read_rounds
 from secure_fedsa.rundir import RunDirectory, read_config
 
+pytestmark = pytest.mark.integration
+
 SHARED = ("config.json", "setup.json", "metrics.jsonl", "summary.json")
 # names of the private statistics: no shared file may carry a field of these names
 PRIVATE_KEYS = {

@@ -24,6 +24,8 @@ from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import CryptoError
 from secure_fedsa.secagg import MaskingClient, MaskingServer, RoundFailed, default_threshold
 
+pytestmark = pytest.mark.unit
+
 Q = (1 << 60) - 93  # a 60-bit prime, like the CKKS data prime
 SESSION = "ab" * 16
 

@@ -6,11 +6,14 @@ import json
 
 import pytest
 import torch
+from audit_helpers import SMALL as AUDITED
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.federation import Progress, run_federation
 from secure_fedsa.model import tensor_group
 from secure_fedsa.privacy.randomness import SeededTestRandom
+
+pytestmark = pytest.mark.integration
 
 
 def same_noise(cid: str) -> SeededTestRandom:
@@ -42,10 +45,11 @@ def _state(run_dir, cid):
 
 
 @pytest.fixture(scope="module")
-def secure_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("secure")
-    config = RunConfig(epsilon=8.0, **SMALL)
-    return run_dir, config, run_federation(config, run_dir)
+def secure_run(shared_run):
+    """The session's small DP + CKKS run, the one the audit tests read (tests/conftest.py)."""
+    config = RunConfig(epsilon=8.0, **AUDITED)
+    run_dir, summary = shared_run(config)
+    return run_dir, config, summary
 
 
 def test_budget_is_met_and_recorded_per_round(secure_run):
@@ -53,11 +57,11 @@ def test_budget_is_met_and_recorded_per_round(secure_run):
     for cid, privacy in summary["privacy"].items():
         assert 7.0 < privacy["epsilon"] <= 8.0  # calibrated: ends at or just under the budget
         ledger = _ledger(run_dir, cid)
-        assert [e["round"] for e in ledger["entries"]] == [1, 2, 3]
+        assert [e["round"] for e in ledger["entries"]] == list(range(1, config.rounds + 1))
         assert ledger["entries"][-1]["epsilon"] == pytest.approx(privacy["epsilon"])
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     eps = [m["clients"]["client-0"]["epsilon_spent"] for m in metrics]
-    assert eps == sorted(eps) and len(set(eps)) == 3  # grows every round
+    assert eps == sorted(eps) and len(set(eps)) == config.rounds  # grows every round
 
 
 def test_only_ciphertexts_of_a_left_the_clients(secure_run):
@@ -113,18 +117,20 @@ class _Stop(Exception):
 def test_restart_continues_the_ledger_without_double_counting(tmp_path, secure_run):
     _, config, full = secure_run
 
-    def stop_after_two(number):
-        if number == 2:
+    rounds = list(range(1, config.rounds + 1))
+
+    def stop_before_the_last(number):
+        if number == config.rounds - 1:
             raise _Stop
 
     with pytest.raises(_Stop):
-        run_federation(config, tmp_path / "r", Progress(round_done=stop_after_two))
+        run_federation(config, tmp_path / "r", Progress(round_done=stop_before_the_last))
     for cid in full["privacy"]:
-        assert [e["round"] for e in _ledger(tmp_path / "r", cid)["entries"]] == [1, 2]
+        assert [e["round"] for e in _ledger(tmp_path / "r", cid)["entries"]] == rounds[:-1]
     resumed = run_federation(config, tmp_path / "r", resume=True)
     for cid, privacy in full["privacy"].items():
         entries = _ledger(tmp_path / "r", cid)["entries"]
-        assert [e["round"] for e in entries] == [1, 2, 3]
+        assert [e["round"] for e in entries] == rounds
         assert resumed["privacy"][cid]["epsilon"] == pytest.approx(privacy["epsilon"])
         # the accounting is deterministic; the noise is not (fresh from the OS every round)
         assert resumed["privacy"][cid]["history"] == full["privacy"][cid]["history"]

@@ -24,6 +24,8 @@ from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
 from secure_fedsa.server import Aggregator
 
+pytestmark = pytest.mark.unit
+
 MANIFEST = "5e" * 32
 SESSION = "ab" * 16
 SIGNERS = {f"client-{k}": SigningKey.generate(f"client-{k}") for k in range(10)}

@@ -12,6 +12,8 @@ from secure_fedsa.errors import ConfigError, ModelError
 from secure_fedsa.model import tensor_group
 from secure_fedsa.sharing import POLICIES, Manifest, flatten, get_policy, unflatten
 
+pytestmark = pytest.mark.unit
+
 EXPECTED_SHARED = {"fedsa": {"A"}, "fedit": {"A", "B"}, "ffa": {"B"}, "local": set()}
 
 

@@ -15,6 +15,8 @@ import pytest
 from secure_fedsa import federation
 from secure_fedsa.cli import main
 
+pytestmark = pytest.mark.integration
+
 TINY = [
     "--num-layers", "1", "--max-examples", "400", "--partition", "iid", "--rounds", "1",
     "--local-steps", "2", "--batch-size", "32", "--physical-batch-size", "32",

@@ -27,6 +27,8 @@ from secure_fedsa.sweep.significance import (
 from secure_fedsa.sweep.spec import Cell, SweepSpec
 from secure_fedsa.sweep.stats import difference_stats, holm_adjusted
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 # accuracy differences: multiples of 1/1000 in [-0.3, 0.3] (ties and zeros are common)
 DIFFS = st.lists(st.integers(-300, 300).map(lambda k: k / 1000), min_size=1, max_size=10)

@@ -22,6 +22,8 @@ from secure_fedsa.sweep.spec import (
 )
 from secure_fedsa.sweep.stats import eta_seconds, format_duration, group_over_seeds, seed_stats
 
+pytestmark = pytest.mark.unit
+
 METHODS = ("fedsa", "fedit", "ffa", "local")
 
 

@@ -11,6 +11,8 @@ import pytest
 from secure_fedsa.cli import main
 from secure_fedsa.engine.record import PHASES, phase_seconds
 
+pytestmark = pytest.mark.integration
+
 FLAGS = [
     "--num-layers", "1", "--max-examples", "800", "--clients", "2", "--partition", "iid",
     "--rounds", "2", "--local-steps", "2", "--batch-size", "64", "--physical-batch-size", "64",

@@ -21,6 +21,8 @@ from flwr.app import Context  # noqa: E402
 from secure_fedsa import options  # noqa: E402
 from secure_fedsa.config import RunConfig  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 SMALL = dict(
     num_layers=1,
     max_examples=400,

@@ -1,6 +1,6 @@
-"""README's "Using a client's model": the snippet (examples/use_client_model.py) loads a client's
-adapter and head with peft and transformers alone and reproduces the run's reported accuracy,
-also for a model cut to fewer layers with --num-layers."""
+"""docs/usage.md, "Using a client's model": the snippet (examples/use_client_model.py) loads a
+client's adapter and head with peft and transformers alone and reproduces the run's reported
+accuracy, also for a model cut to fewer layers with --num-layers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from secure_fedsa.config import RunConfig
 from secure_fedsa.federation import run_federation
+
+pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "use_client_model.py"
 
