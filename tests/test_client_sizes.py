@@ -55,7 +55,7 @@ NEW_FIELDS = (
         ({"max_train_examples": 2.5}, "max-train-examples must be a positive integer"),
         (
             {"min_train_examples": 200, "max_train_examples": 100},
-            r"min-train-examples \(200\) exceeds max-train-examples \(100\)",
+            r"--min-train-examples \(200\) exceeds --max-train-examples \(100\)",
         ),
         ({"test_examples": 0}, "test-examples must be a positive integer"),
         ({"validation_fraction": 1.0}, "validation-fraction must be at least 0 and below 1"),

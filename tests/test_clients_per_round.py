@@ -103,7 +103,7 @@ def test_k_one_is_allowed_without_masking_and_k_is_pinned_on_resume(tmp_path, ca
 def test_flower_takes_k_from_the_run_config_and_refuses_k_below_min_clients():
     from secure_fedsa.flower.protocol import RUN_KEYS, Deployment
 
-    assert RUN_KEYS["clients-per-round"] == ("clients_per_round", "opt")
+    assert RUN_KEYS["clients-per-round"] == "clients_per_round"
     base = {"clients": 5, "min-clients": 2}
     assert (
         Deployment.from_run_config({**base, "clients-per-round": 0}).config.clients_per_round

@@ -36,12 +36,29 @@ def test_default_run_config_is_the_cli_default():
     assert set(config) == set(p.RUN_KEYS) | set(p.DEPLOYMENT_KEYS)
 
 
+def test_pyproject_app_config_is_the_generated_one():
+    """[tool.flwr.app.config] is made from the option tables: `make app-config` rewrites it."""
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    start, end = p.app_config_span(text)
+    assert text[start:end] == p.app_config_block(), "run `make app-config`"
+    lines = p.app_config_block().splitlines()
+    at = lines.index('target-modules = "query,value"')
+    assert lines[at - 1].startswith("# comma-separated module names that get LoRA")
+    assert 'client-column = ""' in lines and "release-evaluation" not in p.app_config_block()
+
+
 def test_run_config_conversions_and_errors():
     d = p.Deployment.from_run_config(
         {"dp": False, "epsilon": 3.0, "num-layers": 1, "labels": "a, b", "min-clients": 1}
     )
     assert not d.config.dp and d.config.epsilon is None and d.config.num_layers == 1
     assert d.config.labels == ("a", "b") and d.min_clients == 1
+    d = p.Deployment.from_run_config(
+        {"target-modules": "q_lin, v_lin", "client-column": "site", "report-accuracy": True}
+    )
+    assert d.config.target_modules == ("q_lin", "v_lin") and d.config.client_column == "site"
+    assert d.report_accuracy and d.config.release_evaluation
+    assert p.Deployment.from_run_config({"client-column": ""}).config.client_column is None
     assert p.Deployment.from_run_config({"adapter-layers": 0}).config.adapter_layers is None
     assert p.Deployment.from_run_config({"adapter-layers": 3}).config.adapter_layers == 3
     d = p.Deployment.from_run_config({"optimizer-state": "kept", "lr-schedule": "linear"})

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secure_fedsa import options
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
 from secure_fedsa.node import SiteSpec
@@ -43,78 +46,30 @@ AGGREGATE_APPLIED = "applied"
 AGGREGATE_REJECTED = "rejected"
 AGGREGATE_NONE = "none"
 
-# run-config key -> (RunConfig field, kind); kind "opt" maps 0 / "" to None
-RUN_KEYS: dict[str, tuple[str, str]] = {
-    "method": ("method", "str"),
-    "head": ("head", "str"),
-    "adapter": ("adapter", "str"),
-    "vera-r": ("vera_r", "int"),
-    "rounds": ("rounds", "int"),
-    "clients-per-round": ("clients_per_round", "opt"),
-    "finish-steps": ("finish_steps", "int"),
-    "local-steps": ("local_steps", "int"),
-    "seed": ("seed", "int"),
-    "dataset": ("dataset", "str"),
-    "text-column": ("text_column", "str"),
-    "label-column": ("label_column", "str"),
-    "partition": ("partition", "str"),
-    "alpha": ("alpha", "float"),
-    "test-fraction": ("test_fraction", "float"),
-    "validation-fraction": ("validation_fraction", "float"),
-    "max-examples": ("max_examples", "opt"),
-    "model": ("model", "opt"),
-    "num-layers": ("num_layers", "opt"),
-    "adapter-layers": ("adapter_layers", "opt"),
-    "lora-r": ("lora_r", "int"),
-    "lora-alpha": ("lora_alpha", "int"),
-    "max-length": ("max_length", "int"),
-    "batch-size": ("batch_size", "int"),
-    "physical-batch-size": ("physical_batch_size", "int"),
-    "lr": ("lr", "float"),
-    "optimizer-state": ("optimizer_state", "str"),
-    "lr-schedule": ("lr_schedule", "str"),
-    "eval-examples": ("eval_examples_per_round", "int"),
-    "dp": ("dp", "bool"),
-    "epsilon": ("epsilon", "opt"),
-    "delta": ("delta", "float"),
-    "noise-multiplier": ("noise_multiplier", "opt"),
-    "clip": ("clip", "float"),
-    "accountant": ("accountant", "str"),
-    "clipping": ("clipping", "str"),
-    "encryption": ("encryption", "bool"),
-    "masking": ("masking", "bool"),
-    "masking-threshold": ("masking_threshold", "opt"),
-    "max-clients": ("max_clients", "int"),
+# run-config key -> RunConfig field: every run option a Flower run config sets, from the option
+# table (RunConfig's field metadata; secure_fedsa.options converts the values)
+RUN_KEYS: dict[str, str] = {key: o.name for key, o in options.flower_options().items()}
+# the options only a deployment has: key -> (default, help); the default's type is the kind
+DEPLOYMENT_OPTIONS: dict[str, tuple[Any, str]] = {
+    "min-clients": (2, "fewer accepted updates in a round: the round fails"),
+    "wait-for-nodes": (120.0, "seconds to wait for `clients` SuperNodes to connect"),
+    "round-timeout": (900.0, "seconds per phase; a site slower than that is a dropout"),
+    "keys-dir": (
+        "",
+        "on the SuperLink machine: server.keys, roster.json, identities/server.key",
+    ),
+    "run-dir": ("", 'server run directory; "" = runs/<time>-flower-<method>'),
+    "resume-dir": ("", "continue a failed or interrupted run directory"),
 }
-DEPLOYMENT_KEYS = (
-    "labels",
-    "min-clients",
-    "clients",
-    "keys-dir",
-    "report-accuracy",
-    "run-dir",
-    "resume-dir",
-    "round-timeout",
-    "wait-for-nodes",
-)
+DEPLOYMENT_KEYS = tuple(DEPLOYMENT_OPTIONS)
 
 
-def _convert(key: str, value: Any, kind: str) -> Any:
-    if kind == "opt":
-        return None if value in (0, 0.0, "", None) else value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"run config {key} must be true or false, got {value!r}")
-        return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"run config {key} must be an integer, got {value!r}")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"run config {key} must be a number, got {value!r}")
-        return float(value)
-    return str(value)
+def _deployment_value(run_config: dict[str, Any], key: str) -> Any:
+    default, _ = DEPLOYMENT_OPTIONS[key]
+    if key not in run_config:
+        return default
+    kind = {bool: "bool", int: "int", float: "float"}.get(type(default), "str")
+    return options.convert(key, run_config[key], kind)
 
 
 @dataclass(frozen=True)
@@ -133,20 +88,15 @@ class Deployment:
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> Deployment:
-        unknown = sorted(set(run_config) - set(RUN_KEYS) - set(DEPLOYMENT_KEYS))
+        unknown = sorted(set(run_config) - set(RUN_KEYS) - set(DEPLOYMENT_OPTIONS))
         if unknown:
             raise ConfigError(f"unknown run config keys: {', '.join(unknown)}")
-        values = {
-            field: _convert(key, run_config[key], kind)
-            for key, (field, kind) in RUN_KEYS.items()
-            if key in run_config
-        }
+        values = options.flower_values(run_config)
         if not values.get("dp", True):
             values.update(epsilon=None, noise_multiplier=None)
-        labels = str(run_config.get("labels", ""))
-        values["labels"] = tuple(x.strip() for x in labels.split(",") if x.strip())
-        min_clients = int(run_config.get("min-clients", 2))
-        clients = int(run_config.get("clients", min_clients))
+        min_clients = _deployment_value(run_config, "min-clients")
+        # num_clients: the sites expected (the in-process partitioner is not used)
+        clients = values.pop("num_clients", min_clients)
         if min_clients < 1 or clients < min_clients:
             raise ConfigError("min-clients must be at least 1 and at most clients")
         per_round = values.get("clients_per_round")
@@ -159,22 +109,21 @@ class Deployment:
                 f"clients-per-round {per_round} is below min-clients {min_clients}: every round "
                 "would fail; raise clients-per-round or lower min-clients"
             )
-        # sites send their accuracy only when the run releases it (a protection turned off)
-        report_accuracy = _convert(
-            "report-accuracy", run_config.get("report-accuracy", False), "bool"
-        )
-        # num_clients: the sites expected; the in-process partitioner is not used
-        config = RunConfig(**values, num_clients=clients, release_evaluation=report_accuracy)
+        try:
+            config = RunConfig(**values, num_clients=clients)
+        except ConfigError as exc:  # named as this run config names the options
+            raise ConfigError(options.flower_words(str(exc))) from None
         return cls(
             config=config,
             min_clients=min_clients,
             clients=clients,
-            keys_dir=str(run_config.get("keys-dir", "")),
-            report_accuracy=report_accuracy,
-            run_dir=str(run_config.get("run-dir", "")),
-            resume_dir=str(run_config.get("resume-dir", "")),
-            round_timeout=float(run_config.get("round-timeout", 900)),
-            wait_for_nodes=float(run_config.get("wait-for-nodes", 120)),
+            keys_dir=_deployment_value(run_config, "keys-dir"),
+            # sites send their accuracy only when the run releases it (a protection turned off)
+            report_accuracy=config.release_evaluation,
+            run_dir=_deployment_value(run_config, "run-dir"),
+            resume_dir=_deployment_value(run_config, "resume-dir"),
+            round_timeout=_deployment_value(run_config, "round-timeout"),
+            wait_for_nodes=_deployment_value(run_config, "wait-for-nodes"),
         )
 
     @property
@@ -226,3 +175,58 @@ def site_spec(node_config: dict[str, Any]) -> SiteSpec:
         client_id=str(node_config["client-id"]) if node_config.get("client-id") else None,
         anchors=path("anchor-dir"),
     )
+
+
+# -- pyproject.toml's [tool.flwr.app.config] ------------------------------------------------
+APP_CONFIG_TABLE = "[tool.flwr.app.config]"
+
+
+def app_config_block() -> str:
+    """The ``[tool.flwr.app.config]`` table: every run option a Flower run config sets (from
+    RunConfig's field metadata) and the deployment's own options, each at its default under its
+    help text. pyproject.toml holds exactly this (tests/test_flower_apps.py)."""
+    intro = (
+        "Generated from the option tables (RunConfig's field metadata in secure_fedsa/config.py; "
+        "DEPLOYMENT_OPTIONS in secure_fedsa/flower/protocol.py): edit those, then `make "
+        "app-config`. The options of `secure-fedsa run` and the deployment's own; TOML has no "
+        'null: 0 or "" means "not set" where an option\'s default is none. Override any with'
+    )
+    lines = [APP_CONFIG_TABLE]
+    lines += [f"# {line}" for line in textwrap.wrap(intro, 98)]
+    lines += ["#   flwr run . CONNECTION --run-config 'rounds=8 epsilon=3.0'", ""]
+    lines += options.flower_toml_lines()
+    lines += ["", "# -- deployment (Flower only)"]
+    for key, (default, text) in DEPLOYMENT_OPTIONS.items():
+        lines += options.toml_entry(key, default, text)
+    return "\n".join(lines) + "\n"
+
+
+def app_config_span(text: str) -> tuple[int, int]:
+    """Where ``[tool.flwr.app.config]`` starts and ends in pyproject.toml's ``text`` (its header
+    line up to the next table's header, or the end)."""
+    start = text.find(f"\n{APP_CONFIG_TABLE}\n")
+    if start < 0:
+        raise ConfigError(f"pyproject.toml has no {APP_CONFIG_TABLE} table")
+    start += 1
+    following = re.search(r"^\[", text[start + len(APP_CONFIG_TABLE) :], flags=re.MULTILINE)
+    end = len(text) if following is None else start + len(APP_CONFIG_TABLE) + following.start()
+    return start, start + len(text[start:end].rstrip("\n")) + 1  # up to its last line's end
+
+
+def write_app_config(pyproject: Path) -> bool:
+    """Rewrite ``pyproject``'s ``[tool.flwr.app.config]`` as generated; True if it changed."""
+    text = pyproject.read_text(encoding="utf-8")
+    start, end = app_config_span(text)
+    new = text[:start] + app_config_block() + text[end:]
+    if new == text:
+        return False
+    pyproject.write_text(new, encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":  # `make app-config`: python -m secure_fedsa.flower.protocol [PATH]
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "pyproject.toml")
+    changed = write_app_config(target)
+    print(f"{target}: [tool.flwr.app.config] {'rewritten' if changed else 'already current'}")

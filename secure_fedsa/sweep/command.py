@@ -40,8 +40,8 @@ SPEC_OPTIONS = ("epsilons", "methods", "seeds", "out")
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` subcommand with every run option and the sweep's own."""
-    from secure_fedsa.cli import add_run_options
     from secure_fedsa.config import METHODS
+    from secure_fedsa.options import add_run_options
 
     parser = sub.add_parser(
         "sweep",
@@ -131,7 +131,7 @@ def cmd_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepSpec:
     """The sweep described by the command line; every check happens here (nothing written)."""
-    from secure_fedsa.cli import config_from_args, fit_layers
+    from secure_fedsa.options import config_from_args, fit_layers
     from secure_fedsa.sharing import POLICIES
 
     for dest, instead in VARIED.items():
