@@ -36,6 +36,9 @@ HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
 OPTIMIZER_STATES = ("fresh", "kept")
 LR_SCHEDULES = ("constant", "linear", "cosine")  # secure_fedsa.schedule computes them
+# `--canaries` alone: the run-level audit's canaries per client (docs/audit.md, "Canaries in the
+# run": the Steinke et al. bound's power at this M, and the measured utility cost)
+DEFAULT_CANARIES = 1000
 
 
 # -- the option table -----------------------------------------------------------------------
@@ -69,6 +72,7 @@ class Option:
     words: bool = False  # a list given as separate words on the command line, not with commas
     flower_note: str = ""  # what a Flower deployment adds (pyproject's comment only)
     not_in_flower: str = ""  # why a Flower run config does not set it (then it has no key)
+    bare: Any = None  # the value of the flag given without one (None: the flag needs a value)
 
 
 def option(default: Any, help: str = "", **details: Any) -> Any:
@@ -272,6 +276,16 @@ class RunConfig:
         "pld", "(dp_accounting's PLD, replace-one neighbours)", choices=ACCOUNTANTS
     )
     clipping: str = option("hooks", "per-sample clipping", choices=CLIPPING_MODES)
+    # The run-level privacy audit (secure_fedsa/privacy/canaries.py, docs/audit.md): each client
+    # trains this many white-box gradient canaries inside its own DP-SGD, their secret bits
+    # committed in its ledger; `secure-fedsa audit` bounds ε from them. 0: no canaries.
+    canaries: int = option(
+        0,
+        "audit mode: Dirac gradient canaries each client trains inside its own DP-SGD, for a "
+        f"run-level ε lower bound by `secure-fedsa audit` (0: none; the flag alone: "
+        f"{DEFAULT_CANARIES}; docs/audit.md)",
+        bare=DEFAULT_CANARIES,
+    )
     # encryption
     encryption: bool = option(True, "encryption")
     # pairwise masks over the ciphertexts (secure aggregation): no coalition of the server with
@@ -519,6 +533,23 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
             f"{config.head} shares every tensor it trains, and finishing trains only the tensors "
             "a client keeps to itself",
         )
+
+
+def _check_canaries(config: RunConfig) -> None:
+    """The run-level audit's canaries need DP and per-sample gradients to join."""
+    m = config.canaries
+    _check(
+        isinstance(m, int) and not isinstance(m, bool) and m >= 0,
+        f"canaries must be a whole number (0: no canaries), got {m!r}",
+    )
+    if m > 0:
+        _check(config.dp, "--canaries audits differential privacy: it needs DP on")
+        _check(
+            config.clipping == "hooks",
+            "--canaries needs --clipping hooks: the canaries join the per-sample gradients, which "
+            "ghost clipping never materialises",
+        )
+        _check(config.method != "local", "--canaries needs a method that shares tensors")
 
 
 def validate(config: RunConfig) -> None:
