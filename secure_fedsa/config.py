@@ -654,6 +654,7 @@ def validate(config: RunConfig) -> None:
         f"({config.num_clients})",
     )
     _check_rounds_and_finishing(config)
+    _check_canaries(config)
     _check(
         bool(config.dataset) or bool(config.data_files),
         f"name a dataset ({flag('dataset')}) or {flag('data_files')} files",
