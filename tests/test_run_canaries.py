@@ -341,3 +341,16 @@ def test_a_ledger_without_canaries_is_written_and_hashed_as_before(tmp_path):
     assert identity_hash(committed) != identity_hash(plain)
     with pytest.raises(PrivacyError, match="canary_commitment"):
         LedgerIdentity.create(**fields, canary_commitment="not a hash")
+
+
+def test_the_auditor_bundle_carries_the_canaries_and_audits_alike(canary_run, tmp_path):
+    from audits.bundle import write_bundle
+
+    write_bundle(canary_run, tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "clients" / "client-0" / "canaries.json").is_file()
+    ours, theirs = _canary_check(canary_run), _canary_check(tmp_path / "bundle")
+    assert theirs["result"] == ours["result"] == "pass"
+    assert theirs["evidence"]["clients"] == {
+        cid: {**entry, "seconds": theirs["evidence"]["clients"][cid]["seconds"]}
+        for cid, entry in ours["evidence"]["clients"].items()
+    }
