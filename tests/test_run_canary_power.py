@@ -27,8 +27,9 @@ CEILING = (
     "claim of ε = 8 can FAIL it"
 )
 TOO_CLOSE = (
-    "the true ε is about twice the claim (μ-GDP 0.52 against 0.26); the Steinke et al. bound "
-    "from 1 000 canaries measured ε_LB 0.17-0.38 in simulation and in benchmarks/results, below 1"
+    "the true ε is about twice the claim (2.14 for σ/2, 1.99 for the halved accountant); the "
+    "Steinke et al. bound from 1 000 canaries measured ε_LB 0.57-0.90 "
+    "(benchmarks/results/run-canary/power.json), below the claim of 1"
 )
 EXPECTED = {
     ("sigma/7", 1.0): "fail",
