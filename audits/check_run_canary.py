@@ -12,9 +12,22 @@ round it trained (secure_fedsa/privacy/canaries.py). This check
    (floor(j · size / M)), one release per round the ledger charged, M finite values each;
 3. scores each canary by minus the sum of its coordinate's released updates (a canary with bit 1
    has a positive gradient, which the client's descent turns into a negative update) and gives
-   the scores and the bits to :func:`audits.one_run.one_run_bound`;
-4. FAILs a client whose lower bound exceeds the ε its ledger claims, is INCONCLUSIVE where the
-   claim is above what M canaries can certify, and passes otherwise.
+   the scores, with bit 1 as "in", to :func:`audits.canary_audit.audit_scores`: both one-run
+   analyses (Steinke, Nasr & Jagielski 2023; the Gaussian f-DP analysis of Mahloujifar, Melis &
+   Chaudhuri 2025), each over several sets of guesses, at 95 % confidence per client;
+4. gives each client the verdict of :func:`audits.canary_audit.verdict`: FAIL where the lower
+   bound exceeds the ε its ledger claims, INCONCLUSIVE where the claim is above what M canaries
+   can certify, PASS otherwise ("this run's releases are consistent with its claim at 95 %
+   confidence").
+
+Why sign pairs fit the analysis. Both analyses assume m canaries whose secret bits are
+independent fair coins, fixed before training, and a mechanism that is ε-DP between the two
+inputs one bit chooses; they never use what the two inputs are. Here bit j chooses between the
+canary +g_j and −g_j: two datasets that differ by replacing one record, the neighbouring relation
+under which the ledger's ε is accounted (replace-one). "Included" in the analyses' words is
+bit 1 (the + canary); the score ranks "+" over "−" and is computed from the releases alone. So
+the claim under test is exactly the ledger's (ε, δ) under replace-one neighbours, not an
+add/remove ε.
 
 Unlike the mechanism test (:mod:`audits.check_canary`, which trains canaries in the auditor's
 process), this audits what the run's own processes did: its sampler, clipping, noise and
@@ -28,9 +41,9 @@ import math
 import time
 from typing import Any
 
+from audits.canary_audit import CONFIDENCE, audit_scores, verdict_finding
 from audits.check_accounting import reported_epsilon
 from audits.evidence import CANARY_FILE, RunEvidence
-from audits.one_run import one_run_bound
 from audits.result import CheckResult
 
 NAME = "run-canary-audit"
@@ -40,6 +53,9 @@ STATEMENT = (
     "confidence, from the client's own released updates, that does not exceed the ε its "
     "ledger claims, and the claim is within what the number of canaries can certify."
 )
+# the subject of the verdict sentences (audits.canary_audit.verdict_sentence)
+SUBJECT = "this run's releases"
+
 FORMAT = "secure_fedsa.canaries"
 FORMAT_VERSION = 1
 SALT_HEX = 32
@@ -119,7 +135,7 @@ def check_run_canary(run: RunEvidence) -> CheckResult:
         result.fail("no differential privacy: there is no claimed ε to audit")
         return result
     size = (run.setup or {}).get("shared_values")
-    result.evidence = {"canaries": m, "clients": {}}
+    result.evidence = {"canaries": m, "confidence": CONFIDENCE, "clients": {}}
     for cid in run.client_ids:
         started = time.time()
         ledger = run.ledgers.get(cid) or {}
@@ -151,40 +167,23 @@ def check_run_canary(run: RunEvidence) -> CheckResult:
             result.error(f"{cid}: the ledger's ε or δ is not a number")
             continue
         bits = [b == 1 for b in doc["bits"]]
-        bound = one_run_bound(canary_scores(releases, m), bits, delta=delta)
-        _judge(result, cid, claimed, bound, m)
-        result.evidence["clients"][cid] = {
-            "claimed_epsilon": claimed,
-            "epsilon_lower_bound": bound.epsilon_lower_bound,
-            "max_certifiable_epsilon": bound.max_certifiable_epsilon,
-            "confidence": bound.confidence,
-            "method": bound.method,
-            "rounds": rounds,
-            "bits_one": sum(bits),
-            "details": bound.details,
-            "seconds": round(time.time() - started, 3),
-        }
+        audit = audit_scores(canary_scores(releases, m), bits, delta=delta)
+        outcome = {**audit.to_dict(), "claimed_epsilon": claimed, "rounds": rounds}
+        _judge(result, cid, outcome, m)
+        outcome["seconds"] = round(time.time() - started, 3)
+        result.evidence["clients"][cid] = outcome
     return result
 
 
-def _judge(result: CheckResult, cid: str, claimed: float, bound: Any, m: int) -> None:
-    low, ceiling = bound.epsilon_lower_bound, bound.max_certifiable_epsilon
-    if low > claimed:
-        result.fail(
-            f"{cid}: empirical ε ≥ {low:.3f} at {bound.confidence:.0%} confidence from the "
-            f"canaries of this run exceeds the claimed ε = {claimed:.3f}: the run's training "
-            "leaked more than its ledger accounts"
-        )
-    elif claimed > ceiling:
-        result.inconclusive(
-            f"{cid}: claimed ε = {claimed:.3f}, empirical ε_LB = {low:.3f}; {m} canaries "
-            f"can certify at most ε ≈ {ceiling:.2f} with {bound.method}, below the claim, so a "
-            "leak up to the claim could not be seen",
-            code="above-canary-ceiling",
-        )
+def _judge(result: CheckResult, cid: str, outcome: dict[str, Any], m: int) -> None:
+    """One client's verdict (``outcome["outcome"]``), as a finding that names both bounds."""
+    claimed = outcome["claimed_epsilon"]
+    word, finding = verdict_finding(outcome, claimed=claimed, canaries=m, subject=SUBJECT)
+    outcome["outcome"] = word.lower()
+    text = f"{cid}: {finding}"
+    if word == "FAIL":
+        result.fail(text + ". The run's training leaked more than its ledger accounts")
+    elif word == "INCONCLUSIVE":
+        result.inconclusive(text, code="above-canary-ceiling")
     else:
-        result.note(
-            f"{cid}: claimed ε = {claimed:.3f}, empirical ε_LB = {low:.3f} (ceiling "
-            f"≈ {ceiling:.2f} with {m} canaries): this run's releases are consistent with the "
-            "claim"
-        )
+        result.note(text)

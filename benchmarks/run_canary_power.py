@@ -1,17 +1,18 @@
 """The run-level canary audit's power and false-positive rate, and the utility cost of canaries.
 
 ``power`` (default): tiny federations (tests/tiny_runs.py TINY_AUDIT: the encoder cut to one layer,
-2 clients of about 80 training records, q = 1, 2 rounds of 2 steps, 1 000 canaries per client)
-trained in this process with each privacy bug of tests/planted_bugs.py planted once per ε, and
-``--honest`` honest runs per ε; each is audited by ``audits.runner.audit_run`` and the
-run-canary-audit check's result, ε lower bound and ceiling are kept per client. Honest runs give
+2 clients of about 80 training records, q = 1, 2 rounds of 2 steps, 2 000 canaries per client)
+trained in this process with each privacy bug of tests/planted_bugs.py planted ``--bug-repeats``
+times per ε, and ``--honest`` honest runs per ε; each is audited by ``audits.runner.audit_run``
+and the run-canary-audit check's result, both analyses' ε lower bounds and ceilings are kept per
+client. Honest runs give
 the false-positive rate (a client's FAIL counts as a false positive).
 
 ``utility``: the same small federation with and without canaries (same seed, so the same data,
 split and initialisation; the DP noise comes from the OS CSPRNG and differs between runs), each
 client's accuracy on its own test split.
 
-    python benchmarks/run_canary_power.py power --honest 20 --no-encryption \
+    python benchmarks/run_canary_power.py power --honest 20 --bug-repeats 3 --no-encryption \
         --out benchmarks/results/run-canary/power.json
     python benchmarks/run_canary_power.py utility --repeats 2 --no-encryption \
         --out benchmarks/results/run-canary/utility.json
@@ -72,7 +73,7 @@ def _audited(run_dir: Path) -> dict[str, Any]:
     return {
         "result": check["result"],
         "clients": {
-            cid: {k: v for k, v in entry.items() if k != "details"}
+            cid: {k: v for k, v in entry.items() if k != "tried"}
             for cid, entry in check["evidence"].get("clients", {}).items()
         },
         "audit_seconds": round(time.time() - started, 2),
@@ -87,7 +88,7 @@ def _save(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 def power(args: argparse.Namespace) -> None:
     from secure_fedsa.config import RunConfig
 
-    plan = [(bug, eps) for eps in args.epsilons for bug in BUGS]
+    plan = [(bug, eps) for eps in args.epsilons for bug in BUGS for _ in range(args.bug_repeats)]
     plan += [("honest", eps) for eps in args.epsilons for _ in range(args.honest)]
     rows: list[dict[str, Any]] = []
     meta = {"config": TINY_AUDIT, "encryption": not args.no_encryption, "load": os.getloadavg()}
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=("power", "utility"))
     parser.add_argument("--honest", type=int, default=20, help="honest runs per ε (power)")
+    parser.add_argument(
+        "--bug-repeats", type=int, default=1, help="runs per planted bug and ε (power)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="pairs of runs per ε (utility)")
     parser.add_argument("--canaries", type=int, default=TINY_AUDIT["canaries"])
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 8.0])

@@ -36,9 +36,10 @@ HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
 OPTIMIZER_STATES = ("fresh", "kept")
 LR_SCHEDULES = ("constant", "linear", "cosine")  # secure_fedsa.schedule computes them
-# `--canaries` alone: the run-level audit's canaries per client (docs/audit.md, "Canaries in the
-# run": the Steinke et al. bound's power at this M, and the measured utility cost)
-DEFAULT_CANARIES = 1000
+# `--canaries` alone: the run-level audit's canaries per client, enough for the audit to certify
+# ε = 8 at δ = 1e-5 (1 748 are; docs/audit.md, "Canaries in the run": the power at this M and the
+# measured utility cost)
+DEFAULT_CANARIES = 2000
 
 
 # -- the option table -----------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 
 import pytest
@@ -18,7 +17,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from audits import check_run_canary as audit_side
-from audits.one_run import check_inputs, one_run_bound
+from audits.canary_audit import audit_scores, certifiable_epsilon
 from audits.runner import audit_run
 from secure_fedsa.config import DEFAULT_CANARIES, RunConfig
 from secure_fedsa.errors import ConfigError, PrivacyError
@@ -79,33 +78,33 @@ def test_scores_are_minus_the_summed_releases_in_the_client_and_the_audit(case):
     assert ours == pytest.approx([-sum(r[j] for r in rows) for j in range(m)])
 
 
-@given(
-    scores=st.lists(st.one_of(st.floats(allow_nan=True), st.integers(), st.text(max_size=1))),
-    bits=st.lists(st.one_of(st.booleans(), st.integers(0, 1))),
-    delta=st.one_of(st.floats(allow_nan=True), st.booleans(), st.integers(-1, 2)),
-)
-def test_the_bound_refuses_malformed_inputs(scores, bits, delta):
-    valid = (
-        len(scores) == len(bits) > 0
-        and all(isinstance(b, bool) for b in bits)
-        and all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores)
-        and not isinstance(delta, bool)
-        and 0 < delta < 1
-    )
-    if valid:
-        check_inputs(scores, bits, delta)
-    else:
-        with pytest.raises(ValueError):
-            check_inputs(scores, bits, delta)
+def _released(bits: list[bool], signal: float, noise: list[float]) -> list[list[float]]:
+    """One round's releases on the canary coordinates: descent turns the + canary (bit 1) into
+    a negative update, the − canary into a positive one."""
+    return [[(-signal if b else signal) + z for b, z in zip(bits, noise, strict=True)]]
 
 
-def test_the_bound_separates_perfect_guesses_from_chance():
-    bits = [j % 2 == 0 for j in range(1000)]
-    perfect = one_run_bound([1.0 if b else -1.0 for b in bits], bits, delta=1e-5)
-    blind = one_run_bound([0.0] * 500 + [1.0] * 500, bits, delta=1e-5)
-    assert perfect.epsilon_lower_bound == pytest.approx(perfect.max_certifiable_epsilon)
-    assert 4.5 < perfect.max_certifiable_epsilon < 4.9  # docs/audit.md: 4.68 at m = 1000
-    assert blind.epsilon_lower_bound < 0.5
+def test_bit_one_is_the_analysis_included_so_a_perfect_separation_reaches_the_ceiling():
+    bits = [j % 3 == 0 for j in range(2000)]
+    scores = audit_side.canary_scores(_released(bits, 1.0, [0.0] * 2000), 2000)
+    audit = audit_scores(scores, bits, delta=1e-5)
+    assert audit.lower_bound == pytest.approx(audit.ceiling)
+    assert audit.lower_bounds["gaussian-fdp"] > 8 > audit.lower_bounds["epsilon-delta"]
+    # read the other way round (bit 0 as "in"), the same releases certify nothing
+    flipped = audit_scores(scores, [not b for b in bits], delta=1e-5)
+    assert flipped.lower_bound == 0
+
+
+def test_releases_that_ignore_the_bits_certify_almost_nothing():
+    bits = [j % 2 == 0 for j in range(2000)]
+    noise = torch.randn(2000, generator=torch.Generator().manual_seed(0)).tolist()
+    scores = audit_side.canary_scores(_released(bits, 0.0, noise), 2000)
+    assert audit_scores(scores, bits, delta=1e-5).lower_bound < 0.5
+
+
+def test_the_default_canaries_can_certify_epsilon_8_at_the_default_delta():
+    ceilings = certifiable_epsilon(DEFAULT_CANARIES, delta=RunConfig.delta)
+    assert ceilings["gaussian-fdp"] >= 8.0 > ceilings["epsilon-delta"]
 
 
 @settings(max_examples=200)

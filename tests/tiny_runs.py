@@ -53,5 +53,5 @@ TINY_AUDIT = dict(
     max_length=16,
     eval_examples_per_round=10,
     seed=0,
-    canaries=1000,
+    canaries=2000,
 )
