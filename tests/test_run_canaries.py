@@ -353,3 +353,37 @@ def test_the_auditor_bundle_carries_the_canaries_and_audits_alike(canary_run, tm
         cid: {**entry, "seconds": theirs["evidence"]["clients"][cid]["seconds"]}
         for cid, entry in ours["evidence"]["clients"].items()
     }
+
+
+# --------------------------------------------------------------------------- the report
+def test_the_first_page_summarises_the_run_level_audit_as_the_runs_own(canary_run):
+    report = audit_run(canary_run)
+    check = next(c for c in report["checks"] if c["name"] == "run-canary-audit")
+    assert check["scope"] == "run"
+    canary = report["executive"]["canary"]
+    assert canary["this_run"] == "pass" and canary["this_report"] == "not run"
+    assert "This run trained 300 canaries inside each client's own DP-SGD" in canary["text"]
+    assert "this run's releases are consistent with its claim at 95 % confidence" in canary["text"]
+    assert "No canaries were trained" not in canary["text"]
+    verified = report["overview"]["verified"]
+    assert "the canaries each client trained inside this run's own DP-SGD" in verified
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        ("pass", "PASS, this run's releases are consistent with its claim at 95 % confidence"),
+        ("fail", "FAILED: this run's releases leak more than its ledger claims"),
+        ("inconclusive", "INCONCLUSIVE, the claimed ε is above what they can certify"),
+        ("error", "could not be carried out"),
+    ],
+)
+def test_the_run_level_summary_says_each_verdict_in_its_own_words(result, words):
+    from audits.executive import run_canary_summary
+
+    entry = {"claimed_epsilon": 1.0, "epsilon_lower_bound": 2.5, "max_certifiable_epsilon": 8.2}
+    check = {"result": result, "evidence": {"canaries": 2000, "clients": {"client-0": entry}}}
+    text = run_canary_summary(check)
+    assert words in text
+    if result != "error":
+        assert "2 000 canaries" in text and "ε lower bound 2.50" in text
