@@ -1,13 +1,15 @@
 """The run-level canary audit has power (issue 34.4): privacy bugs planted in the run's own
 process FAIL it, honest runs do not. Marked ``e2e`` (a tiny federation per case, with the
-default encryption and the default 1 000 canaries per client: minutes in all); run with
+default encryption and the default 2 000 canaries per client: minutes in all); run with
 ``pytest -m e2e tests/test_run_canary_power.py``. benchmarks/run_canary_power.py measures the
-same cases and the false-positive rate over 20 honest runs per ε (docs/audit.md).
+same cases, each bug three times per ε, and the false-positive rate over 20 honest runs per ε
+(docs/audit.md).
 
-Where the bound in use (Steinke, Nasr & Jagielski 2023, audits/one_run.py) cannot reach the
-requirement, the case is a strict xfail stating the measured numbers: the requirement stays
-written down, and a bound that meets it (issue 34.2's f-DP analysis) turns the xfail into a
-failure that asks for the marker to go.
+The audit (audits/canary_audit.py) takes the larger of two one-run analyses: Steinke, Nasr &
+Jagielski 2023 and the Gaussian f-DP analysis of Mahloujifar, Melis & Chaudhuri 2025. Where
+they still cannot reach the requirement, the case is a strict xfail stating the measured
+numbers: the requirement stays written down, and a stronger audit turns the xfail into a failure
+that asks for the marker to go.
 """
 
 from __future__ import annotations
@@ -22,24 +24,26 @@ from secure_fedsa.federation import Progress, run_federation
 
 pytestmark = pytest.mark.e2e
 
-CEILING = (
-    "with 1 000 canaries the Steinke et al. bound certifies at most ε ≈ 4.68 (δ = 1e-5): no "
-    "claim of ε = 8 can FAIL it"
+# measured over 3 runs each, 6 client audits (benchmarks/results/run-canary/power.json)
+SIGMA_2_EPS_1 = (
+    "σ/2 at ε = 1 (true ε 2.14): ε_LB 0.32-0.81 against the claim of 0.99 (a preliminary run "
+    "had one client at 1.06, its other at 0.58): a leak of twice the claim is at the edge of "
+    "what 2 000 canaries see in AdamW's released updates"
 )
-TOO_CLOSE = (
-    "the true ε is about twice the claim (2.14 for σ/2, 1.99 for the halved accountant); the "
-    "Steinke et al. bound from 1 000 canaries measured ε_LB 0.57-0.90 "
-    "(benchmarks/results/run-canary/power.json), below the claim of 1"
+SIGMA_2_EPS_8 = "σ/2 at ε = 8 (true ε 19.1): ε_LB 5.70-6.40 against the claim of 8 (ceiling 8.19)"
+ACCOUNTANT = (
+    "the accountant reporting ε/2 (true ε 1.99 at claim 1, 16.0 at claim 8): ε_LB 0.45-0.94 at "
+    "ε = 1 and 4.75-6.29 at ε = 8, below the claims"
 )
 EXPECTED = {
     ("sigma/7", 1.0): "fail",
     ("no-clip", 1.0): "fail",
-    ("sigma/2", 1.0): pytest.mark.xfail(strict=True, reason=TOO_CLOSE),
-    ("accountant/2", 1.0): pytest.mark.xfail(strict=True, reason=TOO_CLOSE),
-    **{
-        (bug, 8.0): pytest.mark.xfail(strict=True, reason=CEILING)
-        for bug in ("sigma/7", "sigma/2", "no-clip", "accountant/2")
-    },
+    ("sigma/7", 8.0): "fail",
+    ("no-clip", 8.0): "fail",
+    ("sigma/2", 1.0): pytest.mark.xfail(strict=True, reason=SIGMA_2_EPS_1),
+    ("sigma/2", 8.0): pytest.mark.xfail(strict=True, reason=SIGMA_2_EPS_8),
+    ("accountant/2", 1.0): pytest.mark.xfail(strict=True, reason=ACCOUNTANT),
+    ("accountant/2", 8.0): pytest.mark.xfail(strict=True, reason=ACCOUNTANT),
 }
 
 
@@ -61,8 +65,11 @@ def _audited(tmp_path, planted: str, epsilon: float) -> dict:  # noqa: ANN001
 )
 def test_a_planted_privacy_bug_fails_the_run_level_audit(tmp_path, planted, epsilon):
     check = _audited(tmp_path, planted, epsilon)
-    assert check["result"] == "fail", check["findings"]
-    assert all("exceeds the claimed" in f for f in check["findings"] if f.startswith("fail"))
+    # every client has the bug: the audit must catch it in each, not by luck in one
+    outcomes = {cid: e["outcome"] for cid, e in check["evidence"]["clients"].items()}
+    assert outcomes == {"client-0": "fail", "client-1": "fail"}, check["findings"]
+    assert check["result"] == "fail"
+    assert all("leak more than claimed" in f for f in check["findings"] if f.startswith("fail"))
 
 
 def test_an_honest_run_passes_at_epsilon_1(tmp_path):
@@ -70,8 +77,13 @@ def test_an_honest_run_passes_at_epsilon_1(tmp_path):
     assert check["result"] == "pass", check["findings"]
 
 
-def test_an_honest_run_at_epsilon_8_is_inconclusive_never_a_pass(tmp_path):
+def test_an_honest_run_passes_at_epsilon_8_with_the_default_canaries(tmp_path):
     check = _audited(tmp_path, "honest", 8.0)
-    assert check["result"] == "inconclusive", check["findings"]
+    assert check["result"] == "pass", check["findings"]
     for entry in check["evidence"]["clients"].values():
-        assert entry["epsilon_lower_bound"] < entry["max_certifiable_epsilon"] < 8.0
+        assert entry["epsilon_lower_bound"] < entry["claimed_epsilon"] < 8.0
+        assert entry["max_certifiable_epsilon"] > 8.0  # 2 000 canaries can certify the claim
+    assert all(
+        "this run's releases are consistent with its claim at 95 % confidence" in f
+        for f in check["findings"]
+    )
