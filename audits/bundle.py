@@ -22,6 +22,7 @@ from typing import Any
 from audits.evidence import (
     BUNDLE_FORMAT,
     BUNDLE_MANIFEST,
+    CANARY_FILE,
     LEDGER_FILE,
     server_keys_location,
 )
@@ -48,10 +49,13 @@ def bundle_plan(run_dir: Path) -> list[tuple[str, Path]]:
     plan = [(name, run_dir / name) for name in RUN_FILES]
     clients = run_dir / "clients"
     if clients.is_dir():
+        # canaries.json exists only in a run made with --canaries: its bits and the client's
+        # released values on the canary coordinates are for the auditor (docs/audit.md)
         plan += [
-            (f"clients/{d.name}/{LEDGER_FILE}", d / LEDGER_FILE)
+            (f"clients/{d.name}/{name}", d / name)
             for d in sorted(clients.iterdir())
             if d.is_dir() and not d.is_symlink()
+            for name in (LEDGER_FILE, CANARY_FILE)
         ]
     egress = run_dir / "egress"
     if egress.is_dir():

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -317,6 +317,23 @@ def verdict_sentence(
         f"ε ≈ {ceiling:.2f})",
     }
     return sentences[outcome]
+
+
+def verdict_finding(
+    outcome: dict[str, Any], *, claimed: float, canaries: int, subject: str
+) -> tuple[AuditVerdict, str]:
+    """The verdict on ``claimed`` of one audit (a :meth:`ScoreAudit.to_dict`) and the finding
+    that states it with both analyses' bounds and ceilings."""
+    bound, ceiling = outcome["epsilon_lower_bound"], outcome["max_certifiable_epsilon"]
+    lower_bounds, ceilings = outcome["lower_bounds"], outcome["ceilings"]
+    word = verdict(claimed, bound, ceiling)
+    sentence = verdict_sentence(
+        word, claimed=claimed, lower_bound=bound, ceiling=ceiling, subject=subject
+    )
+    bounds = "; ".join(
+        f"{LABELS[a]}: ε_LB = {b:.3f}, ceiling ≈ {ceilings[a]:.2f}" for a, b in lower_bounds.items()
+    )
+    return word, f"{sentence}; {canaries} canaries, {bounds}"
 
 
 def _check_analyses(analyses: Sequence[Analysis]) -> None:

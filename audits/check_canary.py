@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from audits.canary_audit import CONFIDENCE, LABELS, audit_scores, verdict, verdict_sentence
+from audits.canary_audit import CONFIDENCE, audit_scores, verdict_finding
 from audits.canary_train import train_canaries
 from audits.check_accounting import ledger_history, reported_epsilon
 from audits.evidence import RunEvidence
@@ -127,17 +127,9 @@ def _judge(
     result: CheckResult, cid: str, outcome: dict[str, Any], *, claimed: float, canaries: int
 ) -> None:
     """One client's verdict, as a finding that names both bounds."""
-    bound, ceiling = outcome["epsilon_lower_bound"], outcome["max_certifiable_epsilon"]
-    word = verdict(claimed, bound, ceiling)
+    word, finding = verdict_finding(outcome, claimed=claimed, canaries=canaries, subject=SUBJECT)
     outcome["outcome"] = word.lower()
-    sentence = verdict_sentence(
-        word, claimed=claimed, lower_bound=bound, ceiling=ceiling, subject=SUBJECT
-    )
-    bounds = "; ".join(
-        f"{LABELS[a]}: ε_LB = {b:.3f}, ceiling ≈ {outcome['ceilings'][a]:.2f}"
-        for a, b in outcome["lower_bounds"].items()
-    )
-    text = f"{cid}: {sentence}; {canaries} canaries, {bounds}"
+    text = f"{cid}: {finding}"
     if word == "FAIL":
         result.fail(text + ". The installed DP mechanism leaks more than it accounts")
     elif word == "INCONCLUSIVE":

@@ -27,6 +27,7 @@ CONFIG_VERSIONS = (2, 3, 4)
 LEDGER_FORMAT = "secure_fedsa.privacy_ledger"
 LEDGER_VERSION = 3
 LEDGER_FILE = "privacy_ledger.json"
+CANARY_FILE = "canaries.json"
 MAX_FILE_BYTES = 64 << 20
 BUNDLE_MANIFEST = "MANIFEST.json"  # written by audits.bundle; lists every file with its SHA-256
 BUNDLE_FORMAT = "secure_fedsa.audit_bundle"
@@ -41,6 +42,9 @@ class RunEvidence:
     metrics: list[dict[str, Any]] | None = None
     ledgers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     egress: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+    # each client's canaries.json, read only for a run made with --canaries (private to the
+    # client: the operator hands it to the auditor; audits/check_run_canary.py)
+    canaries: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     server_keys: dict[str, Any] | None = None
     server_keys_path: str | None = None
     problems: dict[str, str] = field(default_factory=dict)
@@ -185,6 +189,9 @@ def load_run(root: Path) -> RunEvidence:
         evidence.ledgers[cid] = _json_object(clients_dir / cid / LEDGER_FILE, evidence, ledger_name)
         egress_name = f"egress/{cid}.jsonl"
         evidence.egress[cid] = _json_lines(egress_dir / f"{cid}.jsonl", evidence, egress_name)
+        if evidence.cfg("canaries"):
+            name = f"clients/{cid}/{CANARY_FILE}"
+            evidence.canaries[cid] = _json_object(clients_dir / cid / CANARY_FILE, evidence, name)
     keys_path = server_keys_location(root, evidence.config)
     evidence.server_keys_path = (
         str(keys_path.relative_to(root)) if keys_path.is_relative_to(root) else str(keys_path)

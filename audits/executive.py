@@ -76,6 +76,18 @@ SHORT_CLAIMS = {
     "aggregates": "clients loaded only plausible aggregates",
     "encryption": "128-bit CKKS, the server held no secret key",
     "dp-hazards": "DP on, Poisson sampling",
+    "run-canary-audit": "the canaries trained inside this run are consistent with each claimed ε",
+}
+RUN_CANARY_CHECK = "run-canary-audit"
+# the run-level canary audit's result, as the first page states it (``{m}``: canaries a client)
+RUN_CANARY_SENTENCES: dict[str, str] = {
+    "pass": "This run trained {m} canaries inside each client's own DP-SGD, their bits "
+    "committed before training: PASS, this run's releases are consistent with its claim at "
+    "95 % confidence.",
+    "inconclusive": "This run trained {m} canaries inside each client's own DP-SGD: "
+    "INCONCLUSIVE, the claimed ε is above what they can certify.",
+    "fail": "This run trained {m} canaries inside each client's own DP-SGD, and the audit "
+    "FAILED: this run's releases leak more than its ledger claims.",
 }
 MASKED_LIMIT = (
     "a server colluding with t or more clients (t: a majority of each round's clients unless "
@@ -194,30 +206,57 @@ def canary_context(epsilon: float, delta: float, checks: list[dict[str, Any]]) -
         ).replace(",", " ")
     else:
         text += f" {enough:,} canaries or more could back ε = {epsilon:.2f}.".replace(",", " ")
+    own = next((c for c in checks if c.get("name") == RUN_CANARY_CHECK), None)
+    run_level = "not run" if own is None else str(own.get("result", "error"))
+    if own is not None:
+        text += " " + run_canary_summary(own)
     test = next((c for c in checks if c.get("name") == "installed-mechanism-test"), None)
     if test is None:
-        text += (
-            " No canaries were trained inside this run, and the installed-mechanism test "
-            "(--canary) was not run."
-        )
         outcome = "not run"
+        if own is None:
+            text += (
+                " No canaries were trained inside this run, and the installed-mechanism test "
+                "(--canary) was not run."
+            )
     else:
         outcome = shown_result(test)
-        text += " This report ran the installed-mechanism test (--canary), which trains " + {
-            "consistent": "canaries through the code installed here, not this run: that code is "
-            "consistent with the claim at 95 % confidence.",
-            "inconclusive": "canaries through the code installed here: inconclusive, the claim "
-            "is above its ceiling.",
-            "fail": "canaries through the code installed here, and it FAILED: that mechanism "
-            "leaks more than it claims.",
-            "warn": "canaries through the code installed here: see its warning.",
-        }.get(outcome, "canaries through the code installed here; it could not be carried out.")
+        text += " Apart from the run, this report ran the installed-mechanism test (--canary), " + {
+            "consistent": "which trains canaries through the code installed here, not this run: "
+            "that code is consistent with the claim at 95 % confidence.",
+            "inconclusive": "which trains canaries through the code installed here: "
+            "inconclusive, the claim is above its ceiling.",
+            "fail": "which trains canaries through the code installed here, and it FAILED: that "
+            "mechanism leaks more than it claims.",
+            "warn": "which trains canaries through the code installed here: see its warning.",
+        }.get(outcome, "which could not be carried out.")
     return {
         "ceilings": {str(m): c for m, c in ceilings.items()},
         "canaries_needed": enough,
         "this_report": outcome,
+        "this_run": run_level,
         "text": text,
     }
+
+
+def run_canary_summary(check: dict[str, Any]) -> str:
+    """The run-level canary audit (check ``run-canary-audit``) in one or two sentences: its
+    verdict and, per client, the claimed ε against the ε lower bound and ceiling (pure)."""
+    evidence = check.get("evidence") or {}
+    result = str(check.get("result", "error"))
+    sentence = RUN_CANARY_SENTENCES.get(result)
+    if sentence is None:
+        return (
+            "This run was made with canaries, but their audit could not be carried out (see the "
+            "run-canary-audit findings): no run-level evidence backs the claimed ε."
+        )
+    clients = evidence.get("clients") or {}
+    per_client = "; ".join(
+        f"{cid}: claimed ε = {e['claimed_epsilon']:.2f}, ε lower bound "
+        f"{e['epsilon_lower_bound']:.2f}, certifiable up to ε ≈ {e['max_certifiable_epsilon']:.2f}"
+        for cid, e in sorted(clients.items())
+    )
+    text = sentence.format(m=f"{evidence.get('canaries', '?'):,}".replace(",", " "))
+    return f"{text} ({per_client})." if per_client else text
 
 
 def _grouped(rows: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from audits.check_egress import check_egress
 from audits.check_encryption import check_encryption
 from audits.check_hazards import check_hazards
 from audits.check_ledger import check_ledger
+from audits.check_run_canary import check_run_canary
 from audits.check_rundir import check_run_directory
 from audits.diagram import data_flow
 from audits.evidence import RunEvidence, load_run
@@ -90,7 +91,9 @@ def audit_run(
     """The full report of ``run_dir``; ``extra`` checks (e.g. the canary audit) run last."""
     started = time.time()
     run = load_run(run_dir)
-    results = [_safe(check, run) for check in (*CHECKS, *extra)]
+    # a run made in audit mode (--canaries) carries its own canaries: audit them (no training)
+    own = (check_run_canary,) if run.cfg("canaries") else ()
+    results = [_safe(check, run) for check in (*CHECKS, *own, *extra)]
     checks = [r.to_dict() for r in results]
     statement = _part(privacy_statement, run) if run.config else {"dp": None}
     report: dict[str, Any] = {

@@ -50,6 +50,7 @@ from secure_fedsa.errors import BudgetExhausted, LedgerError, SecureFedsaError
 from secure_fedsa.frozen_prefix import FrozenPrefix
 from secure_fedsa.model import LoraClassifier
 from secure_fedsa.privacy.accounting import DPEvent
+from secure_fedsa.privacy.canaries import CanaryGradients, CanarySet
 from secure_fedsa.privacy.continuity import Release
 from secure_fedsa.privacy.engine import (
     DPSettings,
@@ -119,6 +120,8 @@ class ClientPrivacy:
     settings: DPSettings
     ledger: PrivacyLedger
     budget: float | None  # None: noise multiplier given directly, ε only reported
+    # the run-level audit's canaries, committed in the ledger (None: no audit mode)
+    canaries: CanarySet | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,7 @@ class Client:
                 on_step=on_step,
                 carry=self.carry,
                 lr_factors=self.plan.lr_factors(round_number),
+                canaries=self._canary_gradients(),
             )
             stats = ran.stats
             # Privacy is spent the moment training ran: record what the mechanism executed
@@ -289,6 +293,9 @@ class Client:
         shared, clamped = clamp_round_change(
             self.start_shared, flatten(trained, self.manifest), self.bounds.round_change
         )
+        if self.privacy is not None and self.privacy.canaries is not None:
+            # what this round releases on the canary coordinates, kept for the audit only
+            self.privacy.canaries.record(round_number, self.start_shared, shared)
         self.state = {**trained, **unflatten(shared, self.manifest)}
         self.trained = self.state
         self.trained_round = round_number
@@ -297,6 +304,16 @@ class Client:
         self.last_train_seconds = time.perf_counter() - started
         self._save()
         return TrainResult(stats=stats, epsilon=epsilon, clamped=clamped)
+
+    def _canary_gradients(self) -> CanaryGradients | None:
+        canaries = self.privacy.canaries if self.privacy is not None else None
+        if canaries is None:
+            return None
+        if canaries.shared_size != self.manifest.size:
+            raise SecureFedsaError(f"{self.client_id}: the canaries were made for another model")
+        return canaries.gradients(
+            self.manifest.entries, dict(self.model.named_parameters()), self.privacy.settings.clip
+        )
 
     def will_train(self, round_number: int) -> bool:
         """Whether this client sends an update in ``round_number`` (trained already, or its

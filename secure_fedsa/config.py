@@ -36,6 +36,10 @@ HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
 OPTIMIZER_STATES = ("fresh", "kept")
 LR_SCHEDULES = ("constant", "linear", "cosine")  # secure_fedsa.schedule computes them
+# `--canaries` alone: the run-level audit's canaries per client, enough for the audit to certify
+# ε = 8 at δ = 1e-5 (1 748 are; docs/audit.md, "Canaries in the run": the power at this M and the
+# measured utility cost)
+DEFAULT_CANARIES = 2000
 
 
 # -- the option table -----------------------------------------------------------------------
@@ -69,6 +73,7 @@ class Option:
     words: bool = False  # a list given as separate words on the command line, not with commas
     flower_note: str = ""  # what a Flower deployment adds (pyproject's comment only)
     not_in_flower: str = ""  # why a Flower run config does not set it (then it has no key)
+    bare: Any = None  # the value of the flag given without one (None: the flag needs a value)
 
 
 def option(default: Any, help: str = "", **details: Any) -> Any:
@@ -272,6 +277,16 @@ class RunConfig:
         "pld", "(dp_accounting's PLD, replace-one neighbours)", choices=ACCOUNTANTS
     )
     clipping: str = option("hooks", "per-sample clipping", choices=CLIPPING_MODES)
+    # The run-level privacy audit (secure_fedsa/privacy/canaries.py, docs/audit.md): each client
+    # trains this many white-box gradient canaries inside its own DP-SGD, their secret bits
+    # committed in its ledger; `secure-fedsa audit` bounds ε from them. 0: no canaries.
+    canaries: int = option(
+        0,
+        "audit mode: Dirac gradient canaries each client trains inside its own DP-SGD, for a "
+        f"run-level ε lower bound by `secure-fedsa audit` (0: none; the flag alone: "
+        f"{DEFAULT_CANARIES}; docs/audit.md)",
+        bare=DEFAULT_CANARIES,
+    )
     # encryption
     encryption: bool = option(True, "encryption")
     # pairwise masks over the ciphertexts (secure aggregation): no coalition of the server with
@@ -521,6 +536,23 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
         )
 
 
+def _check_canaries(config: RunConfig) -> None:
+    """The run-level audit's canaries need DP and per-sample gradients to join."""
+    m = config.canaries
+    _check(
+        isinstance(m, int) and not isinstance(m, bool) and m >= 0,
+        f"canaries must be a whole number (0: no canaries), got {m!r}",
+    )
+    if m > 0:
+        _check(config.dp, "--canaries audits differential privacy: it needs DP on")
+        _check(
+            config.clipping == "hooks",
+            "--canaries needs --clipping hooks: the canaries join the per-sample gradients, which "
+            "ghost clipping never materialises",
+        )
+        _check(config.method != "local", "--canaries needs a method that shares tensors")
+
+
 def validate(config: RunConfig) -> None:
     """Raise ConfigError naming the first invalid field (by its flag) and how to fix it."""
     _choice(config, "method", "method")
@@ -623,6 +655,7 @@ def validate(config: RunConfig) -> None:
         f"({config.num_clients})",
     )
     _check_rounds_and_finishing(config)
+    _check_canaries(config)
     _check(
         bool(config.dataset) or bool(config.data_files),
         f"name a dataset ({flag('dataset')}) or {flag('data_files')} files",

@@ -185,6 +185,7 @@ class Federation:
                     self.codecs.fingerprint,
                     histories[cid],
                     self.anchors,
+                    shared_size=self.manifest.size,
                 ),
                 codec=self.codecs.client,
                 seed=config.seed * 1000 + number,

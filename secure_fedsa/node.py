@@ -28,6 +28,7 @@ from secure_fedsa.crypto.signing import load_identity
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.errors import ConfigError, DataError, LedgerError
 from secure_fedsa.privacy.anchor import AnchorStore
+from secure_fedsa.privacy.canaries import CanarySet, reopen_canaries
 from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
 from secure_fedsa.privacy.engine import DPSettings
 from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
@@ -55,7 +56,11 @@ def training_plan(config: RunConfig) -> TrainingPlan:
 
 
 def ledger_identity(
-    config: RunConfig, client_id: str, plan: PrivacyPlan, fingerprint: str | None
+    config: RunConfig,
+    client_id: str,
+    plan: PrivacyPlan,
+    fingerprint: str | None,
+    canary_commitment: str | None = None,
 ) -> LedgerIdentity:
     return LedgerIdentity.create(
         client_id=client_id,
@@ -66,6 +71,7 @@ def ledger_identity(
         target_epsilon=config.epsilon,
         noise_multiplier=plan.noise_multiplier,
         clip=config.clip,
+        canary_commitment=canary_commitment,
     )
 
 
@@ -167,9 +173,15 @@ def client_privacy(
     fingerprint: str | None,
     history: PrivacyHistory | None,
     anchors: AnchorStore,
+    *,
+    shared_size: int = 0,
 ) -> ClientPrivacy | None:
     """DP settings and the client's ledger (``history``'s, or a new one for a client that has
-    never trained) in ``directory``; None without DP. The budget is the ledger's."""
+    never trained) in ``directory``; None without DP. The budget is the ledger's.
+
+    With ``config.canaries`` (the run-level audit), a new ledger commits to canaries drawn now
+    on a shared vector of ``shared_size`` values; an existing one must hold the commitment of
+    the canaries saved in ``directory``."""
     if not config.dp or plan is None:
         return None
     settings = DPSettings(
@@ -177,14 +189,27 @@ def client_privacy(
         clip=config.clip,
         sample_rate=plan.sample_rate,
     )
-    identity = ledger_identity(config, client_id, plan, fingerprint)
-    if history is not None and history.ledger is not None:
-        history.ledger.require_identity(identity)
-        ledger = history.ledger
+    existing = history.ledger if history is not None else None
+    if existing is not None:
+        existing.require_identity(ledger_identity(config, client_id, plan, fingerprint))
+        canaries = reopen_canaries(directory, config.canaries, existing.identity.canary_commitment)
+        ledger = existing
     else:
         directory.mkdir(parents=True, exist_ok=True)
+        canaries = (
+            CanarySet.draw(directory, config.canaries, shared_size, OSRandom())
+            if config.canaries
+            else None
+        )
+        commitment = None if canaries is None else canaries.commitment
+        identity = ledger_identity(config, client_id, plan, fingerprint, commitment)
         ledger = PrivacyLedger.open(directory / LEDGER_FILE, identity=identity, anchors=anchors)
-    return ClientPrivacy(settings=settings, ledger=ledger, budget=ledger.identity.target_epsilon)
+    return ClientPrivacy(
+        settings=settings,
+        ledger=ledger,
+        budget=ledger.identity.target_epsilon,
+        canaries=canaries,
+    )
 
 
 def shared_manifest(initial: dict[str, torch.Tensor], policy: SharingPolicy) -> Manifest:
@@ -361,7 +386,14 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         initial_state=initial,
         directory=spec.state_dir,
         privacy=client_privacy(
-            config, spec.name, plan, spec.state_dir, codec.fingerprint, history, anchors
+            config,
+            spec.name,
+            plan,
+            spec.state_dir,
+            codec.fingerprint,
+            history,
+            anchors,
+            shared_size=manifest.size,
         ),
         codec=codec,
         seed=config.seed * 1000 + spec.number,

@@ -166,7 +166,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         else:
             word = option.details.none_word
             kind = _positive_or(word) if word else _TYPES[option.kind]
-            parser.add_argument(option.flag, dest=option.dest, type=kind, default=None, help=text)
+            bare = option.details.bare
+            extra = {} if bare is None else {"nargs": "?", "const": bare}
+            parser.add_argument(
+                option.flag, dest=option.dest, type=kind, default=None, help=text, **extra
+            )
     parser.add_argument("--out", help="run directory (default: runs/<time>-<method>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")

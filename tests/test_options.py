@@ -69,6 +69,7 @@ SAMPLES: dict[str, tuple[object, dict[str, object]]] = {
     "clip": (1.0, {}),
     "accountant": ("pld", {}),
     "clipping": ("ghost", {}),
+    "canaries": (50, {}),
     "encryption": (False, {}),
     "masking": (False, {}),
     "masking_threshold": (2, {}),

@@ -35,3 +35,23 @@ def interrupt_then_resume(config, run_dir, after: int = 1) -> None:  # noqa: ANN
     with pytest.raises(StopAfterRound):
         run_federation(config, run_dir, Progress(message=lambda _: None, round_done=stop))
     run_federation(config, run_dir, Progress(message=lambda _: None), resume=True)
+
+
+# The run-level canary audit's tiny run (tests/test_run_canary_power.py,
+# benchmarks/run_canary_power.py): the encoder cut to one layer, 2 clients of about 80 training
+# records, each client's whole training set in every batch (q = 1: no subsampling hides a
+# canary), 2 rounds of 2 steps, the default number of canaries.
+TINY_AUDIT = dict(
+    num_layers=1,
+    max_examples=200,
+    num_clients=2,
+    partition="iid",
+    rounds=2,
+    local_steps=2,
+    batch_size=256,
+    physical_batch_size=128,
+    max_length=16,
+    eval_examples_per_round=10,
+    seed=0,
+    canaries=2000,
+)

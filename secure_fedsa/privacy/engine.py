@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from secure_fedsa.errors import PrivacyError
 from secure_fedsa.privacy.accounting import DPEvent
+from secure_fedsa.privacy.canaries import CanaryGradients
 from secure_fedsa.privacy.hazards import check_mechanism
 from secure_fedsa.privacy.randomness import RandomSource, gaussian, poisson_indices
 
@@ -240,6 +241,9 @@ class _DPStepper:
     optimizer: torch.optim.Optimizer  # an Opacus DP optimizer (adds noise at the real step)
     close: Callable[[], None]
     empty: Callable[[list[torch.nn.Parameter]], None]  # prepare a step on an empty batch
+    # append per-sample gradient rows (one tensor per parameter) to the last piece's, before
+    # they are clipped; None where the mode has no per-sample gradients to append to
+    add_rows: Callable[[list[torch.nn.Parameter], list[torch.Tensor]], None] | None = None
 
 
 # Called with the names of the trainable parameters that got per-sample gradients (or, with
@@ -295,7 +299,11 @@ def _hooks_mode(model, params, base, dp, expected_batch, source, check) -> _DPSt
         for p in ps:
             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
 
-    return _DPStepper(backward, optimizer, wrapped._close, empty)
+    def add_rows(ps: list[torch.nn.Parameter], rows: list[torch.Tensor]) -> None:
+        for p, extra in zip(ps, rows, strict=True):
+            p.grad_sample = torch.cat([p.grad_sample, extra.to(p.grad_sample.dtype)])
+
+    return _DPStepper(backward, optimizer, wrapped._close, empty, add_rows)
 
 
 def _ghost_mode(model, params, base, dp, expected_batch, source, check) -> _DPStepper:  # noqa: ANN001
@@ -372,6 +380,7 @@ def train_dp(
     sampler: PoissonSampler | None = None,
     carry: OptimizerCarry | None = None,
     lr_factors: Sequence[float] | None = None,
+    canaries: CanaryGradients | None = None,
 ) -> DPRound:
     """``steps`` DP-SGD (DP-AdamW by default) steps with Poisson sampling at ``dp.sample_rate``.
 
@@ -386,16 +395,30 @@ def train_dp(
     ``i`` runs at ``lr * lr_factors[i]`` (``lr`` throughout without factors); the factors are
     public (a function of the step's position), so the schedule is post-processing.
 
+    With ``canaries`` (the run-level audit, :mod:`secure_fedsa.privacy.canaries`), the sampler
+    draws from the n records and the canaries together; each sampled canary's gradient row joins
+    the last piece's per-sample gradients before clipping, so it is clipped, summed and noised
+    with the records. The noisy sum is still divided by the records' expected batch q·n.
+
     Returns the statistics and the DP event executed (:class:`DPRound`): what to charge.
     """
     if mode not in DP_MODES:
         raise PrivacyError(f"unknown clipping mode {mode!r}: choose one of {', '.join(DP_MODES)}")
     factors = _factors(lr_factors, steps)
     n = len(data)
-    sampler = sampler if sampler is not None else PoissonSampler(n, dp.sample_rate, randomness)
+    extra = 0 if canaries is None else canaries.count
+    sampler = (
+        sampler if sampler is not None else PoissonSampler(n + extra, dp.sample_rate, randomness)
+    )
     expected_batch = max(1, round(dp.sample_rate * n))
     named = _trainable(model)
     params = [p for _, p in named]
+    if canaries is not None:
+        if mode != "hooks":
+            raise PrivacyError("canaries need clipping mode 'hooks' (per-sample gradients)")
+        if getattr(sampler, "size", None) != n + extra:
+            raise PrivacyError("with canaries the sampler must draw from the records and canaries")
+        canaries.check_trainable(params)
     base = OPTIMIZERS[optimizer](params, lr)
     _resume(base, carry, lr)
     built: list[torch.optim.Optimizer] = []
@@ -425,6 +448,8 @@ def train_dp(
         for factor in factors:
             schedule(factor)
             index = sampler.draw()
+            chosen = index[index >= n] - n  # sampled canaries (none without canaries)
+            index = index[index < n]
             batch: Batch = tuple(t[index] for t in data.tensors)  # type: ignore[assignment]
             dp_optimizer.zero_grad(set_to_none=True)
             size = batch[0].shape[0]
@@ -441,6 +466,8 @@ def train_dp(
                     dp_optimizer.signal_skip_step(do_skip=True)
                     dp_optimizer.step()
                     dp_optimizer.zero_grad(set_to_none=True)  # keeps the summed clipped gradients
+            if canaries is not None and stepper.add_rows is not None:
+                stepper.add_rows(params, canaries.rows(params, chosen))
             dp_optimizer.step()
             executed += 1
             examples += size

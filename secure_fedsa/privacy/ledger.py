@@ -110,6 +110,9 @@ class LedgerIdentity:
     # random, fixed at creation: no two ledgers share an identity (or an anchor)
     ledger_id: str
     versions: dict[str, str] = field(hash=False)
+    # SHA-256 committing to the run-level audit's canary bits (privacy/canaries.py), fixed before
+    # the first round; None (and absent from the file) in a run without canaries
+    canary_commitment: str | None = None
 
     @classmethod
     def create(
@@ -123,6 +126,7 @@ class LedgerIdentity:
         target_epsilon: float | None,
         noise_multiplier: float,
         clip: float,
+        canary_commitment: str | None = None,
     ) -> LedgerIdentity:
         """The identity of a new ledger, with this process's library versions."""
         return cls(
@@ -137,6 +141,7 @@ class LedgerIdentity:
             versions=_library_versions(),
             neighbouring_relation=NEIGHBOURING_RELATION,
             ledger_id=secrets.token_hex(16),
+            canary_commitment=canary_commitment,
         )
 
     def __post_init__(self) -> None:
@@ -185,6 +190,15 @@ def _identity_problems(identity: LedgerIdentity) -> list[str]:
             isinstance(i.versions, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in i.versions.items()),
             "versions must map names to version strings",
+        ),
+        (
+            i.canary_commitment is None
+            or (
+                isinstance(i.canary_commitment, str)
+                and len(i.canary_commitment) == 64
+                and all(c in "0123456789abcdef" for c in i.canary_commitment)
+            ),
+            "canary_commitment must be None or a SHA-256 in hex",
         ),
     ]
     return [message for ok, message in checks if not ok]
@@ -238,7 +252,7 @@ def _document(identity: LedgerIdentity, entries: tuple[LedgerEntry, ...]) -> dic
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "identity": asdict(identity),
+        "identity": _identity_json(identity),
         "entries": [_entry_json(e) for e in entries],
     }
 
@@ -254,9 +268,18 @@ def canonical_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def _identity_json(identity: LedgerIdentity) -> dict[str, Any]:
+    """The identity as written: without ``canary_commitment`` when there is none, so a ledger
+    of a run without canaries reads (and hashes) exactly as before the field existed."""
+    data = asdict(identity)
+    if data["canary_commitment"] is None:
+        del data["canary_commitment"]
+    return data
+
+
 def identity_hash(identity: LedgerIdentity) -> str:
     """The chain's anchor: the first entry's ``previous``."""
-    return canonical_hash(asdict(identity))
+    return canonical_hash(_identity_json(identity))
 
 
 def _require(mapping: Any, keys: tuple[str, ...], what: str) -> None:
@@ -272,6 +295,8 @@ def _require(mapping: Any, keys: tuple[str, ...], what: str) -> None:
 
 def _parse_identity(raw: Any) -> LedgerIdentity:
     names = tuple(f.name for f in fields(LedgerIdentity))
+    if isinstance(raw, dict) and "canary_commitment" not in raw:
+        names = tuple(n for n in names if n != "canary_commitment")  # written only when set
     _require(raw, names, "identity")
     try:
         return LedgerIdentity(**raw)
