@@ -79,14 +79,21 @@ class InProcessMasking:
         return mask
 
     def offsets(self, present: Iterable[str], shape: tuple[int, int, int]) -> Sequence[np.ndarray]:
-        """Phase 4: the survivors' reveals, and what to subtract from the aggregate's c0."""
+        """Phases 4 and 5: the survivors sign the survivor set (the consistency round), then
+        reveal; and what to subtract from the aggregate's c0."""
         present = sorted(set(present) & self.masked_with)
         dropped = self.masked_with - set(present)
+        signed = {}
+        for cid in present:
+            signed[cid] = self.clients[cid].sign_survivors(present=present, dropped=dropped)
+            self._record(cid, "secagg-survivors", signed[cid])
+        signatures = self.server.survivor_signatures(signed, present=present)
         reveals = []
         for cid in present:
             reveal = self.clients[cid].reveal(
-                self.server.shares_for(cid), present=present, dropped=dropped
-            )
+                self.server.shares_for(cid), present=present, dropped=dropped,
+                signatures=signatures,
+            )  # fmt: skip
             self._record(cid, "secagg-reveal", _reveal_bytes(reveal))
             reveals.append(reveal)
         chunks, count, modulus = shape

@@ -145,7 +145,9 @@ def test_only_drawn_clients_train_spend_and_send(sampled_run):
         assert sorted({e["round"] for e in egress}) == trained  # nothing sent when not drawn
         for number in trained:
             kinds = [e["kind"] for e in egress if e["round"] == number]
-            assert sorted(kinds) == ["secagg-keys", "secagg-reveal", "secagg-shares", "update"]
+            assert sorted(kinds) == [
+                "secagg-keys", "secagg-reveal", "secagg-shares", "secagg-survivors", "update"
+            ]  # fmt: skip
         # the ε metrics.jsonl shows does not move in a round the client sat out
         spent = [r["clients"][cid]["epsilon_spent"] for r in metrics]
         if cid == "client-1":
