@@ -476,7 +476,7 @@ def _check_sizes(config: RunConfig) -> None:
 def _check_threshold_floor(config: RunConfig) -> None:
     """A masking threshold below floor(2n/3) + 1 (n: the clients of one round) lets a server that
     lies about dropouts unmask an honest client with fewer than t clients (docs/crypto.md)."""
-    from secure_fedsa.secagg import threshold_problem
+    from secure_fedsa.threshold import threshold_problem
 
     masked = config.masking and config.encryption and config.method != "local"
     if not masked or config.masking_threshold is None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from secure_fedsa.errors import ConfigError, SecureFedsaError
-from secure_fedsa.secagg import fixed_threshold, threshold_floor
+from secure_fedsa.threshold import fixed_threshold, threshold_floor
 
 REQUIRE_MASKING = "require-masking"
 MIN_THRESHOLD = "min-masking-threshold"

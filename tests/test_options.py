@@ -69,7 +69,7 @@ SAMPLES: dict[str, tuple[object, dict[str, object]]] = {
     "clipping": ("ghost", {}),
     "encryption": (False, {}),
     "masking": (False, {}),
-    "masking_threshold": (2, {}),
+    "masking_threshold": (2, {"num_clients": 2}),
     "keys_dir": ("keys", {}),
     "max_clients": (32, {}),
     "release_evaluation": (True, {}),
