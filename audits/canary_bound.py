@@ -11,6 +11,10 @@ training is (ε, δ)-DP, their Theorem 5.2 bounds the chance of v or more correc
 largest ε for which this p-value is still below p: any mechanism that is (ε, δ)-DP for a smaller
 ε would have produced so many correct guesses with probability less than p. It is found by
 bisection, as in the paper's Algorithm (Appendix D).
+
+Steinke, Nasr & Jagielski, "Privacy Auditing with One (1) Training Run", NeurIPS 2023. The
+guesses, the other analysis (:mod:`audits.one_run_fdp`) and the verdict are in
+:mod:`audits.canary_audit`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,6 @@ import math
 
 import numpy as np
 from scipy import stats
-
-# the guesses the mechanism test makes: the k highest scores "in" and the k lowest "out" for each
-# k in this grid (fractions of m); the confidence is split over the grid (Bonferroni), so the
-# best k may be reported
-CONFIDENCE = 0.95
-K_FRACTIONS = (0.025, 0.05, 0.1, 0.25)
 
 
 def p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
@@ -64,32 +62,3 @@ def epsilon_lower_bound(
         else:
             high = middle
     return low
-
-
-def guesses(scores: list[float], k_in: int, k_out: int) -> list[int]:
-    """+1 (in) for the k_in highest scores, −1 (out) for the k_out lowest, 0 (abstain) else."""
-    if k_in + k_out > len(scores):
-        raise ValueError("more guesses than canaries")
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    result = [0] * len(scores)
-    for i in order[:k_out]:
-        result[i] = -1
-    for i in order[len(scores) - k_in :]:
-        result[i] = 1
-    return result
-
-
-def count_correct(guess: list[int], included: list[bool]) -> tuple[int, int]:
-    """(r guesses made, v correct)."""
-    r = sum(1 for g in guess if g != 0)
-    pairs = zip(guess, included, strict=True)
-    v = sum(1 for g, s in pairs if (g == 1 and s) or (g == -1 and not s))
-    return r, v
-
-
-def certifiable_epsilon(m: int, delta: float) -> float:
-    """The largest ε the mechanism test can back with m canaries: its lower bound when every
-    guess of the largest k is right (the test's ceiling; a claim above it cannot be tested)."""
-    per_k_confidence = 1 - (1 - CONFIDENCE) / len(K_FRACTIONS)
-    r = 2 * max(1, int(max(K_FRACTIONS) * m))
-    return epsilon_lower_bound(m, r, r, delta=delta, confidence=per_k_confidence)

@@ -19,7 +19,9 @@ Everything here is built from the report's own content (pure), except the number
   Lower Bounds for Differentially Private Machine Learning", IEEE S&P) measured far less
   leakage than the bound with attackers who only see the final model of natural data, and
   reached it with the strongest attackers (crafted inputs, every intermediate update);
-- the canary test's ceiling: :mod:`audits.canary_bound` (Steinke, Nasr & Jagielski 2023).
+- the canary test's ceiling: :mod:`audits.canary_audit`, the larger of the one-run bounds of
+  Steinke, Nasr & Jagielski 2023 ((ε, δ)) and Mahloujifar, Melis & Chaudhuri 2025 (Gaussian
+  f-DP) when every guess is right.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import math
 from typing import Any
 
 from audits import messages as kinds
-from audits.canary_bound import certifiable_epsilon
+from audits.canary_audit import canaries_needed, certifiable_epsilon
 from audits.provenance import differing_versions
+from audits.result import of_the_run, shown_result
 
 SOURCES = {
     "definition": "Dwork & Roth 2014, The Algorithmic Foundations of Differential Privacy, "
@@ -39,17 +42,19 @@ SOURCES = {
     "attacks": "Nasr, Song, Thakurta, Papernot & Carlini 2021, Adversary Instantiation: Lower "
     "Bounds for Differentially Private Machine Learning (IEEE S&P)",
     "canaries": "Steinke, Nasr & Jagielski 2023, Privacy Auditing with One (1) Training Run "
-    "(NeurIPS)",
+    "(NeurIPS); Mahloujifar, Melis & Chaudhuri 2025, Auditing f-Differential Privacy in One Run "
+    "(ICML)",
 }
 # the short form the report's sentences cite
 CITE = {
     "definition": "Dwork & Roth 2014, Def. 2.4",
     "testing": "Kairouz, Oh & Viswanath 2015, Thm 2.1",
     "attacks": "Nasr et al. 2021",
-    "canaries": "Steinke, Nasr & Jagielski 2023",
+    "canaries": "Steinke, Nasr & Jagielski 2023; Mahloujifar, Melis & Chaudhuri 2025",
 }
 FALSE_POSITIVE_RATES = (0.001, 0.01, 0.1)
 CANARY_COUNTS = (1000, 2000, 5000, 10000, 20000)
+MOST_CANARIES = 100_000  # the first page names no canary count above this
 REFERENCE_EPSILON = 1.0  # the bound at ε = 1, for comparison
 VERDICT_MEANING = {
     "PASS": "every check verified its claim from the run's files.",
@@ -71,7 +76,6 @@ SHORT_CLAIMS = {
     "aggregates": "clients loaded only plausible aggregates",
     "encryption": "128-bit CKKS, the server held no secret key",
     "dp-hazards": "DP on, Poisson sampling",
-    "dp-mechanism-test": "the installed mechanism leaked no more than it accounts",
 }
 MASKED_LIMIT = (
     "a server colluding with t or more clients (t: a majority of each round's clients unless "
@@ -170,39 +174,46 @@ def epsilon_in_context(epsilon: float, delta: float) -> dict[str, Any]:
 
 def canary_context(epsilon: float, delta: float, checks: list[dict[str, Any]]) -> dict[str, Any]:
     """What a canary test can back at this δ, whether it could back ``epsilon``, and what this
-    report's test (if run) found (pure apart from the bound's arithmetic)."""
-    ceilings = {m: certifiable_epsilon(m, delta) for m in CANARY_COUNTS}
-    best = max(ceilings.values())
-    enough = next((m for m, ceiling in ceilings.items() if ceiling >= epsilon), None)
-    shown = [m for m in ceilings if m <= 10000]
-    listed = ", ".join(f"{ceilings[m]:.1f} ({m:,})".replace(",", " ") for m in shown)
+    report's installed-mechanism test (if run) found; never a pass of the run (pure apart from
+    the bounds' arithmetic)."""
+    if not 0 < delta < 1:
+        return {"text": f"No canary test can be sized at δ = {delta:g}.", "this_report": "n/a"}
+    ceilings = {m: max(certifiable_epsilon(m, delta=delta).values()) for m in CANARY_COUNTS}
+    finite = math.isfinite(epsilon) and epsilon > 0
+    enough = canaries_needed(epsilon, delta=delta, most=MOST_CANARIES) if finite else None
+    listed = ", ".join(f"{c:.1f} ({m:,})".replace(",", " ") for m, c in ceilings.items())
     text = (
-        "A canary test (--canary) gives only a lower bound on ε: it can show that the mechanism "
-        f"leaks more than claimed, never less. At δ = {delta:g} it can back at most ε ≈ {listed} "
-        f"canaries; more do not help ({CITE['canaries']})."
+        "A canary test gives only a lower bound on ε: it can show that the releases leak more "
+        "than claimed, never less. With every guess right, at δ = "
+        f"{delta:g} it can back at most ε ≈ {listed} canaries ({CITE['canaries']})."
     )
     if enough is None:
         text += (
-            f" ε = {epsilon:.2f} is above that: the claim rests on the accounting check's "
-            "independent re-computation."
-        )
+            f" ε = {epsilon:.2f} would need more than {MOST_CANARIES:,} canaries: the claim "
+            "rests on the accounting check's independent re-computation."
+        ).replace(",", " ")
     else:
         text += f" {enough:,} canaries or more could back ε = {epsilon:.2f}.".replace(",", " ")
-    test = next((c for c in checks if c.get("name") == "dp-mechanism-test"), None)
+    test = next((c for c in checks if c.get("name") == "installed-mechanism-test"), None)
     if test is None:
-        text += " Not run for this report."
+        text += (
+            " No canaries were trained inside this run, and the installed-mechanism test "
+            "(--canary) was not run."
+        )
         outcome = "not run"
     else:
-        outcome = str(test.get("result"))
-        text += {
-            "pass": " This report ran it: no leak above the claim was found.",
-            "inconclusive": " This report ran it: inconclusive, the claim is above its ceiling.",
-            "fail": " This report ran it and it FAILED: the mechanism leaks more than it claims.",
-            "warn": " This report ran it: see its warning.",
-        }.get(outcome, " This report tried to run it, and it could not be carried out.")
+        outcome = shown_result(test)
+        text += " This report ran the installed-mechanism test (--canary), which trains " + {
+            "consistent": "canaries through the code installed here, not this run: that code is "
+            "consistent with the claim at 95 % confidence.",
+            "inconclusive": "canaries through the code installed here: inconclusive, the claim "
+            "is above its ceiling.",
+            "fail": "canaries through the code installed here, and it FAILED: that mechanism "
+            "leaks more than it claims.",
+            "warn": "canaries through the code installed here: see its warning.",
+        }.get(outcome, "canaries through the code installed here; it could not be carried out.")
     return {
         "ceilings": {str(m): c for m, c in ceilings.items()},
-        "most_any_test_can_back": best,
         "canaries_needed": enough,
         "this_report": outcome,
         "text": text,
@@ -221,10 +232,13 @@ def _grouped(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 def _verified_short(checks: list[dict[str, Any]]) -> str:
-    passed = [str(c.get("name")) for c in checks if c.get("result") == "pass"]
+    run_checks = of_the_run(checks)  # the installed-mechanism test is not a check of the run
+    passed = [str(c.get("name")) for c in run_checks if c.get("result") == "pass"]
     warned = [str(c.get("name")) for c in checks if c.get("result") == "warn"]
     claims = "; ".join(SHORT_CLAIMS.get(n, n) for n in passed)
-    text = f"{len(passed)} of {len(checks)} checks passed" + (f": {claims}." if passed else ".")
+    text = f"{len(passed)} of {len(run_checks)} checks of the run passed" + (
+        f": {claims}." if passed else "."
+    )
     if warned:
         text += f" Passed with warnings (below): {', '.join(warned)}."
     return text

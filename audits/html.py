@@ -21,6 +21,7 @@ from audits import messages as kinds
 from audits.diagram import data_flow_svg
 from audits.plot import epsilon_plot_png
 from audits.provenance import COMPONENTS
+from audits.result import shown_result
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:60em;
@@ -31,6 +32,7 @@ h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:
 .pass{background:#e3f5e1;color:#145a12}.warn{background:#fff4d6;color:#6b4b00}
 .fail,.error{background:#fde2e1;color:#8a1410}
 .inconclusive{background:#e8eaf0;color:#2b3550}
+.consistent{background:#e6eef8;color:#1d3a66}
 .badge{display:inline-block;min-width:4em;text-align:center;border-radius:4px;padding:.1em .5em;
 font-weight:700;text-transform:uppercase;font-size:.85em}
 table{border-collapse:collapse;width:100%;margin:.5em 0;font-size:.92em}
@@ -50,7 +52,7 @@ font-weight:700}
 @media print{
 @page{margin:14mm}
 body{max-width:none;margin:0;padding:0;font-size:10pt}
-.verdict,.badge,.pass,.warn,.fail,.error,.inconclusive,th{-webkit-print-color-adjust:exact;
+.verdict,.badge,.pass,.warn,.fail,.error,.inconclusive,.consistent,th{-webkit-print-color-adjust:exact;
 print-color-adjust:exact}
 details::details-content{content-visibility:visible;display:block;height:auto}
 details>summary{list-style:none;font-weight:700}
@@ -63,7 +65,11 @@ a{color:inherit;text-decoration:none}
 .check{break-inside:avoid}
 }
 """
-BADGE_TITLE = {"error": "could not be verified: counts as FAIL in the verdict"}
+BADGE_TITLE = {
+    "error": "could not be verified: counts as FAIL in the verdict",
+    "consistent": "the DP mechanism installed where the audit ran, tested in the auditor's "
+    "process: not a test, and not a pass, of this run",
+}
 BADGE_STATUSES = ("pass", "inconclusive", "warn", "fail", "error", "note")
 
 
@@ -414,7 +420,7 @@ def _checks(checks: list[dict]) -> str:
     details = ""
     for c in checks:
         status = str(c.get("result", "error"))
-        badge = _badge(status)
+        badge = _badge(shown_result(c))  # an installed-mechanism test never shows "pass"
         unverified = (
             " <span class='muted'>(could not be verified: counts as FAIL)</span>"
             if status == "error"

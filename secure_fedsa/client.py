@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,8 @@ class Client:
         self.trained_entry: str | None = None  # ledger entry that paid for ``trained``
         self.last_stats: RoundStats | None = None
         self.last_clamped = 0
+        # how long the last training took: it follows the Poisson batch sizes (private)
+        self.last_train_seconds = 0.0
         # local only, like B: the optimizer's moments never leave the client
         self.carry = OptimizerCarry() if plan.optimizer_state == "kept" else None
         saved = self.directory / STATE_FILE
@@ -202,6 +205,8 @@ class Client:
 
     # -- training -------------------------------------------------------------------------
     def planned_event(self) -> DPEvent | None:
+        """The event the next round is planned to spend: what the budget check projects.
+        Training charges the event the mechanism actually executed (:func:`train_dp`)."""
         if self.privacy is None:
             return None
         s = self.privacy.settings
@@ -231,6 +236,7 @@ class Client:
         # before saving its result: nothing of it was released, and it is trained again with
         # fresh noise and charged again (counting a round twice is safe, zero times never is).
         self.check_budget()
+        started = time.perf_counter()
         self.start_shared = flatten(self.state, self.manifest)
         self.model.load_adapter_state(self.state)
         self.model.set_trainable(self.policy.trained)
@@ -251,7 +257,7 @@ class Client:
             )
             epsilon = None
         else:
-            stats = train_dp(
+            ran = train_dp(
                 module,
                 train,
                 steps=self.plan.local_steps,
@@ -264,11 +270,15 @@ class Client:
                 carry=self.carry,
                 lr_factors=self.plan.lr_factors(round_number),
             )
-            # Privacy is spent the moment training ran: record it before anything else, and
-            # above all before anything computed in this round can leave the client.
+            stats = ran.stats
+            # Privacy is spent the moment training ran: record what the mechanism executed
+            # (not what was planned) before anything else, and above all before anything
+            # computed in this round can leave the client.
+            if ran.event is None:
+                raise LedgerError(f"{self.client_id}: round {round_number} ran no DP step")
             epsilon = self.privacy.ledger.record(
                 round_number,
-                self.planned_event(),
+                ran.event,
                 clip=self.privacy.settings.clip,
                 noise_source=self.randomness.name,
             )
@@ -284,6 +294,7 @@ class Client:
         self.trained_round = round_number
         self.last_stats = stats
         self.last_clamped = clamped
+        self.last_train_seconds = time.perf_counter() - started
         self._save()
         return TrainResult(stats=stats, epsilon=epsilon, clamped=clamped)
 
@@ -465,16 +476,22 @@ class Client:
         state: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write this client's adapter (global A, own B) in peft's format, plus its head: its
-        current model, or ``state`` (e.g. its finished model)."""
+        current model, or ``state`` (e.g. its finished model). The adapter names its base model
+        portably (secure_fedsa/base_reference.py); its model card is the caller's
+        (secure_fedsa/model_card.py)."""
         from safetensors.torch import save_file
 
+        from secure_fedsa.base_reference import portable_base
         from secure_fedsa.vera import peft_layout
 
         state = self.state if state is None else state
         self.model.load_adapter_state(state)
         directory.mkdir(parents=True, exist_ok=True)
-        with peft_layout(self.model):  # VeRA: peft's own parameter layout while it saves
-            self.model.encoder.save_pretrained(str(directory))
+        # VeRA: peft's own parameter layout while it saves; never this machine's model path.
+        # The vocabulary is never changed: no copy of the base embeddings, and no question to
+        # the hub about the base model (peft's "auto" asks it)
+        with peft_layout(self.model), portable_base(self.model.encoder):
+            self.model.encoder.save_pretrained(str(directory), save_embedding_layers=False)
         head = {k.removeprefix("head."): v.contiguous() for k, v in state.items()}
         head = {k: v for k, v in head.items() if k.startswith("classifier.")}
         save_file(head, str(directory / "head.safetensors"))
@@ -492,6 +509,7 @@ class Client:
             "start_shared": torch.from_numpy(self.start_shared),
             "clamped": self.last_clamped,
             "optimizer": None if self.carry is None else self.carry.saved,
+            "train_seconds": self.last_train_seconds,  # private, like the loss in ``stats``
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -508,6 +526,7 @@ class Client:
         self.trained_entry = payload.get("trained_entry")
         self.start_shared = payload["start_shared"].numpy()
         self.last_clamped = int(payload.get("clamped", 0))
+        self.last_train_seconds = float(payload.get("train_seconds", 0.0))
         if self.carry is not None:
             self.carry.saved = payload.get("optimizer")
 

@@ -1,57 +1,57 @@
 """The in-process federation: the default way to run, every client and the server in one process.
 
-Round r, as data flows (design.md section 3):
+Set-up (:class:`Federation`: data, keys, each client's privacy plan and ledger, setup.json) is
+done here; the rounds are :class:`~secure_fedsa.engine.rounds.RoundEngine`'s, the same engine the
+Flower ServerApp drives, with every client a :class:`~secure_fedsa.engine.site.Participant`
+reached by direct calls (:mod:`secure_fedsa.inprocess`). Round r, as data flows (design.md
+section 3):
 
-    each client: DP-SGD on (A, B, head) -> shared tensors -> weighted, encrypted bytes
-    server:      validate each update, add ciphertexts -> aggregate bytes
+    each client: DP-SGD on (A, B, head) -> shared tensors -> weighted, encrypted, masked bytes
+    server:      validate each update, add ciphertexts, remove the masks -> aggregate bytes
     each client: verify the server's signature, decrypt, divide, check the values are ones
                  honest clients can produce, load as its shared tensors (or keep the round's
                  starting ones if not); B and head untouched
 
-Transport is the :class:`InProcessTransport` below; the Flower apps use the same Client and
-Aggregator with another transport.
-
 What is written where (secure_fedsa/private_stats.py, docs/threat-model.md): the run's shared
 files (config.json, setup.json, metrics.jsonl, summary.json, egress/) hold DP releases and public
 configuration only; statistics of a client's records that are not DP (training loss, Poisson
-batch sizes, training seconds, test accuracy, label counts) go to that client's own directory,
-unless ``release_evaluation`` releases the evaluation explicitly.
+batch sizes, training seconds, test accuracy, label counts, why it rejected an aggregate) go to
+that client's own directory, unless ``release_evaluation`` releases the evaluation explicitly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from secure_fedsa.client import Client, finish_export
+from secure_fedsa.client import Client
 from secure_fedsa.config import RunConfig
-from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import BudgetExhausted, LedgerError
+from secure_fedsa.engine.aggregation import ServerKeys, new_session
+from secure_fedsa.engine.record import RoundRecord, round_line
+from secure_fedsa.engine.rounds import EngineSettings, Observer, RoundEngine
+from secure_fedsa.engine.site import MemorySecrets, Participant, SiteSettings
+from secure_fedsa.engine.summary import evaluation_summary
+from secure_fedsa.errors import LedgerError
 from secure_fedsa.frozen_prefix import FrozenPrefix
-from secure_fedsa.masked_round import InProcessMasking
+from secure_fedsa.inprocess import TRANSPORT, InProcessTransport
 from secure_fedsa.model import build_model
+from secure_fedsa.model_card import write_run_cards
 from secure_fedsa.node import (
     LEDGER_FILE,
     PrivacyHistory,
     client_privacy,
     client_releases,
-    ledger_heads_from_metrics,
-    new_aggregator,
-    new_session,
     plan_client,
     privacy_history,
     refuse_without_dp,
     shared_manifest,
-    submit,
     training_plan,
 )
 from secure_fedsa.prepare import model_spec, prepare
@@ -60,15 +60,8 @@ from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import metrics_releases
 from secure_fedsa.privacy.plan import PrivacyPlan
 from secure_fedsa.privacy.randomness import OSRandom, RandomSource
-from secure_fedsa.private_stats import (
-    append_round,
-    read_evaluation,
-    read_rounds,
-    write_evaluation,
-)
+from secure_fedsa.private_stats import read_evaluation, read_rounds
 from secure_fedsa.rundir import RunDirectory
-from secure_fedsa.sampling import sampled
-from secure_fedsa.secagg import RoundFailed as MaskingFailed
 from secure_fedsa.security import (
     Codecs,
     Identities,
@@ -76,7 +69,6 @@ from secure_fedsa.security import (
     setup_codecs,
     setup_identities,
 )
-from secure_fedsa.server import Aggregator
 from secure_fedsa.sharing import flatten, get_policy
 
 log = logging.getLogger(__name__)
@@ -97,75 +89,6 @@ class Progress:
     def __post_init__(self) -> None:
         if self.warning is None:
             self.warning = self.message
-
-
-@dataclass
-class RoundRecord:
-    """One round. ``clients`` and the fields below it are shared (metrics.jsonl); ``private``
-    (client id -> statistics of its records that are not DP) goes to each client's own
-    directory only, and ``seconds`` (the round's wall time, which includes training) only to the
-    console."""
-
-    round: int
-    sampled: list[str] | None = None  # the clients drawn this round (None: no sampling)
-    clients: dict[str, dict] = field(default_factory=dict)
-    rejected: list[dict] = field(default_factory=list)
-    aggregate: dict = field(default_factory=dict)
-    masking: dict = field(default_factory=dict)  # who took part in the round's masking
-    server_seconds: float = 0.0  # serializing the aggregate (adding is in each client's seconds)
-    upload_bytes: int = 0
-    download_bytes: int = 0
-    mean_accuracy: float | None = None  # only with release_evaluation
-    private: dict[str, dict] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def shared(self) -> dict:
-        """What metrics.jsonl holds of this round."""
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("private", "seconds")
-            and not (k in ("mean_accuracy", "sampled") and v is None)
-        }
-
-
-class InProcessTransport:
-    """Delivers client updates to the server in memory and records every byte that leaves."""
-
-    name = "in-process"
-
-    def __init__(self, egress: EgressLog, encrypted: bool) -> None:
-        self.egress = egress
-        self.encrypted = encrypted
-
-    def send_update(
-        self,
-        client: Client,
-        round_number: int,
-        aggregator: Aggregator,
-        mask: ChunkMask | None = None,
-    ) -> tuple[int, str | None, dict[str, float]]:
-        """Encrypt (and mask), record and deliver one update: (bytes, rejection reason or None,
-        seconds spent encrypting and aggregating it)."""
-        started = time.perf_counter()
-        payload = client.make_update(round_number, aggregator.session, mask)
-        encrypted = time.perf_counter()
-        self.egress.record(
-            client.client_id,
-            round_number=round_number,
-            kind="update",
-            payload=payload,
-            encrypted=self.encrypted,
-            tensors=client.manifest.names,
-            transport=self.name,
-            key_fingerprint=client.codec.fingerprint,
-            manifest_hash=client.manifest.digest,
-            ledger_entry=client.trained_entry,
-        )
-        added = time.perf_counter()
-        reason = submit(aggregator, payload)
-        seconds = {"encrypt": encrypted - started, "aggregate": time.perf_counter() - added}
-        return len(payload), reason, seconds
 
 
 class Federation:
@@ -238,9 +161,6 @@ class Federation:
         initial = self.model.adapter_state()
         self.manifest = shared_manifest(initial, self.policy)
         self.egress = EgressLog(self.rundir.path / "egress")
-        self.transport = InProcessTransport(self.egress, encrypted=config.encryption)
-        # the server's memory of each client's ledger head (from its own round records)
-        self.ledger_heads = ledger_heads_from_metrics(self.rundir.metrics())
         plan = training_plan(config)
         # shared by every client, as the model is: each record's frozen-layer hidden states are
         # kept once (clients' test splits drawn from one pool overlap), and one initial vector
@@ -297,6 +217,7 @@ class Federation:
                 "warnings": self.warnings,
             },
         )
+        self.engine = self._engine(config)
 
     def _histories(self, existing: RunDirectory | None) -> dict[str, PrivacyHistory]:
         """Each client's spent privacy, checked against everything the run shows it released
@@ -321,7 +242,57 @@ class Federation:
             for cid in self.prepared.clients
         }
 
-    # -- the loop ------------------------------------------------------------------------
+    def _engine(self, config: RunConfig) -> RoundEngine:
+        """The round engine over this process's clients, each a participant of its own."""
+        self.sites = {
+            cid: Participant(
+                self.identities.clients[cid],
+                SiteSettings(
+                    config,
+                    labels=tuple(self.prepared.label_names),
+                    adapter_dir=self.rundir.path / "adapters" / cid,
+                    transport=TRANSPORT,
+                ),
+                self.egress,
+                MemorySecrets(),
+                client,
+                on_step=self.progress.step_done,
+            )
+            for cid, client in self.clients.items()
+        }
+        transport = InProcessTransport(
+            self.sites,
+            client_started=self.progress.client_started,
+            client_done=self.progress.client_done,
+        )
+        keys = ServerKeys(self.codecs.server, self.identities.roster, self.identities.server)
+        settings = EngineSettings(
+            config, self.session, self.manifest, dataset=self.prepared.dataset_name
+        )
+        observer = Observer(
+            round_started=self.progress.round_started,
+            round_recorded=self._recorded,
+            warning=self.progress.warning,  # type: ignore[arg-type]
+            message=self.progress.message,
+        )
+        return RoundEngine(transport, keys, self.rundir, settings, observer)
+
+    def _recorded(self, record: RoundRecord) -> None:
+        """The console's view of a round: the operator holds every client's own statistics."""
+        for cid, site in self.sites.items():
+            if site.private.get("problems") and site.private.get("round") == record.round:
+                self.progress.warning(
+                    f"round {record.round}: {cid} REJECTED the aggregate and kept its previous "
+                    f"shared tensors: {site.private['problems'][0]}"
+                )
+        accuracies = {
+            cid: site.private["accuracy_subset"]
+            for cid, site in self.sites.items()
+            if site.private.get("round") == record.round
+        }
+        self.progress.round_done(record.round)
+        self.progress.message(round_line(record, self.config.rounds, accuracies))
+
     def run(self) -> dict:
         start = time.time()
         for warning in [*self.config.protections, *self.warnings, *self.data_warnings]:
@@ -338,211 +309,12 @@ class Federation:
                     f"for the rounds left, planned ε = {plan.planned_epsilon:.3f}"
                     + (f" of the budget {budget:g}" if budget is not None else "")
                 )
-        first = self.rundir.completed_rounds() + 1
-        for round_number in range(first, self.config.rounds + 1):
-            self.progress.round_started(round_number, self.config.rounds)
-            record = self.run_round(round_number)
-            for cid, private in record.private.items():
-                append_round(self.rundir.client_dir(cid), {"round": round_number, **private})
-            self.rundir.append_metrics(record.shared())
-            self.progress.round_done(round_number)
-            self.progress.message(_round_line(record, self.config.rounds))
-            if not any(c.get("status") == "trained" for c in record.clients.values()) and not (
-                record.sampled is not None
-                and any(c.will_train(round_number + 1) for c in self.clients.values())
-            ):  # (with sampling, the clients not drawn this round may still train later)
-                self.progress.message("no client can train within its budget: stopping")
-                break
-        summary = self.finish(time.time() - start)
-        return summary
-
-    def sampled(self, round_number: int) -> list[str]:
-        """The clients drawn for ``round_number`` (all of them without clients per round)."""
-        return sampled(
-            list(self.clients),
-            self.config.clients_per_round,
-            seed=self.config.seed,
-            round_number=round_number,
-        )
-
-    def run_round(self, round_number: int) -> RoundRecord:
-        drawn = self.sampled(round_number)
-        record = RoundRecord(
-            round=round_number,
-            sampled=drawn if self.config.clients_per_round is not None else None,
-        )
-        started = time.time()
-        aggregator = new_aggregator(
-            self.codecs.server,
-            self.manifest,
-            round_number,
-            session=self.session,
-            roster=self.identities.roster,
-            key=self.identities.server.key,
-            dp=self.config.dp,
-            ledger_heads=self.ledger_heads,
-        )
-        masking = self._masking(round_number, record, drawn) if aggregator is not None else None
-        if masking is False:  # too few clients to unmask a round: nobody trains it
-            return self._skipped(record, started, drawn)
-        contributors = []
-        for cid, client in self.clients.items():
-            entry: dict = {"seconds": dict.fromkeys(PHASES, 0.0)}
-            if cid not in drawn:  # trains nothing, spends nothing, sends nothing this round
-                record.clients[cid] = {"status": NOT_SAMPLED, **entry}
-                continue
-            self.progress.client_started(cid, self.config.local_steps)
-            started_training = time.perf_counter()
-            try:
-                result = client.train(round_number, on_step=self.progress.step_done)
-            except BudgetExhausted as exc:
-                entry.update(status="budget exhausted", reason=str(exc))
-                record.clients[cid] = entry
-                self.progress.client_done(cid)
-                continue
-            finally:
-                # how long training took follows the Poisson batch sizes: private
-                record.private.setdefault(cid, {})["train_seconds"] = (
-                    time.perf_counter() - started_training
-                )
-            entry.update(
-                status="trained",
-                resumed=result.resumed,
-                steps=None if result.stats is None else result.stats.steps,
-                clamped=result.clamped,
-            )
-            record.private[cid].update(
-                loss=None if result.stats is None else result.stats.mean_loss,
-                examples=None if result.stats is None else result.stats.examples,
-            )
-            if aggregator is not None:
-                mask = masking.mask_for(cid) if masking else None
-                sent, reason, seconds = self.transport.send_update(
-                    client, round_number, aggregator, mask
-                )
-                entry["seconds"].update(seconds)
-                record.upload_bytes += sent
-                if reason is not None:
-                    record.rejected.append({"client": cid, "reason": reason})
-                else:
-                    contributors.append(cid)
-                    head = aggregator.accepted_heads.get(cid)
-                    if head is not None:  # the ledger head the server accepted (P5)
-                        entry["ledger"] = head.to_json()
-                        self.ledger_heads[cid] = (round_number, head)
-            record.clients[cid] = entry
-            self.progress.client_done(cid)
-        if aggregator is not None and aggregator.accepted:
-            started_result = time.perf_counter()
-            try:
-                offsets = (
-                    masking.offsets(
-                        aggregator.accepted, self.codecs.server.mask_shape(aggregator.n_values)
-                    )
-                    if masking
-                    else None
-                )
-            except MaskingFailed as exc:
-                record.aggregate = {"status": "failed", "reason": str(exc)}
-                self.progress.warning(f"round {round_number}: no aggregate: {exc}")
-                for client in self.clients.values():
-                    client.keep_round_start(round_number)
-                return self._evaluate(record, started)
-            aggregate = aggregator.result(offsets)
-            record.server_seconds = time.perf_counter() - started_result
-            rejected_by: dict[str, list[str]] = {}
-            for cid, client in self.clients.items():
-                started_decrypt = time.perf_counter()
-                problems = client.apply_aggregate(aggregate, round_number, self.session)
-                record.clients[cid]["seconds"]["decrypt"] = time.perf_counter() - started_decrypt
-                record.download_bytes += len(aggregate)
-                record.clients[cid]["aggregate"] = "rejected" if problems else "applied"
-                if problems:
-                    rejected_by[cid] = problems
-                    self.progress.warning(
-                        f"round {round_number}: {cid} REJECTED the aggregate and kept its "
-                        f"previous shared tensors: {problems[0]}"
-                    )
-            record.aggregate = {
-                "contributors": list(aggregator.accepted),
-                "status": "rejected" if rejected_by else "applied",
-                "rejected_by": rejected_by,
-            }
-        return self._evaluate(record, started)
-
-    def _masking(
-        self, round_number: int, record: RoundRecord, drawn: list[str]
-    ) -> InProcessMasking | None | bool:
-        """The round's secure-aggregation set-up among the clients that will send an update
-        (drawn this round, within budget; the threshold is computed for them); None when
-        masking is off, False when too few take part to unmask the round."""
-        if not (self.config.masking and self.config.encryption):
-            return None
-        participants = {
-            cid: self.identities.clients[cid].key
-            for cid, client in self.clients.items()
-            if cid in drawn and client.will_train(round_number)
-        }
-        if not participants:
-            return None
-        try:
-            masking = InProcessMasking(
-                self.identities.roster,
-                self.session,
-                round_number,
-                participants,
-                self.egress,
-                threshold=self.config.masking_threshold,
-            )
-        except MaskingFailed as exc:
-            record.aggregate = {"status": "failed", "reason": str(exc)}
-            self.progress.warning(f"round {round_number}: not trained: {exc}")
-            return False
-        record.masking = {
-            "participants": sorted(participants),
-            "masked_with": sorted(masking.masked_with),
-            "threshold": masking.server.threshold,
-        }
-        return masking
-
-    def _skipped(self, record: RoundRecord, started: float, drawn: list[str]) -> RoundRecord:
-        for cid in self.clients:
-            record.clients[cid] = {
-                "status": "not trained (secure aggregation impossible)"
-                if cid in drawn
-                else NOT_SAMPLED
-            }
-        return self._evaluate(record, started)
-
-    def _evaluate(self, record: RoundRecord, started: float) -> RoundRecord:
-        accuracies = []
-        release = self.config.release_evaluation
-        for cid, client in self.clients.items():
-            record.clients.setdefault(cid, {}).setdefault("seconds", dict.fromkeys(PHASES, 0.0))
-            started_evaluation = time.perf_counter()
-            acc = client.evaluate(self.config.eval_examples_per_round)
-            private = record.private.setdefault(cid, {})
-            private["accuracy_subset"] = acc
-            if len(client.data.validation):  # the same number of validation records
-                private["accuracy_validation_subset"] = client.evaluate(
-                    self.config.eval_examples_per_round, split="validation"
-                )
-            record.clients[cid]["seconds"]["evaluate"] = time.perf_counter() - started_evaluation
-            if release:
-                record.clients[cid]["accuracy_subset"] = acc
-                if "accuracy_validation_subset" in private:
-                    record.clients[cid]["accuracy_validation_subset"] = private[
-                        "accuracy_validation_subset"
-                    ]
-            record.clients[cid]["epsilon_spent"] = client.epsilon_spent
-            accuracies.append(acc)
-        record.mean_accuracy = float(np.mean(accuracies)) if release else None
-        record.seconds = time.time() - started
-        return record
+        self.engine.run_rounds()
+        return self.finish(time.time() - start)
 
     def finish(self, seconds: float) -> dict:
         """Finishing (``finish_steps``), final evaluation (into each client's own directory),
-        export, and summary.json.
+        export, and summary.json (:meth:`RoundEngine.finish`).
 
         Each client's DP-trained model, its release, is exported to ``adapters/<id>/``. With
         ``finish_steps``, each client then trains its own tensors further without DP
@@ -551,159 +323,25 @@ class Federation:
         ``clients/<id>/finished-adapter/``; its final evaluation is of that model (and
         ``evaluation.json`` keeps the DP model's accuracy too).
 
-        Returns the summary as written, plus ``evaluation`` (each client's accuracy, test size
-        and majority-class rate) for the caller; summary.json holds the evaluation only with
-        ``release_evaluation``, and otherwise says where each client keeps it."""
+        Returns the summary as written, with ``evaluation`` completed from the clients' own
+        directories for the caller (:func:`load_summary`)."""
         steps = self.config.finish_steps
-        labels = list(self.prepared.label_names)
         if steps:
             self.progress.message(
                 f"finishing: each client trains its own tensors {steps} more step(s) without DP "
                 "(its releases are done; the finished model stays in its own directory) ..."
             )
         self.progress.message("final evaluation on each client's full test split ...")
-        final_seconds = 0.0
-        per_client: dict[str, float] = {}
-        validation: dict[str, float | None] = {}
-        unfinished: dict[str, dict] = {}
-        for cid, client in self.clients.items():
-            # the DP model, the client's release (it also shaped every release before)
-            client.export(self.rundir.path / "adapters" / cid, labels)
-            final_state = None
-            if steps:
-                unfinished[cid] = _accuracies(client)
-                final_state = client.finish(steps)
-                finish_export(client, self.rundir.client_dir(cid), labels, final_state, steps)
-            started_final = time.perf_counter()
-            final = _accuracies(client, final_state)
-            per_client[cid], validation[cid] = final["test"], final["validation"]
-            final_seconds += time.perf_counter() - started_final
-        evaluation = evaluation_summary(
-            per_client,
-            sizes={cid: len(c.data.test) for cid, c in self.clients.items()},
-            majority={
-                cid: majority_rate(c.data.test.tensors[2]) for cid, c in self.clients.items()
-            },
-            validation=validation,
-        )
-        for cid, client in self.clients.items():
-            record = {
-                "accuracy": per_client[cid],
-                "test_examples": evaluation["test_examples"][cid],
-                "majority_class": evaluation["majority_class"][cid],
-                "label_counts": self.prepared.label_counts[cid],
-                "label_names": labels,
-                "finish_steps": steps,
-            }
-            if validation[cid] is not None:
-                record["accuracy_validation"] = validation[cid]
-                record["validation_examples"] = len(client.data.validation)
-            if steps:  # the DP model's, before finishing (adapters/<id>/)
-                record["accuracy_unfinished"] = unfinished[cid]["test"]
-                if unfinished[cid]["validation"] is not None:
-                    record["accuracy_validation_unfinished"] = unfinished[cid]["validation"]
-            write_evaluation(self.rundir.client_dir(cid), record)
-        phases = phase_seconds(self.rundir.metrics(), final_evaluation=final_seconds)
+        summary = self.engine.finish()
+        write_run_cards(self.rundir.path)  # each exported adapter's README.md (model_card.py)
         train = sum(
             r.get("train_seconds") or 0.0
             for cid in self.clients
             for r in read_rounds(self.rundir.client_dir(cid))
         )
-        self.progress.message(_phase_line({"train": train, **phases}))
+        self.progress.message(_phase_line({"train": train, **summary["seconds_by_phase"]}))
         self.progress.message(f"wall time {seconds:.1f} s")
-        released = self.config.release_evaluation
-        summary = {
-            "method": self.config.method,
-            "dataset": self.prepared.dataset_name,
-            "rounds_completed": self.rundir.completed_rounds(),
-            "differential_privacy": self.config.dp,
-            "encryption": self.config.encryption,
-            "protections_off": self.config.protections,
-            "evaluation": {"released": True, **evaluation}
-            if released
-            else {"released": False, "kept_in": "clients/<id>/evaluation.json"},
-            "finish_steps": steps,
-            "finishing": finishing_statement(self.config, self.clients),
-            "privacy": {
-                cid: _privacy_summary(c, self.config.delta)
-                for cid, c in self.clients.items()
-                if c.privacy is not None
-            }
-            if self.config.dp
-            else "no differential privacy",
-            "neighbouring_relation": NEIGHBOURING_RELATION if self.config.dp else None,
-            "key_fingerprint": self.codecs.fingerprint,
-            "rejected_aggregates": [
-                {"round": m["round"], "rejected_by": m["aggregate"]["rejected_by"]}
-                for m in self.rundir.metrics()
-                if (m.get("aggregate") or {}).get("status") == "rejected"
-            ],
-            # the phases whose time does not depend on the records (training time does)
-            "seconds_by_phase": phases,
-        }
-        self.rundir.write_json("summary.json", summary)
-        return {**summary, "evaluation": {"released": released, **evaluation}}
-
-
-def evaluation_summary(
-    per_client: dict[str, float],
-    *,
-    sizes: dict[str, int],
-    majority: dict[str, float],
-    validation: dict[str, float | None] | None = None,
-) -> dict:
-    """Accuracy per client, their unweighted (the paper's) and test-size-weighted means, test
-    sizes, majority-class rates and the clients at or below theirs, and validation accuracy
-    per client and its mean (None where no client has a validation split) (pure)."""
-    total = sum(sizes.values())
-    held = {c: v for c, v in (validation or {}).items() if v is not None}
-    return {
-        "per_client": per_client,
-        "mean": float(np.mean(list(per_client.values()))),
-        "weighted_mean": sum(per_client[c] * sizes[c] for c in sizes) / max(total, 1),
-        "test_examples": sizes,
-        # what always predicting the client's most frequent test label scores
-        "majority_class": majority,
-        "not_above_majority": [c for c in per_client if per_client[c] <= majority[c]],
-        "validation_per_client": held or None,
-        "validation_mean": float(np.mean(list(held.values()))) if held else None,
-    }
-
-
-def _accuracies(client: Client, state: dict | None = None) -> dict[str, float | None]:
-    """``{"test": accuracy, "validation": accuracy or None}`` of ``client``'s current model
-    (or of ``state``) on its whole test and validation splits."""
-    return {
-        "test": client.evaluate(state=state),
-        "validation": client.evaluate(split="validation", state=state)
-        if len(client.data.validation)
-        else None,
-    }
-
-
-def finishing_statement(config: RunConfig, clients: dict[str, Client]) -> str:
-    """What ``finish_steps`` means for this run, in one sentence (summary.json)."""
-    if not config.finish_steps:
-        return (
-            "none: each client's final model is its DP-trained one (adapters/<id>/), "
-            "(ε, δ)-DP like everything it released"
-        )
-    groups = sorted(next(iter(clients.values())).finished_groups()) if clients else []
-    return (
-        f"after its last release each client trained its own tensors ({', '.join(groups)}) "
-        f"{config.finish_steps} more step(s) on its training records WITHOUT DP, the shared "
-        "tensors frozen; that finished model stays in clients/<id>/finished-adapter/, is never "
-        "sent, and is no more private than a model trained alone without DP. Everything the "
-        "clients released (updates, aggregates, adapters/<id>/) is (ε, δ)-DP as stated, and "
-        "no ledger changed"
-    )
-
-
-def majority_rate(labels: torch.Tensor) -> float:
-    """The accuracy of always predicting the most frequent of ``labels`` (pure)."""
-    if len(labels) == 0:
-        return 0.0
-    return float(torch.bincount(labels).max()) / len(labels)
+        return load_summary(self.rundir.path)
 
 
 def setup_warnings(config: RunConfig) -> list[str]:
@@ -733,28 +371,6 @@ def data_warnings(label_counts: dict[str, list[int]]) -> list[str]:
     return warnings
 
 
-# Where a round's time goes, per client (metrics.jsonl "seconds"): encrypting and signing the
-# update, the server validating and adding it, verifying, decrypting and checking the aggregate,
-# and evaluating on the per-round test sample. None depends on the records. Local training's time
-# does (it follows the Poisson batch sizes): it is in each client's own rounds.jsonl.
-PHASES = ("encrypt", "aggregate", "decrypt", "evaluate")
-# a client not drawn this round (clients per round): it trains, spends and sends nothing
-NOT_SAMPLED = "not sampled"
-
-
-def phase_seconds(metrics: list[dict], *, final_evaluation: float = 0.0) -> dict[str, float]:
-    """Seconds per phase summed over every round and client of ``metrics`` (pure)."""
-    totals = dict.fromkeys(PHASES, 0.0)
-    for record in metrics:
-        for entry in (record.get("clients") or {}).values():
-            for phase, value in ((entry or {}).get("seconds") or {}).items():
-                if phase in totals and isinstance(value, (int, float)):
-                    totals[phase] += value
-        totals["aggregate"] += record.get("server_seconds") or 0.0
-    totals["final_evaluation"] = final_evaluation
-    return totals
-
-
 def _phase_line(phases: dict[str, float]) -> str:
     total = sum(phases.values()) or 1.0
     names = {"train": "training", "encrypt": "encrypting", "aggregate": "aggregating",
@@ -762,33 +378,6 @@ def _phase_line(phases: dict[str, float]) -> str:
              "final_evaluation": "final evaluation"}  # fmt: skip
     parts = [f"{names[k]} {v:.1f} s ({v / total:.0%})" for k, v in phases.items()]
     return "time: " + ", ".join(parts)
-
-
-def _privacy_summary(client: Client, delta: float) -> dict:
-    """ε spent and every DP event of the client's history, from its ledger."""
-    ledger = client.privacy.ledger  # type: ignore[union-attr]
-    entries = ledger.entries
-    return {
-        "epsilon": client.epsilon_spent,
-        "delta": delta,
-        "budget": ledger.identity.target_epsilon,
-        # one per ledger entry (a round retried after a crash appears twice)
-        "history": [
-            {
-                "round": e.round,
-                "noise_multiplier": e.noise_multiplier,
-                "sample_rate": e.sample_rate,
-                "steps": e.steps,
-                "epsilon": e.epsilon,
-            }
-            for e in entries
-        ],
-        "noise_multipliers": sorted({e.noise_multiplier for e in entries}),
-        "noise_multiplier": entries[-1].noise_multiplier if entries else None,
-        "sample_rate": entries[-1].sample_rate if entries else None,
-        "noise_source": sorted({e.noise_source for e in entries}),
-        "ledger_head": ledger.head,
-    }
 
 
 def _plan_dict(plan: PrivacyPlan) -> dict:
@@ -802,22 +391,6 @@ def _plan_dict(plan: PrivacyPlan) -> dict:
         "planned_epsilon": plan.planned_epsilon,
         "hazards": [h.__dict__ if hasattr(h, "__dict__") else h._asdict() for h in plan.hazards],
     }
-
-
-def _round_line(record: RoundRecord, total: int) -> str:
-    parts = [f"round {record.round}/{total}"]
-    for cid, c in record.clients.items():
-        eps = c.get("epsilon_spent")
-        eps_text = f" eps={eps:.2f}" if eps is not None else ""
-        acc = record.private.get(cid, {}).get("accuracy_subset", math.nan)
-        parts.append(f"{cid}: acc={acc:.3f}{eps_text} {c['status']}")
-    accuracies = [p.get("accuracy_subset", math.nan) for p in record.private.values()]
-    parts.append(f"mean acc={float(np.mean(accuracies)) if accuracies else math.nan:.3f}")
-    if record.rejected:
-        parts.append(f"rejected={len(record.rejected)}")
-    if record.aggregate.get("status") == "rejected":
-        parts.append(f"aggregate REJECTED by {len(record.aggregate['rejected_by'])}")
-    return " | ".join(parts)
 
 
 def refuse_resume_without_dp(run: RunDirectory, metrics: list[dict]) -> None:

@@ -3,7 +3,8 @@
 - :func:`training_plan`, :func:`privacy_history`, :func:`plan_client`, :func:`client_privacy`:
   a client's optimisation plan; the privacy it already spent (its ledger, checked against what it
   released); its privacy plan, calibrated against that history; its DP settings plus ledger.
-- :func:`new_aggregator`, :func:`submit`: the server's side of one round (validate and add).
+- :func:`run_labels`, :func:`server_manifest`: the label vocabulary and the shared-tensor
+  manifest every party derives from the run configuration alone (the server included).
 - :class:`SiteSpec`, :func:`build_site`: everything one site needs, built from what that site
   alone holds (its data file or a bundled dataset partition, its ``client.keys``, its state
   directory). This is how a Flower ClientApp makes its :class:`~secure_fedsa.client.Client`.
@@ -14,7 +15,6 @@ Nothing here imports Flower.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,9 @@ import torch
 
 from secure_fedsa.client import Client, ClientData, ClientPrivacy, TrainingPlan, saved_release
 from secure_fedsa.config import RunConfig
-from secure_fedsa.crypto.signing import Roster, SigningKey, load_identity
+from secure_fedsa.crypto.signing import load_identity
 from secure_fedsa.egress import EgressLog
-from secure_fedsa.errors import DataError, LedgerError, UpdateRejected
+from secure_fedsa.errors import ConfigError, DataError, LedgerError
 from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import Release, egress_releases, open_history
 from secure_fedsa.privacy.engine import DPSettings
@@ -34,9 +34,7 @@ from secure_fedsa.privacy.ledger import LedgerIdentity, PrivacyLedger
 from secure_fedsa.privacy.plan import PrivacyPlan, plan_privacy
 from secure_fedsa.privacy.randomness import OSRandom
 from secure_fedsa.sampling import rounds_sampled
-from secure_fedsa.server import Aggregator, LedgerHeads
 from secure_fedsa.sharing import Manifest, SharingPolicy, get_policy
-from secure_fedsa.wire import LedgerHead
 
 LEDGER_FILE = "privacy_ledger.json"
 
@@ -194,64 +192,6 @@ def shared_manifest(initial: dict[str, torch.Tensor], policy: SharingPolicy) -> 
     return Manifest.from_state(initial, policy.shared_names(list(initial)))
 
 
-# --------------------------------------------------------------------------- per round (server)
-def new_aggregator(
-    codec,  # noqa: ANN001 - a server codec
-    manifest: Manifest,
-    round_number: int,
-    *,
-    session: str,
-    roster: Roster,
-    key: SigningKey,
-    dp: bool,
-    ledger_heads: LedgerHeads | None = None,
-) -> Aggregator | None:
-    """The aggregator of one round, or None when the method shares nothing. With ``dp``, every
-    update must carry its ledger head, moving forward from ``ledger_heads`` (the last head the
-    server accepted from each client)."""
-    if manifest.size == 0:
-        return None
-    return Aggregator(
-        codec,
-        manifest_hash=manifest.digest,
-        round=round_number,
-        n_values=manifest.size,
-        session=session,
-        roster=roster,
-        key=key,
-        require_ledger=dp,
-        ledger_heads=ledger_heads,
-    )
-
-
-def ledger_heads_from_metrics(metrics: Sequence[dict]) -> dict[str, tuple[int, LedgerHead]]:
-    """The last ledger head the server accepted from each client, from its round records (the
-    ``ledger`` each accepted update carried), so that a restarted server keeps checking."""
-    heads: dict[str, tuple[int, LedgerHead]] = {}
-    for record in metrics:
-        number = record.get("round") if isinstance(record, dict) else None
-        for cid, entry in ((record or {}).get("clients") or {}).items():
-            head = entry.get("ledger") if isinstance(entry, dict) else None
-            if isinstance(number, int) and isinstance(head, dict):
-                heads[cid] = (number, LedgerHead(int(head["entries"]), str(head["head"])))
-    return heads
-
-
-def new_session() -> str:
-    """A run's random session id: bound into every signed message, so that messages of another
-    run (under the same keys) are rejected as replays. Public; kept in the run's setup."""
-    return secrets.token_hex(16)
-
-
-def submit(aggregator: Aggregator, payload: bytes) -> str | None:
-    """Add one update; returns the rejection reason, or None when it was accepted."""
-    try:
-        aggregator.add(payload)
-    except UpdateRejected as exc:
-        return exc.reason
-    return None
-
-
 # --------------------------------------------------------------------------- one site
 @dataclass(frozen=True)
 class SiteSpec:
@@ -392,6 +332,12 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
         )
     identity = load_identity(spec.identity)
     data, label_names = site_data(config, spec)
+    expected = run_labels(config)
+    if expected and tuple(label_names) != expected:
+        raise DataError(
+            f"{spec.name}: its data has the labels {', '.join(label_names)}; the run's label "
+            f"vocabulary is {', '.join(expected)} (every site must number labels alike)"
+        )
     policy = get_policy(config.method, config.head)
     torch.manual_seed(config.seed)
     model = build_model(model_spec(config), num_labels=len(label_names), seed=config.seed)
@@ -425,16 +371,36 @@ def build_site(config: RunConfig, spec: SiteSpec) -> Site:
     return Site(client=client, label_names=label_names, privacy_plan=plan, manifest=manifest)
 
 
+def run_labels(config: RunConfig) -> tuple[str, ...]:
+    """The run's label vocabulary, in order, from its configuration alone: ``labels``, or the
+    vocabulary of the bundled dataset it names (empty when neither says: a dataset file whose
+    labels only its holders know)."""
+    from secure_fedsa.data import BUNDLED_LABELS
+
+    if config.labels:
+        return tuple(config.labels)
+    if config.data_files:
+        return ()
+    return BUNDLED_LABELS.get(config.dataset, ())
+
+
 def server_manifest(config: RunConfig) -> Manifest:
     """The shared-tensor manifest, built by the server from the configuration alone.
 
-    Shared tensors are LoRA matrices, whose shapes do not depend on the number of labels; the
-    head (which does) is never shared.
+    LoRA matrices do not depend on the number of labels; the head does, so when the head is
+    shared (``head = shared``) the server builds it for the run's label vocabulary
+    (:func:`run_labels`), which every site checks its own data against (:func:`build_site`):
+    the manifest hash the server checks each update against is then the sites' own.
     """
     from secure_fedsa.model import build_model
     from secure_fedsa.prepare import model_spec
 
     policy = get_policy(config.method, config.head)
-    num_labels = max(len(config.labels), 2)
-    model = build_model(model_spec(config), num_labels=num_labels, seed=config.seed)
+    labels = run_labels(config)
+    if not labels and "head" in policy.shared:
+        raise ConfigError(
+            "the head is shared (head = shared): the server must know the label vocabulary to "
+            'build it; give it with run config labels="a,b,..."'
+        )
+    model = build_model(model_spec(config), num_labels=max(len(labels), 2), seed=config.seed)
     return shared_manifest(model.adapter_state(), policy)

@@ -26,6 +26,7 @@ import pytest
 from audit_helpers import CHECKS, audit, edit_json, findings, results
 
 from audits.advice import ADVICE, UNEXPLAINED
+from audits.canary_audit import canaries_needed
 from audits.diagram import data_flow, data_flow_svg
 from audits.evidence import load_run
 from audits.html import CSS, render_html
@@ -104,7 +105,7 @@ def test_the_report_opens_with_a_plain_language_overview(report, html, run_dir):
     assert "confirmed every ε" in parts["spent"]
     # what was verified, and what was not
     assert "7 of 8 checks passed" in parts["verified"] and "dp-hazards" in parts["verified"]
-    assert "mechanism test (--canary) was not run" in parts["not_verified"]
+    assert "installed-mechanism test (--canary) was not run" in parts["not_verified"]
     assert "share one CKKS secret key" in parts["not_verified"]
     assert text.startswith(parts["protected"]) and parts["not_verified"] in text
     # in the HTML its parts come right after the verdict ("In brief"), before everything else
@@ -123,10 +124,16 @@ def test_the_overview_follows_the_evidence(report):
         return overview(changed)
 
     def canary(result):
-        return lambda r: r["checks"].append({"name": "dp-mechanism-test", "result": result})
+        check = {"name": "installed-mechanism-test", "result": result}
+        return lambda r: r["checks"].append({**check, "scope": "installed-mechanism"})
 
     assert "was inconclusive" in variant(canary("inconclusive"))["not_verified"]
-    assert "installed mechanism, not a replay" in variant(canary("pass"))["not_verified"]
+    passed = variant(canary("pass"))
+    assert "not a replay of this run" in passed["not_verified"]
+    # its pass is not one of the run's: the count and the claims are the run's checks only
+    assert passed["verified"] == variant(lambda r: None)["verified"]
+    assert "installed-mechanism-test" not in passed["verified"]
+    assert "FAILED: the DP-SGD installed" in variant(canary("fail"))["not_verified"]
 
     def fail_and_error(r):
         by_name = {c["name"]: c for c in r["checks"]}
@@ -589,13 +596,17 @@ def test_the_first_page_puts_epsilon_and_the_canary_test_in_context(report, html
     assert context["max_accuracy"] == pytest.approx((1 + (e - 1 + 2e-5) / (e + 1)) / 2)
     assert len(context["sources"]) == 3 and any("Kairouz" in s for s in context["sources"])
     canary = page["canary"]
-    assert canary["this_report"] == "not run" and canary["canaries_needed"] is None  # ε ≈ 8
-    assert canary["most_any_test_can_back"] < epsilon
-    assert round(canary["ceilings"]["1000"], 1) == 4.7
+    # ε ≈ 8: both one-run analyses, the error split between them, need 1 748 canaries or more
+    assert canary["this_report"] == "not run"
+    assert canary["canaries_needed"] == canaries_needed(epsilon, delta=1e-5)
+    assert 1000 < canary["canaries_needed"] <= 2000
+    assert round(canary["ceilings"]["1000"], 1) == 7.2 and canary["ceilings"]["2000"] > epsilon
+    assert "No canaries were trained inside this run" in canary["text"]
     brief = text_of(html[html.index('id="executive"') : html.index('id="run"')])
     for text in (
         "What was protected", "Against whom", "What this ε means", "What a canary test can back",
-        "only a lower bound on ε", "is above that", "What left each client", "Verified",
+        "only a lower bound on ε", "canaries or more could back", "What left each client",
+        "Verified",
         "Not verified", "To act on", "What made the run", "Dwork & Roth 2014",
         "masking key advert: two public keys and a signature (1 per round, 128 B, plaintext)",
     ):  # fmt: skip

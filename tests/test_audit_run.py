@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from audit_helpers import CHECKS, SMALL, audit, edit_json, edit_lines, findings, results
 
+from audits.html import render_html
+from audits.result import shown_result
 from audits.runner import audit_run
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import SecureFedsaError
@@ -193,13 +195,14 @@ def test_the_mechanism_test_is_inconclusive_above_its_ceiling(run_dir):
     report = audit_run(run_dir, extra=(canary_check(canaries=200),))
     canary = report["checks"][-1]
     # claimed ε ≈ 8 is far above what 200 canaries can certify: never a PASS badge
-    assert canary["name"] == "dp-mechanism-test" and canary["result"] == "inconclusive"
-    assert "not a replay of the run" in canary["statement"]
+    assert canary["name"] == "installed-mechanism-test" and canary["result"] == "inconclusive"
+    assert "not a test of this run" in canary["statement"]
+    assert canary["scope"] == "installed-mechanism"
     for outcome in canary["evidence"]["clients"].values():
         assert outcome["epsilon_lower_bound"] <= outcome["claimed_epsilon"]
         assert outcome["max_certifiable_epsilon"] < outcome["claimed_epsilon"]
         assert outcome["outcome"] == "inconclusive"
-    text = findings(report, "dp-mechanism-test")
+    text = findings(report, "installed-mechanism-test")
     assert "ε_LB" in text and "can certify at most" in text
     assert report["verdict"] == "WARN"  # dp-hazards warns; inconclusive never reads as pass
 
@@ -223,6 +226,15 @@ def test_the_mechanism_test_passes_a_claim_it_can_certify(copy):
     assert canary["result"] == "pass", canary["findings"]
     for outcome in canary["evidence"]["clients"].values():
         assert outcome["claimed_epsilon"] < outcome["max_certifiable_epsilon"]
+        assert set(outcome["lower_bounds"]) == {"epsilon-delta", "gaussian-fdp"}
+    # never shown as a pass of the run: "consistent", named as the installed mechanism's
+    assert shown_result(canary) == "consistent"
+    text = findings(report, "installed-mechanism-test")
+    assert "the installed mechanism's releases are consistent with its claim at 95 %" in text
+    assert "not of this run" in text and "Gaussian f-DP analysis" in text
+    assert "installed-mechanism-test" not in report["overview"]["verified"]
+    html = render_html(report)
+    assert '<span class="badge consistent"' in html
 
 
 def test_the_mechanism_test_warns_when_versions_differ(copy):
@@ -234,7 +246,7 @@ def test_the_mechanism_test_warns_when_versions_differ(copy):
         copy / "clients" / "client-0" / "privacy_ledger.json",
         lambda d: d["identity"]["versions"].update(opacus="0.0.1"),
     )
-    result = CheckResult("dp-mechanism-test", "")
+    result = CheckResult("installed-mechanism-test", "")
     _check_versions(load_run(copy), result)
     assert result.status == "warn" and "opacus 0.0.1 in the run" in result.findings[0]
 

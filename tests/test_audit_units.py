@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audits.canary_bound import count_correct, epsilon_lower_bound, guesses, p_value
+from audits.canary_bound import epsilon_lower_bound, p_value
 from audits.check_encryption import fingerprint, security_ok
 from audits.check_hazards import poisson_z
 from audits.groups import ALLOWED_GROUPS, allowed_groups, tensor_group
@@ -56,13 +56,6 @@ def test_lower_bound_is_monotone_in_correct_guesses(r, data):
 def test_p_value_refuses_impossible_counts():
     with pytest.raises(ValueError):
         p_value(10, 5, 6, 1.0, 0.0)
-
-
-def test_guesses_and_counting():
-    scores = [0.1, 5.0, -2.0, 3.0, 0.0]
-    g = guesses(scores, 2, 1)
-    assert g == [0, 1, -1, 1, 0]
-    assert count_correct(g, [False, True, False, False, True]) == (3, 2)
 
 
 @pytest.mark.parametrize(
@@ -168,16 +161,20 @@ def test_the_ledger_chain_is_recomputed_independently():
 
 # -- the canary test's ceiling, ε in context, message kinds, digests (issue 35) ------------------
 def test_the_canary_ceiling_is_the_bound_of_all_guesses_right():
-    from audits.canary_bound import K_FRACTIONS, certifiable_epsilon
+    from audits.canary_audit import GUESSES, certifiable_epsilon
 
-    r = 2 * int(max(K_FRACTIONS) * 1000)
-    per_k = 1 - 0.05 / len(K_FRACTIONS)
-    assert certifiable_epsilon(1000, 1e-5) == epsilon_lower_bound(1000, r, r, delta=1e-5,
-                                                                   confidence=per_k)  # fmt: skip
-    # the ceilings the guides quote
-    assert round(certifiable_epsilon(1000, 1e-5), 1) == 4.7
-    assert round(certifiable_epsilon(5000, 1e-5), 1) == 6.0
-    assert certifiable_epsilon(20000, 1e-5) < certifiable_epsilon(10000, 1e-5) < 6.2
+    r = int(max(f_in + f_out for f_in, f_out in GUESSES) * 1000)
+    per_k = 1 - 0.05 / len(GUESSES)
+    alone = certifiable_epsilon(1000, delta=1e-5, analyses=("epsilon-delta",))["epsilon-delta"]
+    assert alone == epsilon_lower_bound(1000, r, r, delta=1e-5, confidence=per_k)
+    # the (ε, δ) analysis alone: the ceilings the guides quote, and no higher at any m
+    assert round(alone, 1) == 4.6
+
+    def steinke(m):
+        return certifiable_epsilon(m, delta=1e-5, analyses=("epsilon-delta",))["epsilon-delta"]
+
+    assert round(steinke(5000), 1) == 5.7
+    assert steinke(20000) < steinke(10000) < 5.8
 
 
 def test_the_vectorised_p_value_equals_the_loop():

@@ -148,7 +148,7 @@ def test_empty_poisson_batch_still_takes_a_noisy_step(tiny_model, tokenizer, mod
         randomness=OSRandom(),
         optimizer="sgd",
         mode=mode,
-    )
+    ).stats
     assert stats.examples == 0 and stats.steps == 3
     after = [p.detach() for p in tiny_model.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=False))

@@ -146,3 +146,33 @@ def test_server_app_imports_no_decryption_code():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_shared_head_on_three_classes_has_the_sites_manifest(tmp_path):
+    """head = shared on 3-class data (tweets): the server builds the head for the run's label
+    vocabulary, so its manifest hash is the sites' own and their updates are not rejected
+    (the server used to assume 2 labels and refuse every update)."""
+    from secure_fedsa.crypto.signing import create_identities, identity_path
+    from secure_fedsa.node import SiteSpec, build_site, server_manifest
+
+    config = RunConfig(
+        dataset="tweets", head="shared", num_layers=1, max_length=16, max_examples=300,
+        num_clients=2, dp=False, epsilon=None, encryption=False, local_steps=1, rounds=1,
+    )  # fmt: skip
+    create_identities(tmp_path / "keys", ["client-0", "client-1"])
+    site = build_site(config, SiteSpec(
+        state_dir=tmp_path / "s", partition_id=0, num_partitions=2,
+        identity=identity_path(tmp_path / "keys", "client-0"),
+    ))  # fmt: skip
+    assert len(site.label_names) == 3 and "head.classifier.weight" in site.manifest.names
+    assert site.manifest.digest == server_manifest(config).digest
+
+    from secure_fedsa.data import BUNDLED, BUNDLED_LABELS
+    from secure_fedsa.node import run_labels
+
+    assert run_labels(config) == ("negative", "neutral", "positive")
+    # a vocabulary the server cannot know with the head shared is refused, not guessed
+    with pytest.raises(ConfigError, match="label vocabulary"):
+        server_manifest(config.replace(dataset=str(tmp_path / "own.csv")))
+    for name, load in BUNDLED.items():  # known without loading: exactly what loading gives
+        assert BUNDLED_LABELS[name] == load().label_names

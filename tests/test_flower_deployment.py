@@ -360,7 +360,9 @@ def test_tls_deployment_with_dp_and_encryption(tmp_path):
         for entry in record["clients"].values():
             assert entry["status"] == "trained" and entry["aggregate"] == "applied"
             assert "accuracy_subset" not in entry  # not reported unless report-accuracy
-    assert set(summary["accuracy"]["per_client"]) == set(SITES)
+    # every site finished and reported its privacy; its accuracy stays on the site
+    assert set(summary["privacy"]) == set(SITES)
+    assert summary["evaluation"]["released"] is False and "per_client" not in summary["evaluation"]
     setup = json.loads((run_dir / "setup.json").read_text())
     # the server's files hold no secret
     client_keys = json.loads((tmp_path / "keys" / "client.keys").read_text())

@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from flower_grid import FakeGrid, _task_identity, copy, run, site_context  # noqa: E402, F401
 from flwr.app import Context, Message, RecordDict  # noqa: E402
 
 SITES = ("site-a", "site-b", "site-c")
@@ -35,60 +36,6 @@ BASE = {
     "wait-for-nodes": 0.0,
     "round-timeout": 0.2,
 }
-
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch):
-    """Flower's Message needs the identity a real ServerApp/ClientApp process has."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
-class FakeGrid:
-    """Delivers each message to the ClientApp of its node; ``down`` nodes never answer."""
-
-    def __init__(self, contexts: dict[int, Context]) -> None:
-        self.contexts = contexts
-        self.down: set[int] = set()
-        self.outbox: dict[str, Message] = {}
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def push_messages(self, messages: list[Message]) -> list[str]:
-        ids = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = message.object_id
-            self.outbox[message.object_id] = message
-            ids.append(message.object_id)
-        return ids
-
-    def pull_messages(self, ids: list[str]) -> list[Message]:
-        from secure_fedsa.flower import client_app
-
-        replies = []
-        for mid in ids:
-            message = self.outbox[mid]
-            node = message.metadata.dst_node_id
-            if node in self.down:
-                continue
-            # "train", "evaluate", or "query.<action>" routed to the function of that name
-            handler = getattr(client_app, message.metadata.message_type.split(".")[-1])
-            # the ClientApp gets its own Message with the same content, as from a SuperNode
-            replies.append(handler(_copy(message), self.contexts[node]))
-            del self.outbox[mid]
-        return replies
-
-
-def _copy(message: Message) -> Message:
-    content = RecordDict(dict(message.content))
-    meta = message.metadata
-    copy = Message(content, dst_node_id=meta.dst_node_id, message_type=meta.message_type, ttl=10)
-    copy.metadata.__dict__["_message_id"] = message.metadata.message_id
-    return copy
 
 
 @pytest.fixture(scope="module")
@@ -114,27 +61,18 @@ def sites(tmp_path_factory):
 
 def _contexts(tmp: Path, keys: dict, files: dict, run_config: dict) -> dict[int, Context]:
     return {
-        100 + n: Context(
-            run_id=1,
-            node_id=100 + n,
-            node_config={
+        100 + n: site_context(
+            100 + n,
+            {
                 "data-file": str(files[site]),
                 "keys": str(keys["client"]),
                 "identity": str(keys["identities"] / f"{site}.key"),
                 "state-dir": str(tmp / site),
             },
-            state=RecordDict(),
-            run_config=run_config,
+            run_config,
         )
         for n, site in enumerate(SITES)
     }
-
-
-def _run(grid: FakeGrid, run_config: dict) -> dict:
-    from secure_fedsa.flower.protocol import Deployment
-    from secure_fedsa.flower.server_app import FlowerFederation
-
-    return FlowerFederation(grid, Deployment.from_run_config(run_config)).run()
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -160,7 +98,7 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
         return original(ids)
 
     grid.pull_messages = pull
-    summary = _run(grid, config)
+    summary = run(grid, config)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     round1, round2 = _metrics(run_dir)
     assert round1["contributors"] == 3 and not round1["dropouts"]
@@ -169,15 +107,14 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
         {"client": "site-c", "phase": "secagg-keys", "reason": "no reply within 0.2 s"}
     ]
     assert round2["masking"]["masked_with"] == ["site-a", "site-b"]
-    assert set(summary["accuracy"]["per_client"]) == {"site-a", "site-b"}
+    assert set(summary["privacy"]) == {"site-a", "site-b"}  # the sites that finished
     # nothing computed from decrypted values reached the server: no accuracy, a status code
-    assert summary["accuracy"]["reported_by_sites"] is False
-    assert set(summary["accuracy"]["per_client"].values()) == {None}
+    assert summary["evaluation"]["released"] is False and "per_client" not in summary["evaluation"]
     for record in (round1, round2):
         assert record["aggregate"]["status"] == "applied"
         for entry in record["clients"].values():
             assert "accuracy_subset" not in entry and entry["aggregate"] in ("applied", "none")
-    local = json.loads((tmp_path / "site-a" / "summary.json").read_text())
+    local = json.loads((tmp_path / "site-a" / "evaluation.json").read_text())
     assert 0 <= local["accuracy"] <= 1  # the site keeps its own accuracy
     assert _ledger_rounds(tmp_path / "site-c") == [1]
     egress = [json.loads(x) for x in (tmp_path / "site-a" / "egress" / "site-a.jsonl").open()]
@@ -188,6 +125,7 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
 
 
 def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
+    from secure_fedsa.flower import secagg_records as sr
     from secure_fedsa.flower.server_app import RoundFailed
 
     root, keys, files = sites
@@ -202,16 +140,19 @@ def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
     grid.down = {102}
     with pytest.raises(RoundFailed, match="round 1 failed: 2 accepted"):
-        _run(grid, config)
+        run(grid, config)
     failed = json.loads((run_dir / "summary.json").read_text())
     assert failed["status"] == "failed" and failed["failed_round"] == 1
     assert "resume-dir" in failed["resume"]
     assert not (run_dir / "metrics.jsonl").exists()
     assert _ledger_rounds(tmp_path / "site-a") == [1]
+    # site-a and site-b had masked: the failed round's secrets are forgotten, not kept for
+    # as long as their SuperNodes run
+    assert all(sr.STATE not in c.state for c in grid.contexts.values())
 
     resumed = {**config, "resume-dir": str(run_dir)}
     grid = FakeGrid(_contexts(tmp_path, keys, files, resumed))
-    summary = _run(grid, resumed)
+    summary = run(grid, resumed)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 1
     (record,) = _metrics(run_dir)
     assert record["contributors"] == 3
@@ -220,7 +161,7 @@ def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
         assert _ledger_rounds(tmp_path / site) == [1]
 
     with pytest.raises(Exception, match="different configuration"):
-        _run(grid, {**resumed, "lr": 0.1})
+        run(grid, {**resumed, "lr": 0.1})
 
 
 def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
@@ -239,7 +180,7 @@ def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
         return replies
 
     grid.pull_messages = pull
-    summary = _run(grid, config)
+    summary = run(grid, config)
     (record,) = _metrics(run_dir)
     assert summary["status"] == "completed" and record["contributors"] == 2
     assert {(d["client"], d["reason"]) for d in record["dropouts"]} == {
@@ -261,9 +202,10 @@ def test_accuracy_reports_are_opt_in(sites, tmp_path):
     run_dir = tmp_path / "server"
     config = {**BASE, "rounds": 1, "keys-dir": str(root / "keys"), "run-dir": str(run_dir),
               "report-accuracy": True}  # fmt: skip
-    summary = _run(FakeGrid(_contexts(tmp_path, keys, files, config)), config)
-    assert summary["accuracy"]["reported_by_sites"] is True
-    assert all(0 <= v <= 1 for v in summary["accuracy"]["per_client"].values())
+    summary = run(FakeGrid(_contexts(tmp_path, keys, files, config)), config)
+    assert summary["evaluation"]["released"] is True
+    assert set(summary["evaluation"]["per_client"]) == set(SITES)
+    assert all(0 <= v <= 1 for v in summary["evaluation"]["per_client"].values())
     (record,) = _metrics(run_dir)
     assert all("accuracy_subset" in c for c in record["clients"].values())
 
@@ -291,7 +233,7 @@ def test_an_altered_aggregate_is_rejected_and_only_a_status_code_goes_back(sites
         return original(messages)
 
     grid.push_messages = push
-    summary = _run(grid, config)
+    summary = run(grid, config)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     round1, round2 = _metrics(run_dir)
     assert round1["aggregate"]["status"] == "rejected"
@@ -320,7 +262,7 @@ def _train_size(state_dir: Path) -> int:
     return json.loads((state_dir / "privacy_ledger.json").read_text())["identity"]["dataset_size"]
 
 
-def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path):
+def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path, monkeypatch):
     """site-c advertises keys and shares its secrets in round 2, then crashes before sending its
     masked update: the others reveal its mask key, the server removes the dangling masks, and
     the aggregate every survivor loads is exactly the weighted mean of the two updates."""
@@ -344,7 +286,8 @@ def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path):
         return original(ids)
 
     grid.pull_messages = pull
-    summary = _run(grid, config)
+    kept = _keeping(monkeypatch)
+    summary = run(grid, config)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     round1, round2 = _metrics(run_dir)
     assert round1["masking"]["masked_with"] == list(SITES) and round1["masking"]["dropped"] == []
@@ -374,22 +317,71 @@ def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path):
     }
     assert (2, "secagg-reveal") in kinds["site-a"] and (2, "secagg-shares") in kinds["site-c"]
     assert (2, "secagg-reveal") not in kinds["site-c"] and (2, "update") not in kinds["site-c"]
-    # the round's secrets stayed in the SuperNode's memory: no file of any site or of the
-    # server holds them
-    kept = grid.contexts[100].state.config_records[sr.STATE]
-    secrets = [bytes(kept["b"]), bytes(kept["c"]), bytes(kept["s"])]
+    # the rounds' secrets stayed in the SuperNodes' memory: no file of any site or of the
+    # server holds them, and no SuperNode still running holds them any more (site-c's died
+    # with its process)
+    assert len(kept) >= 6
+    assert all(sr.STATE not in c.state for n, c in grid.contexts.items() if n != 102)
+    secrets = [bytes(state[k]) for state in kept for k in ("b", "c", "s")]
     blobs = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
     assert all(secret not in blobs and secret.hex().encode() not in blobs for secret in secrets)
+
+
+def _keeping(monkeypatch) -> list[dict]:
+    """Every round secret state a site keeps in its Context, as it keeps it."""
+    from secure_fedsa.flower import secagg_records as sr
+
+    kept: list[dict] = []
+    real = sr.ContextSecrets.save
+
+    def save(self, state):  # noqa: ANN001
+        kept.append(dict(state))
+        return real(self, state)
+
+    monkeypatch.setattr(sr.ContextSecrets, "save", save)
+    return kept
+
+
+def test_round_secrets_are_forgotten_by_the_end_of_every_round(sites, tmp_path):
+    """A site's X25519 keys and self-mask seed of a round live in its SuperNode's memory from
+    its key advertisement to its last use: once a site has answered the round's evaluate, its
+    Context holds no secret of that round (nor of any other), also at the end of the run."""
+    from secure_fedsa.flower import secagg_records as sr
+
+    root, keys, files = sites
+    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(tmp_path / "server")}
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    original = grid.pull_messages
+    held: list[tuple[int, str]] = []
+
+    def pull(ids):
+        kinds = {mid: grid.outbox[mid].metadata for mid in ids if mid in grid.outbox}
+        replies = original(ids)
+        for meta in kinds.values():
+            kind = meta.message_type
+            if (
+                kind in ("evaluate", "query.finish")
+                and sr.STATE in grid.contexts[meta.dst_node_id].state
+            ):
+                held.append((meta.dst_node_id, f"{kind} of round {meta.group_id}"))
+        return replies
+
+    grid.pull_messages = pull
+    summary = run(grid, config)
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    assert held == []  # no site kept a round's secrets past its evaluate
+    assert all(sr.STATE not in c.state for c in grid.contexts.values())
 
 
 def test_a_site_refuses_a_forged_roster_and_an_unmasked_round(sites, tmp_path):
     """A site accepts peers' keys only from a roster the federation's server signed, and with
     masking on never sends an update that was not masked."""
     from secure_fedsa.crypto.signing import SigningKey, load_roster
+    from secure_fedsa.engine import messages as m
+    from secure_fedsa.engine.aggregation import signed_roster
     from secure_fedsa.errors import CryptoError
     from secure_fedsa.flower import client_app
     from secure_fedsa.flower import protocol as p
-    from secure_fedsa.flower import secagg_records as sr
     from secure_fedsa.flower.server_app import FlowerFederation
     from secure_fedsa.secagg import RoundFailed
 
@@ -400,17 +392,19 @@ def test_a_site_refuses_a_forged_roster_and_an_unmasked_round(sites, tmp_path):
     from secure_fedsa.flower.protocol import Deployment
 
     federation = FlowerFederation(grid, Deployment.from_run_config(config))
+    session = federation.session
     roster = load_roster(root / "keys" / "roster.json")
-    forged = sr.roster_settings(roster, SigningKey.generate("server"))
-    message = federation._message(100, sr.KEYS, 1, **forged)
+    forged = m.KeysRequest(1, session, *signed_roster(roster, SigningKey.generate("server")))
+    message = federation.transport.message(100, forged)
     with pytest.raises(CryptoError, match="not signed by this federation's server"):
-        client_app.secagg_keys(_copy(message), contexts[100])
-    train = federation._message(100, "train", 1)  # no masked-with: the server skipped masking
+        client_app.secagg_keys(copy(message), contexts[100])
+    # no masked-with: the server skipped masking
+    train = federation.transport.message(100, m.TrainRequest(1, session, None))
     with pytest.raises(RoundFailed, match="named no clients to mask with"):
-        client_app.train(_copy(train), contexts[100])
-    train = federation._message(100, "train", 1, **{"masked-with": list(SITES)})
+        client_app.train(copy(train), contexts[100])
+    train = federation.transport.message(100, m.TrainRequest(1, session, SITES))
     with pytest.raises(RoundFailed, match="holds no masking keys for round 1"):
-        client_app.train(_copy(train), contexts[100])  # no key advertisement happened
+        client_app.train(copy(train), contexts[100])  # no key advertisement happened
     assert _ledger_rounds(tmp_path / "site-a") == []  # nothing was spent
     assert p.SECAGG not in message.content.config_records
 
@@ -436,7 +430,7 @@ def test_clients_per_round_trains_only_the_drawn_sites_and_all_apply_and_finish(
     drawn = {r: [SITES[n - 100] for n in sampled([100, 101, 102], 2, seed=3, round_number=r)]
              for r in (1, 2)}  # fmt: skip
     assert drawn == {1: ["site-a", "site-b"], 2: ["site-a", "site-c"]}
-    summary = _run(grid, config)
+    summary = run(grid, config)
     assert summary["status"] == "completed" and summary["finish_steps"] == 1
     metrics = _metrics(run_dir)
     for record in metrics:
@@ -459,7 +453,13 @@ def test_clients_per_round_trains_only_the_drawn_sites_and_all_apply_and_finish(
         note = json.loads((state_dir / "finished-adapter" / "finishing.json").read_text())
         assert note["differentially_private"] is False
         assert (state_dir / "adapter" / "head.safetensors").is_file()  # the DP model
-        assert json.loads((state_dir / "summary.json").read_text())["finish_steps"] == 1
+        # each exported model carries its card, and no path of this machine (model_card.py)
+        card = (state_dir / "adapter" / "README.md").read_text()
+        assert f"{site}, one of" in card and "-differential privacy**" in card
+        assert str(tmp_path) not in card
+        finished_card = (state_dir / "finished-adapter" / "README.md").read_text()
+        assert "**NOT DIFFERENTIALLY PRIVATE.**" in finished_card
+        assert json.loads((state_dir / "evaluation.json").read_text())["finish_steps"] == 1
     # round 2's sum reached every site, also the one that sat it out
     weights = {s: _train_size(tmp_path / s) for s in drawn[2]}
     expected = sum(w * _shared(tmp_path / s, "trained") for s, w in weights.items()) / sum(

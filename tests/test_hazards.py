@@ -239,5 +239,6 @@ def test_an_optimizer_averaging_several_batches_stops_the_round(
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
 def test_the_unplanted_engine_trains(tiny_model, tokenizer, mode):
     before = _snapshot(tiny_model)
-    stats = _train(tiny_model, _data(tokenizer), mode)
-    assert stats.steps == 2 and not _unchanged(tiny_model, before)
+    ran = _train(tiny_model, _data(tokenizer), mode)
+    assert ran.stats.steps == 2 and not _unchanged(tiny_model, before)
+    assert ran.event.steps == 2 and ran.event.sample_rate == 0.5  # what the ledger is charged

@@ -15,7 +15,7 @@ import pytest
 import torch
 from tiny_runs import TINY_DP
 
-from secure_fedsa import federation, node
+from secure_fedsa import inprocess
 from secure_fedsa.client import WEIGHT_UNIT
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.ckks_client import CKKSClientCodec
@@ -34,8 +34,10 @@ def _manifest(setup: dict) -> Manifest:
 
 def _captured_run(tmp_path, **overrides):
     """A one-round run; returns (run dir, the updates the server received, by client)."""
+    from secure_fedsa.engine import aggregation
+
     received: dict[str, bytes] = {}
-    real = node.submit
+    real = aggregation.submit
 
     def capture(aggregator, payload):
         from secure_fedsa import wire
@@ -45,7 +47,7 @@ def _captured_run(tmp_path, **overrides):
 
     run_dir = tmp_path / "run"
     patch = pytest.MonkeyPatch()
-    patch.setattr(federation, "submit", capture)
+    patch.setattr(aggregation, "submit", capture)
     try:
         run_federation(RunConfig(**{**CONFIG, **overrides}), run_dir)
     finally:
@@ -121,18 +123,24 @@ def test_without_masking_the_same_attack_recovers_the_update(tmp_path):
     assert any("NO PAIRWISE MASKING" in w for w in summary["protections_off"])
 
 
+def _losing(monkeypatch, client_id: str, rounds: tuple[int, ...]) -> None:
+    """``client_id``'s train message of ``rounds`` never arrives (after it has masked)."""
+    from secure_fedsa.engine.messages import TrainRequest
+
+    real = inprocess.InProcessTransport.deliver
+
+    def deliver(self, address, request):  # noqa: ANN001
+        if address == client_id and isinstance(request, TrainRequest) and request.round in rounds:
+            raise inprocess.Lost("lost in transit (simulated dropout)")
+        return real(self, address, request)
+
+    monkeypatch.setattr(inprocess.InProcessTransport, "deliver", deliver)
+
+
 def test_a_client_dropping_after_masking_leaves_the_sum_exact(tmp_path, monkeypatch):
     """client-1 takes part in the set-up, masks, but its update never arrives (4 clients: the
     floor against a lying server, t = 3, tolerates one dropout; 3 clients tolerate none)."""
-    real = federation.InProcessTransport.send_update
-
-    def lost(self, client, round_number, aggregator, mask=None):
-        if client.client_id == "client-1":
-            client.make_update(round_number, aggregator.session, mask)  # made, never delivered
-            return 0, "lost in transit (simulated dropout)", {"encrypt": 0.0, "aggregate": 0.0}
-        return real(self, client, round_number, aggregator, mask)
-
-    monkeypatch.setattr(federation.InProcessTransport, "send_update", lost)
+    _losing(monkeypatch, "client-1", (1,))
     run_dir = tmp_path / "run"
     run_federation(RunConfig(**{**CONFIG, "num_clients": 4}), run_dir)
     (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -140,6 +148,10 @@ def test_a_client_dropping_after_masking_leaves_the_sum_exact(tmp_path, monkeypa
     present = ["client-0", "client-2", "client-3"]
     assert record["aggregate"]["contributors"] == present
     assert record["masking"]["masked_with"] == ["client-0", "client-1", *present[1:]]
+    assert record["masking"]["dropped"] == ["client-1"]
+    assert record["dropouts"] == [
+        {"client": "client-1", "phase": "train", "reason": "lost in transit (simulated dropout)"}
+    ]
     setup = json.loads((run_dir / "setup.json").read_text())
     manifest = _manifest(setup)
     weights = {c: setup["clients"][c]["train"] / WEIGHT_UNIT for c in present}
@@ -152,14 +164,7 @@ def test_a_client_dropping_after_masking_leaves_the_sum_exact(tmp_path, monkeypa
 
 
 def test_fewer_than_t_survivors_fail_the_round_cleanly_and_the_run_goes_on(tmp_path, monkeypatch):
-    real = federation.InProcessTransport.send_update
-
-    def lost(self, client, round_number, aggregator, mask=None):
-        if client.client_id == "client-1" and round_number == 1:
-            return 0, "lost in transit (simulated dropout)", {"encrypt": 0.0, "aggregate": 0.0}
-        return real(self, client, round_number, aggregator, mask)
-
-    monkeypatch.setattr(federation.InProcessTransport, "send_update", lost)
+    _losing(monkeypatch, "client-1", (1,))
     run_dir = tmp_path / "run"
     summary = run_federation(RunConfig(**{**CONFIG, "rounds": 2, "masking_threshold": 3}), run_dir)
     round1, round2 = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

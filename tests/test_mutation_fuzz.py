@@ -21,7 +21,7 @@ import struct
 import pytest
 from tiny_runs import TINY_DP
 
-from secure_fedsa import node, wire
+from secure_fedsa import wire
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.signing import SigningKey
 from secure_fedsa.errors import UpdateRejected
@@ -36,23 +36,23 @@ TAIL = wire.DIGEST_BYTES + wire.SIGNATURE_BYTES
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory):
     """Every update of a 2-round DP + CKKS federation, and the server's files to add them."""
-    from secure_fedsa import federation
     from secure_fedsa.crypto.ckks_server import CKKSServerCodec
     from secure_fedsa.crypto.signing import identity_path, load_identity, load_roster
+    from secure_fedsa.engine import aggregation
 
     updates: dict[int, list[bytes]] = {1: [], 2: []}
-    real_submit = node.submit
+    real_submit = aggregation.submit
 
     def capture(aggregator, payload):
         updates[aggregator.round].append(payload)
         return real_submit(aggregator, payload)
 
     run_dir = tmp_path_factory.mktemp("fuzz") / "run"
-    federation.submit = capture
+    aggregation.submit = capture
     try:
         run_federation(RunConfig(**TINY_DP), run_dir)
     finally:
-        federation.submit = real_submit
+        aggregation.submit = real_submit
     keys = run_dir / "keys"
     setup = json.loads((run_dir / "setup.json").read_text())
     codec = CKKSServerCodec.from_bundle(keys / "server.keys")

@@ -27,12 +27,13 @@ from tiny_runs import TINY_DP
 
 from secure_fedsa.cli import main
 from secure_fedsa.config import RunConfig
+from secure_fedsa.engine.summary import KEPT_IN
 from secure_fedsa.errors import LedgerError
-from secure_fedsa.federation import Progress, RoundRecord, run_federation
+from secure_fedsa.federation import Progress, run_federation
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
 from secure_fedsa.privacy.ledger import LedgerIdentity, canonical_hash, identity_hash
 from secure_fedsa.private_stats import read_evaluation, read_rounds
-from secure_fedsa.rundir import read_config
+from secure_fedsa.rundir import RunDirectory, read_config
 
 SHARED = ("config.json", "setup.json", "metrics.jsonl", "summary.json")
 # names of the private statistics: no shared file may carry a field of these names
@@ -130,7 +131,7 @@ def test_no_private_statistic_reaches_a_shared_file_or_the_auditors_bundle(finis
         assert 0 <= final["accuracy_validation"] <= 1 and 0 <= final["accuracy_unfinished"] <= 1
     assert leaks(finished, shared_files(finished)) == []
     summary = json.loads((finished / "summary.json").read_text())
-    assert summary["evaluation"] == {"released": False, "kept_in": "clients/<id>/evaluation.json"}
+    assert summary["evaluation"] == {"released": False, "kept_in": KEPT_IN}
     assert summary["neighbouring_relation"] == "replace-one"
     bundle = tmp_path / "bundle"
     assert audit([str(finished), "--bundle", str(bundle)]) == 0
@@ -283,16 +284,17 @@ def _membership_game(tmp_path: Path, pairs: int) -> list[bool | None]:
 def test_the_loss_membership_attack_finds_nothing_to_read(tmp_path, monkeypatch):
     # Control: put the loss back into metrics.jsonl (the protection removed on purpose). At
     # ε = 1 the un-noised loss tells a member from a non-member in every pair.
-    leaky = RoundRecord.shared
+    leaky = RunDirectory.append_metrics
 
-    def shared_with_loss(self):  # noqa: ANN001, ANN202
-        out = leaky(self)
-        for cid, private in self.private.items():
-            out["clients"][cid] = {**out["clients"][cid], "loss": private.get("loss")}
-        return out
+    def metrics_with_loss(self, record):  # noqa: ANN001, ANN202
+        for cid, entry in record["clients"].items():
+            own = read_rounds(self.client_dir(cid))
+            private = [r for r in own if r["round"] == record["round"]]
+            entry["loss"] = private[-1].get("loss") if private else None
+        return leaky(self, record)
 
     with monkeypatch.context() as patch:
-        patch.setattr(RoundRecord, "shared", shared_with_loss)
+        patch.setattr(RunDirectory, "append_metrics", metrics_with_loss)
         assert _membership_game(tmp_path / "control", pairs=3) == [True, True, True]
     # As shipped: the files hold no loss, so the attack has nothing to decide from (chance).
     assert _membership_game(tmp_path / "shipped", pairs=2) == [None, None]

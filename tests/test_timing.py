@@ -9,7 +9,7 @@ import json
 import pytest
 
 from secure_fedsa.cli import main
-from secure_fedsa.federation import PHASES, phase_seconds
+from secure_fedsa.engine.record import PHASES, phase_seconds
 
 FLAGS = [
     "--num-layers", "1", "--max-examples", "800", "--clients", "2", "--partition", "iid",

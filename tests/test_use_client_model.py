@@ -38,7 +38,10 @@ def test_the_snippet_reproduces_the_reported_accuracy(tmp_path):
         accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
         assert accuracy == summary["evaluation"]["per_client"][cid]
     adapter_config = json.loads((run_dir / "adapters/client-0/adapter_config.json").read_text())
-    assert Path(adapter_config["base_model_name_or_path"]).is_dir()  # where the base model is
+    # a name that loads on another machine, never this machine's directory
+    assert adapter_config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    card = (run_dir / "adapters/client-0/README.md").read_text()
+    assert "> ⚠ **NO DIFFERENTIAL PRIVACY.**" in card and "> ⚠ **NO ENCRYPTION**" in card
 
 
 def test_the_example_prints_one_clean_line_for_a_model_cut_to_one_layer(tmp_path):

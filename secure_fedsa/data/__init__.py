@@ -2,6 +2,7 @@
 
 from secure_fedsa.data.datasets import (
     BUNDLED,
+    BUNDLED_LABELS,
     HEALTH_NEWS_SOURCES,
     TWEET_TOPICS,
     TextDataset,
@@ -31,6 +32,7 @@ from secure_fedsa.data.partition import (
 
 __all__ = [
     "BUNDLED",
+    "BUNDLED_LABELS",
     "CLIENT_SIZES",
     "HEALTH_NEWS_SOURCES",
     "PARTITIONERS",

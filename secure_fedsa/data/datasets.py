@@ -522,6 +522,13 @@ BUNDLED: dict[str, Callable[[], TextDataset]] = {
     "tweets": tweets,
     "health_news": health_news,
 }
+# each bundled dataset's label vocabulary, in label order: known without loading it (a Flower
+# server builds a shared head from it, node.server_manifest)
+BUNDLED_LABELS: dict[str, tuple[str, ...]] = {
+    "rotten_tomatoes": _RT_LABELS,
+    "tweets": _TWEET_LABELS,
+    "health_news": tuple(HEALTH_NEWS_SOURCES),
+}
 
 
 # --------------------------------------------------------------------------- one entry point

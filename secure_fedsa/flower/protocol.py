@@ -40,11 +40,6 @@ SECAGG = "secagg"  # secure aggregation's records (secure_fedsa.flower.secagg_re
 ARRAY_DTYPE = "uint8"
 ARRAY_STYPE = "secure_fedsa.wire"
 TRANSPORT = "flower"
-# what a site reports about the aggregate it received: a status code, never a reason (the
-# reason is computed from decrypted values and stays on the site, in its own log)
-AGGREGATE_APPLIED = "applied"
-AGGREGATE_REJECTED = "rejected"
-AGGREGATE_NONE = "none"
 
 # run-config key -> RunConfig field: every run option a Flower run config sets, from the option
 # table (RunConfig's field metadata; secure_fedsa.options converts the values)

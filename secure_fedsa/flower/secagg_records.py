@@ -1,12 +1,12 @@
 """Secure aggregation's phases over Flower messages: the records both apps exchange.
 
-The protocol is :mod:`secure_fedsa.secagg`; this module only turns its dataclasses into Flower
-``ConfigRecord`` values and back, and keeps a site's round secrets between messages. Per round,
-with masking on, the ServerApp sends three extra ``query`` messages besides ``train`` and
-``evaluate`` (Flower message types ``query.<action>``):
+The protocol is :mod:`secure_fedsa.secagg`, its messages :mod:`secure_fedsa.engine.messages`;
+this module turns the protocol's values into Flower ``ConfigRecord`` values and back, and keeps
+a site's round secrets between messages. Per round, with masking on, the ServerApp sends three
+``query`` messages besides ``train`` and ``evaluate`` (Flower message types ``query.<action>``):
 
-1. ``query.secagg_keys`` to every node, with the roster signed by the server: each site checks
-   the signature, makes the round's key pairs and replies with its signed key advertisement.
+1. ``query.secagg_keys`` to every node drawn, with the roster signed by the server: each site
+   checks the signature, makes the round's key pairs and replies with its signed advertisement.
 2. ``query.secagg_shares`` to the sites that advertised (U1), with every advert: each site checks
    them against the roster and replies with its secrets' shares, encrypted to each peer.
 3. ``train`` to the sites whose shares arrived (U2), naming U2: each site masks against U2.
@@ -15,53 +15,27 @@ with masking on, the ServerApp sends three extra ``query`` messages besides ``tr
 
 A site's private keys and self-mask seed live only in its SuperNode's memory between these
 messages (``Context.state``, which Flower keeps in the SuperNode process and never writes to
-disk), for one round: the next round's advert replaces them. Each ClientApp run restores them,
-and a site restarted mid-round cannot mask or reveal for that round (it is a dropout).
+disk; :class:`ContextSecrets`). The site forgets them after its reveal, at the round's
+``evaluate``, at the next advertisement, at ``query.forget`` (a failed round stops the run) and
+at the run's ``finish``, whichever comes first
+(:class:`secure_fedsa.engine.site.Participant`). A site restarted mid-round cannot mask or reveal
+for that round (it is a dropout).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from typing import Any
 
 from flwr.app import ConfigRecord, Context
 
-from secure_fedsa.crypto.signing import Identity, Roster, SigningKey, parse_roster, verify
 from secure_fedsa.errors import CryptoError
-from secure_fedsa.secagg import KeyAdvert, MaskingClient, Reveal
+from secure_fedsa.secagg import KeyAdvert, Reveal
 
 KEYS = "query.secagg_keys"
 SHARES = "query.secagg_shares"
 REVEAL = "query.secagg_reveal"
-ROSTER_KIND = "roster"
 STATE = "secagg"  # the key of a site's round secrets in Context.state (memory only)
-ADVERT = "advert"
-OUT = "shares"
-RECEIVED = "received"
-REVEALED = "reveal"
-
-
-# --------------------------------------------------------------------------- the roster
-def roster_settings(roster: Roster, server_key: SigningKey) -> dict[str, bytes]:
-    """The roster as the server sends it, signed with the server's identity."""
-    text = json.dumps(roster.to_json(), sort_keys=True).encode()
-    digest = bytes.fromhex(roster.digest)
-    return {"roster": text, "roster-signature": server_key.sign(ROSTER_KIND, digest)}
-
-
-def received_roster(settings: Mapping, identity: Identity) -> Roster:
-    """The roster a site received, accepted only with the server's valid signature (the site's
-    identity file holds the server's verification key)."""
-    try:
-        roster = parse_roster(json.loads(bytes(settings["roster"])), "the server's roster")
-    except (KeyError, ValueError, TypeError):
-        raise CryptoError("the server sent no readable roster for secure aggregation") from None
-    signature = bytes(settings.get("roster-signature", b""))
-    if roster.server != identity.server_key or not verify(
-        identity.server_key, signature, ROSTER_KIND, bytes.fromhex(roster.digest)
-    ):
-        raise CryptoError("the roster the server sent is not signed by this federation's server")
-    return roster
 
 
 # --------------------------------------------------------------------------- adverts
@@ -126,23 +100,18 @@ def reveal_from(record: Mapping) -> Reveal:
 
 
 # --------------------------------------------------------------------------- a site's secrets
-def keep(context: Context, client: MaskingClient) -> None:
-    """Keep the round's secrets (and the verified roster) in the SuperNode's memory until the
-    next message."""
-    roster = json.dumps(client.roster.to_json(), sort_keys=True).encode()
-    context.state.config_records[STATE] = ConfigRecord({**client.export(), "roster": roster})
+class ContextSecrets:
+    """A site's round secrets in its SuperNode's memory (``Context.state``, never written to
+    disk): the :class:`~secure_fedsa.engine.site.SecretStore` of a Flower site."""
 
+    def __init__(self, context: Context) -> None:
+        self.context = context
 
-def restore(context: Context, key: SigningKey, session: str, round_number: int) -> MaskingClient:
-    """The site's masking client of this round, as :func:`keep` left it."""
-    state = context.state.config_records.get(STATE) or {}
-    roster = (  # None only when nothing is kept: restore then says so
-        parse_roster(json.loads(bytes(state["roster"])), "the kept roster")
-        if "roster" in state
-        else None
-    )
-    return MaskingClient.restore(state, key, roster, session, round_number)  # type: ignore[arg-type]
+    def save(self, state: Mapping[str, Any]) -> None:
+        self.context.state.config_records[STATE] = ConfigRecord(dict(state))
 
+    def load(self) -> Mapping[str, Any]:
+        return self.context.state.config_records.get(STATE) or {}
 
-def forget(context: Context) -> None:
-    context.state.config_records.pop(STATE, None)
+    def clear(self) -> None:
+        self.context.state.config_records.pop(STATE, None)

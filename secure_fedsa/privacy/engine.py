@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from secure_fedsa.errors import PrivacyError
+from secure_fedsa.privacy.accounting import DPEvent
 from secure_fedsa.privacy.hazards import check_mechanism
 from secure_fedsa.privacy.randomness import RandomSource, gaussian, poisson_indices
 
@@ -112,6 +113,18 @@ class RoundStats:
     steps: int
     examples: int
     mean_loss: float
+
+
+@dataclass(frozen=True)
+class DPRound:
+    """What one call of :func:`train_dp` did: its statistics (private: the loss and the batch
+    sizes are not DP) and the DP event it executed, read from the mechanism that ran (the noise
+    multiplier of the optimizer that added the noise, the rate of the sampler that drew the
+    batches, the noisy steps taken). The ledger is charged exactly ``event``; None only when no
+    step ran."""
+
+    stats: RoundStats
+    event: DPEvent | None
 
 
 def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -359,7 +372,7 @@ def train_dp(
     sampler: PoissonSampler | None = None,
     carry: OptimizerCarry | None = None,
     lr_factors: Sequence[float] | None = None,
-) -> RoundStats:
+) -> DPRound:
     """``steps`` DP-SGD (DP-AdamW by default) steps with Poisson sampling at ``dp.sample_rate``.
 
     Noise and sampling come from ``randomness`` (pass :class:`OSRandom` outside tests). Logical
@@ -372,6 +385,8 @@ def train_dp(
     ``carry``, the optimizer starts from ``carry.saved`` and leaves its final state there. Step
     ``i`` runs at ``lr * lr_factors[i]`` (``lr`` throughout without factors); the factors are
     public (a function of the step's position), so the schedule is post-processing.
+
+    Returns the statistics and the DP event executed (:class:`DPRound`): what to charge.
     """
     if mode not in DP_MODES:
         raise PrivacyError(f"unknown clipping mode {mode!r}: choose one of {', '.join(DP_MODES)}")
@@ -404,7 +419,7 @@ def train_dp(
     built.append(dp_optimizer)
     try:
         _refuse_hazards(hazards(None))
-        total_loss, examples = 0.0, 0
+        total_loss, examples, executed = 0.0, 0, 0
         model.train()
         schedule = _scheduler(base)
         for factor in factors:
@@ -427,11 +442,23 @@ def train_dp(
                     dp_optimizer.step()
                     dp_optimizer.zero_grad(set_to_none=True)  # keeps the summed clipped gradients
             dp_optimizer.step()
+            executed += 1
             examples += size
             if on_step is not None:
                 on_step()
         _keep(base, carry)
-        return RoundStats(steps=steps, examples=examples, mean_loss=total_loss / max(examples, 1))
+        event = (
+            DPEvent(
+                noise_multiplier=dp_optimizer.noise_multiplier,
+                sample_rate=float(sampler.rate),
+                steps=executed,
+            )
+            if executed
+            else None
+        )
+        mean_loss = total_loss / max(examples, 1)
+        stats = RoundStats(steps=executed, examples=examples, mean_loss=mean_loss)
+        return DPRound(stats=stats, event=event)
     finally:
         stepper.close()
         for p in params:
