@@ -8,6 +8,7 @@ each client signs with its own identity and the server verifies against ``roster
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,12 +96,18 @@ def init_keys(
     }
 
 
-def setup_identities(config: RunConfig, keys_dir: Path, client_ids: list[str]) -> Identities:
-    """The run's signing identities: from ``config.keys_dir``, or made in ``keys_dir``."""
+def setup_identities(
+    config: RunConfig,
+    keys_dir: Path,
+    client_ids: list[str],
+    weights: Mapping[str, float] | None = None,
+) -> Identities:
+    """The run's signing identities: from ``config.keys_dir``, or made in ``keys_dir`` with each
+    client's aggregation ``weights`` (public: its training-set size) fixed in the signed roster."""
     if config.keys_dir is not None:
         keys_dir = Path(config.keys_dir)
     elif not (keys_dir / ROSTER_FILE).exists():
-        create_identities(keys_dir, client_ids)
+        create_identities(keys_dir, client_ids, weights=weights)
     return load_identities(keys_dir, client_ids)
 
 
