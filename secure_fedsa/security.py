@@ -21,6 +21,7 @@ from secure_fedsa.crypto.signing import (
     SERVER_IDENTITY,
     Identity,
     Roster,
+    check_weights,
     create_identities,
     identity_path,
     load_identity,
@@ -73,17 +74,27 @@ def check_keys_dir(config: RunConfig, client_ids: list[str] | None = None) -> No
 
 
 def init_keys(
-    directory: Path, *, max_clients: int, client_ids: list[str] | None = None
+    directory: Path,
+    *,
+    max_clients: int,
+    client_ids: list[str] | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> dict[str, Path]:
     """Fresh key bundles and signing identities for one federation (rotate per federation).
 
-    ``client_ids`` default to client-0 .. client-(max_clients - 1)."""
+    ``client_ids`` default to client-0 .. client-(max_clients - 1). ``sizes`` (each client's
+    training-set size, public) fix the clients' aggregation weights in the signed roster."""
+    from secure_fedsa.client import WEIGHT_UNIT
+
     ids = client_ids or default_client_ids(max_clients)
     if len(ids) > max_clients:
         raise CryptoError(f"{len(ids)} client ids but --max-clients {max_clients}")
+    weights = None if sizes is None else {c: n / WEIGHT_UNIT for c, n in sizes.items()}
+    if weights is not None:
+        check_weights(weights, ids)  # before any file is written
     client, server = create_key_bundles(directory, CKKSParams(), max_clients=max_clients)
     try:
-        roster = create_identities(directory, ids)
+        roster = create_identities(directory, ids, weights=weights)
     except BaseException:
         client.unlink(missing_ok=True)
         server.unlink(missing_ok=True)
