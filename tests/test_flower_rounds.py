@@ -460,6 +460,63 @@ def test_a_site_refuses_a_server_signed_roster_that_swaps_its_peers_keys(sites, 
     assert sr.STATE not in contexts[100].state  # no key pair was made for that roster
 
 
+def test_different_survivor_sets_over_flower_unmask_nobody_and_the_round_completes(
+    four_sites, tmp_path
+):
+    """The server tells site-c that site-d dropped while the others are told it is present
+    (issue 33.2). site-c signs its set, finds no t signatures of it at the reveal and reveals
+    nothing (its ClientApp errs: a dropout); nobody reveals site-d's mask key; the three others
+    agree on one set and the round completes with the exact sum."""
+    from secure_fedsa.flower import client_app
+    from secure_fedsa.flower import protocol as p
+
+    root, keys, files = four_sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "rounds": 1, "clients": 4, "keys-dir": str(root / "keys"),
+              "run-dir": str(run_dir)}  # fmt: skip
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    lied, s_shares_of_d, refused = [], [], []
+    push = grid.push_messages
+
+    def lying_push(messages):
+        for message in messages:
+            kind = message.metadata.message_type
+            if message.metadata.dst_node_id == 102 and kind in (
+                "query.secagg_survivors", "query.secagg_reveal"
+            ):  # fmt: skip
+                settings = message.content[p.CONFIG]
+                settings["present"] = [c for c in settings["present"] if c != "site-d"]
+                settings["dropped"] = [*settings["dropped"], "site-d"]
+                lied.append(kind)
+        return push(messages)
+
+    def pull(ids):  # a ClientApp that raises answers nothing (Flower: an error reply)
+        replies = []
+        for mid in ids:
+            message = grid.outbox.pop(mid)
+            handler = getattr(client_app, message.metadata.message_type.split(".")[-1])
+            try:
+                reply = handler(copy(message), grid.contexts[message.metadata.dst_node_id])
+            except Exception as exc:  # noqa: BLE001
+                refused.append(str(exc))
+                continue
+            if message.metadata.message_type == "query.secagg_reveal":
+                record = reply.content.config_records[p.SECAGG]
+                s_shares_of_d.extend(k for k in record if k == "s/site-d")
+            replies.append(reply)
+        return replies
+
+    grid.push_messages, grid.pull_messages = lying_push, pull
+    summary = run(grid, config)
+    assert lied == ["query.secagg_survivors", "query.secagg_reveal"]
+    assert s_shares_of_d == []  # site-d's mask key was never revealed
+    assert any("signed the survivor set" in r for r in refused)
+    (record,) = _metrics(run_dir)
+    assert summary["status"] == "completed" and record["aggregate"]["status"] == "applied"
+    assert record["masking"]["revealed_by"] == ["site-a", "site-b", "site-d"]
+    assert [(d["client"], d["phase"]) for d in record["dropouts"]] == [("site-c", "secagg-reveal")]
+
+
 def test_a_site_refuses_a_round_below_its_pinned_threshold_before_training(sites, tmp_path):
     """site-a's own node config pins min-masking-threshold = 4; the server's run asks for 3 (the
     floor for 3 sites): site-a refuses at the key advertisement, before any DP step, says why,
