@@ -103,6 +103,11 @@ def size_problem(kind: str, size: int, clients: int) -> str | None:
             f"a masking key advert is {kinds.ADVERT_BYTES} bytes (two public keys and a "
             f"signature), this one {size}"
         )
+    if kind == kinds.SURVIVORS and size != kinds.ED25519_SIGNATURE_BYTES:
+        return (
+            f"a survivor-set signature is {kinds.ED25519_SIGNATURE_BYTES} bytes (one Ed25519 "
+            f"signature), this one {size}"
+        )
     if kind == kinds.SHARES and not (
         size % kinds.SEALED_SHARE_BYTES == 0 and 1 <= size // kinds.SEALED_SHARE_BYTES <= clients
     ):

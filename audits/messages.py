@@ -1,9 +1,10 @@
 """Every kind of message a client sends, in words, and what the egress records show of each.
 
-A client sends five kinds of message (``kind`` in its egress record, written by the transport as
-it sends): its encrypted **update**; secure aggregation's three protocol messages — the masking
+A client sends six kinds of message (``kind`` in its egress record, written by the transport as
+it sends): its encrypted **update**; secure aggregation's four protocol messages — the masking
 **key advert** (``secagg-keys``), the **shares** of its masking secrets encrypted to its peers
-(``secagg-shares``) and the **reveal** that lets the server unmask the sum (``secagg-reveal``);
+(``secagg-shares``), the **survivor-set signature** (``secagg-survivors``) and the **reveal**
+that lets the server unmask the sum (``secagg-reveal``);
 and, in Flower deployments, a small plaintext **status report** (``report``). :data:`KINDS` says,
 for each, what it carries, to whom, in what form and why it is safe (from secure_fedsa/secagg.py,
 docs/crypto.md and docs/threat-model.md, restated here for the report); the sizes the protocol
@@ -16,15 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-UPDATE, KEYS, SHARES, REVEAL, REPORT = (
+UPDATE, KEYS, SHARES, SURVIVORS, REVEAL, REPORT = (
     "update",
     "secagg-keys",
     "secagg-shares",
+    "secagg-survivors",
     "secagg-reveal",
     "report",
 )
-PROTOCOL_KINDS = (KEYS, SHARES, REVEAL)  # secure aggregation's messages: no tensor
-ORDER = (KEYS, SHARES, UPDATE, REVEAL, REPORT)  # as they are sent in a round
+PROTOCOL_KINDS = (KEYS, SHARES, SURVIVORS, REVEAL)  # secure aggregation's messages: no tensor
+ORDER = (KEYS, SHARES, UPDATE, SURVIVORS, REVEAL, REPORT)  # as they are sent in a round
 X25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES = 32, 64
 ADVERT_BYTES = 2 * X25519_PUBLIC_BYTES + ED25519_SIGNATURE_BYTES  # 128
 SHARE_BYTES = 33  # one Shamir share: a field element below 2^257
@@ -72,6 +74,18 @@ KINDS: dict[str, dict[str, str]] = {
         "form": "ciphertext",
         "why_safe": "only the recipient can decrypt its share, fewer than t shares reveal "
         "nothing about a secret (Shamir), and the secrets are random masks, not training data",
+    },
+    SURVIVORS: {
+        "name": "survivor-set signature",
+        "short": "a signature of the set of clients whose update arrived",
+        "carries": f"the client's Ed25519 signature over the run, the round and the sets of "
+        f"present and dropped clients the server showed it ({ED25519_SIGNATURE_BYTES} bytes); "
+        f"it signs one set per round",
+        "to": "the server, which forwards the present clients' signatures to each of them",
+        "form": "plaintext",
+        "why_safe": "it says only which clients the server named, which the server chose; it "
+        "lets every client check that at least t clients were shown the same survivor set "
+        "before revealing anything (secure aggregation's consistency round)",
     },
     REVEAL: {
         "name": "unmasking reveal",

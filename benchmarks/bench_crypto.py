@@ -208,8 +208,13 @@ def _mask_setup(signers, roster, n, server):  # noqa: ANN001, ANN202
     by_id = {c.client_id: c for c in clients.values()}
 
     def unmask(present):  # noqa: ANN001, ANN202
+        dropped = set(u2) - set(present)
+        signed = {c: by_id[c].sign_survivors(present=present, dropped=dropped) for c in present}
+        signatures = masking.survivor_signatures(signed, present=present)
         reveals = [
-            by_id[c].reveal(masking.shares_for(c), present=present, dropped=set(u2) - set(present))
+            by_id[c].reveal(
+                masking.shares_for(c), present=present, dropped=dropped, signatures=signatures
+            )  # fmt: skip
             for c in present
         ]
         chunks, count, modulus = server.mask_shape(n)

@@ -85,8 +85,12 @@ def _round(k: int, n: int, *, masked: bool, drop: bool, codecs) -> dict[str, flo
         present = list(aggregator.accepted)
         dropped = set(ids) - set(present)
         reveal_start = time.perf_counter()
+        signed = {c: clients[c].sign_survivors(present=present, dropped=dropped) for c in present}
+        signatures = server.survivor_signatures(signed, present=present)
         reveals = [
-            clients[c].reveal(server.shares_for(c), present=present, dropped=dropped)
+            clients[c].reveal(
+                server.shares_for(c), present=present, dropped=dropped, signatures=signatures
+            )  # fmt: skip
             for c in present
         ]
         out["reveal_client"] = (time.perf_counter() - reveal_start) / len(present)

@@ -203,9 +203,25 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     from secure_fedsa.security import init_keys
 
     ids = [x.strip() for x in args.client_ids.split(",") if x.strip()] if args.client_ids else None
-    paths = init_keys(Path(args.directory), max_clients=args.max_clients, client_ids=ids)
+    sizes = parse_client_sizes(args.client_sizes) if args.client_sizes else None
+    paths = init_keys(
+        Path(args.directory), max_clients=args.max_clients, client_ids=ids, sizes=sizes
+    )
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return 0
+
+
+def parse_client_sizes(text: str) -> dict[str, int]:
+    """``"a=120,b=80"`` as {"a": 120, "b": 80}; ConfigError for anything else."""
+    from secure_fedsa.errors import ConfigError
+
+    sizes: dict[str, int] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, _, number = item.partition("=")
+        if not name.strip() or not number.strip().isdigit() or int(number) < 1:
+            raise ConfigError(f"--client-sizes: expected id=N with N >= 1, got {item!r}")
+        sizes[name.strip()] = int(number)
+    return sizes
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -272,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-ids",
         help="comma-separated client ids, one signing identity each (default: client-0 .. "
         "client-(max-clients - 1), the ids of the in-process federation)",
+    )
+    init.add_argument(
+        "--client-sizes",
+        help="comma-separated id=N, each client's training-set size (public: the ledger's q "
+        "reveals it): fixes each client's aggregation weight in the signed roster, so that no "
+        "client can claim more and every site checks the aggregate's weight exactly",
     )
     init.set_defaults(handler=cmd_keys_init)
     revoke = keys_sub.add_parser("revoke", help="remove a client from the roster")

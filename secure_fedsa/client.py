@@ -29,7 +29,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -370,9 +370,19 @@ class Client:
             )
         return LedgerHead(hashes.index(self.trained_entry) + 1, self.trained_entry)
 
-    def apply_aggregate(self, data: bytes, round_number: int, session: str) -> list[str]:
+    def apply_aggregate(
+        self,
+        data: bytes,
+        round_number: int,
+        session: str,
+        *,
+        roster_weights: Mapping[str, float] | None = None,
+        contributor_ids: Sequence[str] | None = None,
+    ) -> list[str]:
         """Verify, decrypt and check the server's aggregate; load it as the shared tensors if
         honest clients could have produced it. Returns why it was rejected (empty: loaded).
+        With ``roster_weights`` (the signed roster's fixed weights) and ``contributor_ids``
+        (the survivor set this client signed) the total weight is checked exactly.
 
         A rejected aggregate is not loaded: the shared tensors go back to what this client
         started the round with, its B and head keep their training. Nothing here raises for a
@@ -395,6 +405,8 @@ class Client:
                 initial=self.initial_shared,
                 round=round_number,
                 bounds=self.bounds,
+                roster_weights=roster_weights,
+                contributor_ids=contributor_ids,
             )
         except SecureFedsaError as exc:
             problems = [str(exc)]

@@ -488,6 +488,21 @@ def _check_sizes(config: RunConfig) -> None:
         )
 
 
+def _check_threshold_floor(config: RunConfig) -> None:
+    """A masking threshold below floor(2n/3) + 1 (n: the clients of one round) lets a server that
+    lies about dropouts unmask an honest client with fewer than t clients (docs/crypto.md)."""
+    from secure_fedsa.threshold import threshold_problem
+
+    masked = config.masking and config.encryption and config.method != "local"
+    if not masked or config.masking_threshold is None:
+        return
+    holders = config.clients_per_round or config.num_clients
+    if not isinstance(holders, int) or not 1 <= config.masking_threshold <= holders:
+        return  # the range checks say what is wrong
+    problem = threshold_problem(config.masking_threshold, holders)
+    _check(problem is None, f"{flag('masking_threshold')}: {problem}")
+
+
 def masking_floor(config: RunConfig) -> int:
     """The fewest clients one round's masked sum needs: the masking threshold, and at least two
     (the sum of one update is that update, which every client decrypts)."""
@@ -654,6 +669,7 @@ def validate(config: RunConfig) -> None:
         f"{flag('masking_threshold')} must be between 1 and the number of clients "
         f"({config.num_clients})",
     )
+    _check_threshold_floor(config)
     _check_rounds_and_finishing(config)
     _check_canaries(config)
     _check(

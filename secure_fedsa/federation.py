@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from secure_fedsa.client import Client
+from secure_fedsa.client import WEIGHT_UNIT, Client
 from secure_fedsa.config import RunConfig
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.engine.aggregation import ServerKeys, new_session
 from secure_fedsa.engine.record import RoundRecord, round_line
 from secure_fedsa.engine.rounds import EngineSettings, Observer, RoundEngine
-from secure_fedsa.engine.site import MemorySecrets, Participant, SiteSettings
+from secure_fedsa.engine.site import MemorySecrets, Participant, SiteSettings, site_policy_for
 from secure_fedsa.engine.summary import evaluation_summary
 from secure_fedsa.errors import LedgerError
 from secure_fedsa.frozen_prefix import FrozenPrefix
@@ -143,8 +143,11 @@ class Federation:
 
     def _load_keys(self, keys_dir: Path) -> None:
         self.codecs: Codecs = setup_codecs(self.config, keys_dir)
+        weights = {  # public (the ledger's q reveals n), fixed in the signed roster
+            cid: data.num_train / WEIGHT_UNIT for cid, data in self.prepared.clients.items()
+        }
         self.identities: Identities = setup_identities(
-            self.config, keys_dir, list(self.prepared.clients)
+            self.config, keys_dir, list(self.prepared.clients), weights
         )
 
     def _set_up(
@@ -253,6 +256,7 @@ class Federation:
                     labels=tuple(self.prepared.label_names),
                     adapter_dir=self.rundir.path / "adapters" / cid,
                     transport=TRANSPORT,
+                    policy=site_policy_for(config),
                 ),
                 self.egress,
                 MemorySecrets(),

@@ -30,6 +30,7 @@ key; it learns only the sum (still encrypted) and which clients dropped.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,24 +54,36 @@ from secure_fedsa.crypto.masking import (
 from secure_fedsa.crypto.shamir import SHARE_BYTES, combine_shares, split_secret
 from secure_fedsa.crypto.signing import Roster, SigningKey, verify
 from secure_fedsa.errors import CryptoError, SecureFedsaError
+from secure_fedsa.threshold import (  # re-exported: the protocol's thresholds
+    default_threshold,
+    fixed_threshold,
+    threshold_floor,
+    threshold_for_coalition,
+    threshold_problem,
+    tolerated_coalition,
+)
 
 _RAW = serialization.Encoding.Raw
 ADVERT_KIND = "mask-keys"
+__all__ = [
+    "KeyAdvert",
+    "MaskingClient",
+    "MaskingServer",
+    "Reveal",
+    "RoundFailed",
+    "consistency_problem",
+    "default_threshold",
+    "fixed_threshold",
+    "survivors_digest",
+    "threshold_floor",
+    "threshold_for_coalition",
+    "threshold_problem",
+    "tolerated_coalition",
+]
 
 
 class RoundFailed(SecureFedsaError):
     """Too few clients took part for the masks to be removed: the round has no aggregate."""
-
-
-def default_threshold(clients: int) -> int:
-    """A majority of the round's clients."""
-    return clients // 2 + 1
-
-
-def fixed_threshold(configured: int | None, clients: int) -> int:
-    """The threshold a deployment fixes in advance, which every site derives from the run's
-    configuration itself (never from the server): ``configured``, or a majority of ``clients``."""
-    return configured if configured is not None else default_threshold(clients)
 
 
 def _public(key: X25519PrivateKey) -> bytes:
@@ -115,6 +128,56 @@ class Reveal:
     s_shares: Mapping[str, bytes]
 
 
+SURVIVORS_KIND = "mask-survivors"
+
+
+def survivors_digest(
+    session: str, round_number: int, present: Iterable[str], dropped: Iterable[str]
+) -> bytes:
+    """What a survivor signature covers: the run, the round, and the sorted sets of present
+    (U3) and dropped (U2 minus U3) clients, unambiguously encoded."""
+    import hashlib
+
+    record = {
+        "session": session,
+        "round": round_number,
+        "present": sorted(set(present)),
+        "dropped": sorted(set(dropped)),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).digest()
+
+
+def consistency_problem(
+    signatures: Mapping[str, bytes],
+    *,
+    roster: Roster,
+    session: str,
+    round_number: int,
+    present: Iterable[str],
+    dropped: Iterable[str],
+    threshold: int,
+) -> str | None:
+    """Why ``signatures`` do not show that at least ``threshold`` present clients saw this very
+    survivor set (pure; None: they do). Only signatures of present clients in the roster, over
+    the same (present, dropped) sets of this run and round, count."""
+    present = set(present)
+    digest = survivors_digest(session, round_number, present, dropped)
+    valid = sorted(
+        client
+        for client, signature in signatures.items()
+        if client in present
+        and (key := roster.key_of(client)) is not None
+        and verify(key, bytes(signature), SURVIVORS_KIND, digest)
+    )
+    if len(valid) < threshold:
+        return (
+            f"only {len(valid)} client(s) signed the survivor set this client was shown "
+            f"({len(present)} present, {len(set(dropped))} dropped), {threshold} needed: the "
+            "server may be telling clients different survivor sets. No shares revealed"
+        )
+    return None
+
+
 def _check_advert(advert: KeyAdvert, roster: Roster, session: str, round_number: int) -> bool:
     key = roster.key_of(advert.client)
     digest = _advert_digest(session, round_number, advert.client, advert.c_pk, advert.s_pk)
@@ -138,6 +201,7 @@ class MaskingClient:
     _holders: list[str] = field(default_factory=list, repr=False)
     _threshold: int = 0
     _revealed: dict[str, str] = field(default_factory=dict, repr=False)  # client -> "b" | "s"
+    _signed: bytes = field(default=b"", repr=False)  # the survivor set signed this round
 
     @property
     def context(self) -> bytes:
@@ -163,6 +227,9 @@ class MaskingClient:
         self._peers = {a.client: a for a in adverts}
         if self.client_id not in self._peers:
             raise CryptoError(f"{self.client_id} is not among the round's clients")
+        problem = threshold_problem(threshold, len(self._peers))
+        if problem:
+            raise CryptoError(f"{self.client_id} will not share its secrets: {problem}")
         self._holders = sorted(self._peers)
         self._threshold = threshold
         b_shares = split_secret(self._b, threshold=threshold, holders=len(self._holders))
@@ -196,29 +263,71 @@ class MaskingClient:
             peers[peer] = pair_secret(self._s, self._peers[peer].s_pk)
         return MaskSeeds(self.client_id, self._b, peers)
 
-    # 4. unmask
-    def reveal(
-        self, received: Mapping[str, bytes], *, present: Iterable[str], dropped: Iterable[str]
-    ) -> Reveal:
-        """Decrypt the shares received and reveal ``b`` shares of ``present`` clients and ``s``
-        shares of ``dropped`` ones. Refuses to reveal both kinds for any client, ever."""
+    # 4. consistency: sign the survivor set this client is shown (once per round)
+    def sign_survivors(self, *, present: Iterable[str], dropped: Iterable[str]) -> bytes:
+        """This client's signature of the survivor set the server showed it. Signs one set per
+        round: asked to sign a different one, it refuses (the server is lying)."""
         present, dropped = set(present), set(dropped)
+        self._check_survivors(present, dropped)
+        digest = survivors_digest(self.session, self.round, present, dropped)
+        if self._signed and self._signed != digest:
+            raise CryptoError(
+                f"{self.client_id} already signed another survivor set this round: the server "
+                "is telling clients different survivor sets; refusing"
+            )
+        self._signed = digest
+        return self.key.sign(SURVIVORS_KIND, digest)
+
+    def _check_survivors(self, present: set[str], dropped: set[str]) -> None:
         if present & dropped:
             raise CryptoError("the server declared clients both present and dropped")
         if self.client_id not in present:
             raise CryptoError(f"{self.client_id} is not among the present clients: no reveal")
+        if not present <= set(self._peers) or not dropped <= set(self._peers):
+            raise CryptoError("the server named clients that did not take part in the round")
         if len(present) < self._threshold:
             raise RoundFailed(
                 f"{len(present)} clients present, {self._threshold} needed to unmask the round"
             )
+
+    # 5. unmask
+    def reveal(
+        self,
+        received: Mapping[str, bytes],
+        *,
+        present: Iterable[str],
+        dropped: Iterable[str],
+        signatures: Mapping[str, bytes],
+    ) -> Reveal:
+        """Decrypt the shares received and reveal ``b`` shares of ``present`` clients and ``s``
+        shares of ``dropped`` ones, only if this client signed that survivor set itself and
+        ``signatures`` hold valid survivor signatures of at least t present clients over the
+        same set (:func:`consistency_problem`). Refuses to reveal both kinds for any client,
+        ever."""
+        present, dropped = set(present), set(dropped)
+        self._check_survivors(present, dropped)
+        if self._signed != survivors_digest(self.session, self.round, present, dropped):
+            raise CryptoError(
+                f"{self.client_id} did not sign this survivor set: it reveals only for the set "
+                "it signed in the consistency phase"
+            )
+        problem = consistency_problem(
+            signatures,
+            roster=self.roster,
+            session=self.session,
+            round_number=self.round,
+            present=present,
+            dropped=dropped,
+            threshold=self._threshold,
+        )
+        if problem:
+            raise CryptoError(f"{self.client_id}: {problem}")
         for client, kind in [(c, "b") for c in present] + [(c, "s") for c in dropped]:
             if self._revealed.get(client, kind) != kind:
                 raise CryptoError(
                     f"{client}'s {self._revealed[client]} share was revealed already; revealing "
                     f"its {kind} share too would unmask its update"
                 )
-        if not present <= set(self._peers) or not dropped <= set(self._peers):
-            raise CryptoError("the server named clients that did not take part in the round")
         holder = self._holders.index(self.client_id) + 1
         b_shares, s_shares = {}, {}
         for sender, blob in received.items():
@@ -252,6 +361,7 @@ class MaskingClient:
             "threshold": self._threshold,
             "peers": sorted(self._peers),
             "revealed": [f"{c}={k}" for c, k in sorted(self._revealed.items())],
+            "signed": self._signed,
         }
         for peer, advert in self._peers.items():
             state[f"peer/{peer}"] = advert.c_pk + advert.s_pk + advert.signature
@@ -289,6 +399,7 @@ class MaskingClient:
             _holders=sorted(peers),
             _threshold=int(state["threshold"]),
             _revealed=revealed,
+            _signed=bytes(state.get("signed", b"")),
         )
 
 
@@ -340,6 +451,28 @@ class MaskingServer:
     def shares_for(self, client: str) -> dict[str, bytes]:
         """What ``client`` receives: each U2 sender's encrypted shares for it."""
         return {sender: out[client] for sender, out in self._shares.items() if client in out}
+
+    def survivor_signatures(
+        self, signatures: Mapping[str, bytes], *, present: Iterable[str]
+    ) -> dict[str, bytes]:
+        """U4: the present clients' valid signatures of the survivor set ``present`` (the
+        dropped set being U2 minus it), which the server relays to every present client with
+        the reveal request. Raises RoundFailed with fewer than t."""
+        present = set(present)
+        dropped = set(self._shares) - present
+        digest = survivors_digest(self.session, self.round, present, dropped)
+        valid = {
+            client: bytes(signature)
+            for client, signature in signatures.items()
+            if client in present
+            and (key := self.roster.key_of(client)) is not None
+            and verify(key, bytes(signature), SURVIVORS_KIND, digest)
+        }
+        if len(valid) < (self.threshold or 0):
+            raise RoundFailed(
+                f"{len(valid)} clients signed the survivor set, {self.threshold} needed"
+            )
+        return valid
 
     def unmasking_offsets(
         self,

@@ -8,6 +8,7 @@ each client signs with its own identity and the server verifies against ``roster
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from secure_fedsa.crypto.signing import (
     SERVER_IDENTITY,
     Identity,
     Roster,
+    check_weights,
     create_identities,
     identity_path,
     load_identity,
@@ -72,17 +74,27 @@ def check_keys_dir(config: RunConfig, client_ids: list[str] | None = None) -> No
 
 
 def init_keys(
-    directory: Path, *, max_clients: int, client_ids: list[str] | None = None
+    directory: Path,
+    *,
+    max_clients: int,
+    client_ids: list[str] | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> dict[str, Path]:
     """Fresh key bundles and signing identities for one federation (rotate per federation).
 
-    ``client_ids`` default to client-0 .. client-(max_clients - 1)."""
+    ``client_ids`` default to client-0 .. client-(max_clients - 1). ``sizes`` (each client's
+    training-set size, public) fix the clients' aggregation weights in the signed roster."""
+    from secure_fedsa.client import WEIGHT_UNIT
+
     ids = client_ids or default_client_ids(max_clients)
     if len(ids) > max_clients:
         raise CryptoError(f"{len(ids)} client ids but --max-clients {max_clients}")
+    weights = None if sizes is None else {c: n / WEIGHT_UNIT for c, n in sizes.items()}
+    if weights is not None:
+        check_weights(weights, ids)  # before any file is written
     client, server = create_key_bundles(directory, CKKSParams(), max_clients=max_clients)
     try:
-        roster = create_identities(directory, ids)
+        roster = create_identities(directory, ids, weights=weights)
     except BaseException:
         client.unlink(missing_ok=True)
         server.unlink(missing_ok=True)
@@ -95,12 +107,18 @@ def init_keys(
     }
 
 
-def setup_identities(config: RunConfig, keys_dir: Path, client_ids: list[str]) -> Identities:
-    """The run's signing identities: from ``config.keys_dir``, or made in ``keys_dir``."""
+def setup_identities(
+    config: RunConfig,
+    keys_dir: Path,
+    client_ids: list[str],
+    weights: Mapping[str, float] | None = None,
+) -> Identities:
+    """The run's signing identities: from ``config.keys_dir``, or made in ``keys_dir`` with each
+    client's aggregation ``weights`` (public: its training-set size) fixed in the signed roster."""
     if config.keys_dir is not None:
         keys_dir = Path(config.keys_dir)
     elif not (keys_dir / ROSTER_FILE).exists():
-        create_identities(keys_dir, client_ids)
+        create_identities(keys_dir, client_ids, weights=weights)
     return load_identities(keys_dir, client_ids)
 
 

@@ -532,10 +532,12 @@ def _kinds_in(run_dir: Path) -> dict[str, list[dict]]:
 
 def test_every_kind_of_message_is_explained_and_summarised(report, html, run_dir):
     sent = _kinds_in(run_dir)
-    assert set(sent) == {"update", "secagg-keys", "secagg-shares", "secagg-reveal"}
+    assert set(sent) == {
+        "update", "secagg-keys", "secagg-shares", "secagg-survivors", "secagg-reveal"
+    }  # fmt: skip
     releases = report["releases"]
     assert [k["kind"] for k in releases["kinds"]] == [
-        "secagg-keys", "secagg-shares", "update", "secagg-reveal"
+        "secagg-keys", "secagg-shares", "update", "secagg-survivors", "secagg-reveal"
     ]  # fmt: skip
     table = html[html.index("id='message-kinds'") :]
     table = text_of(table[: table.index("</table>")])

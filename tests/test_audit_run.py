@@ -66,7 +66,9 @@ def test_the_report_states_the_privacy_claim_and_releases(cli_report):
         sent = [r for r in report["releases"]["per_client"][cid] if r["kind"] == "update"]
         assert [r["round"] for r in sent] == [1, 2]
         protocol = [r for r in report["releases"]["per_client"][cid] if r["kind"] != "update"]
-        assert {r["kind"] for r in protocol} == {"secagg-keys", "secagg-shares", "secagg-reveal"}
+        assert {r["kind"] for r in protocol} == {
+            "secagg-keys", "secagg-shares", "secagg-survivors", "secagg-reveal"
+        }  # fmt: skip
         assert all(r["groups"] == [] for r in protocol)  # masking messages carry no tensor
         assert all(r["form"] == "ciphertext" and r["groups"] == ["A"] for r in sent)
     # the run was masked: a coalition below the threshold cannot read one client's update

@@ -228,8 +228,8 @@ def test_message_kinds_are_described_and_their_sizes_restated():
     from audits import messages
     from secure_fedsa.crypto.shamir import SHARE_BYTES
 
-    assert set(messages.KINDS) == {"update", "secagg-keys", "secagg-shares", "secagg-reveal",
-                                   "report"}  # fmt: skip
+    assert set(messages.KINDS) == {"update", "secagg-keys", "secagg-shares", "secagg-survivors",
+                                   "secagg-reveal", "report"}  # fmt: skip
     for about in messages.KINDS.values():
         assert {"name", "short", "carries", "to", "form", "why_safe"} <= set(about)
     # independent of the code under audit, yet in agreement with it

@@ -455,3 +455,21 @@ def test_ctrl_c_before_the_run_directory_exists_says_nothing_was_written(
     assert main(["run", "--num-layers", "1", *TINY, "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"interrupted before {out} was set up: nothing was written, nothing to resume"
+
+
+def test_keys_init_fixes_the_clients_weights_from_their_sizes(tmp_path):
+    """`--client-sizes` puts each client's weight (size / 100) in the signed roster; a size for
+    a client the roster does not name, or one that is not a positive whole number, writes
+    nothing."""
+    from secure_fedsa.crypto.signing import load_roster
+
+    keys = tmp_path / "k"
+    args = ["keys", "init", str(keys), "--client-ids", "a,b", "--client-sizes"]
+    assert main([*args, "a=1161,b=279"]) == 0
+    assert load_roster(keys / "roster.json").weights == {"a": 11.61, "b": 2.79}
+    for bad in ("a=1161,c=279", "a=0,b=3", "a=x,b=3"):
+        target = tmp_path / bad.replace(",", "_").replace("=", "-")
+        assert (
+            main(["keys", "init", str(target), "--client-ids", "a,b", "--client-sizes", bad]) == 2
+        )
+        assert not (target / "client.keys").exists()

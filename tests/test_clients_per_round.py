@@ -147,7 +147,9 @@ def test_only_drawn_clients_train_spend_and_send(sampled_run):
         assert sorted({e["round"] for e in egress}) == trained  # nothing sent when not drawn
         for number in trained:
             kinds = [e["kind"] for e in egress if e["round"] == number]
-            assert sorted(kinds) == ["secagg-keys", "secagg-reveal", "secagg-shares", "update"]
+            assert sorted(kinds) == [
+                "secagg-keys", "secagg-reveal", "secagg-shares", "secagg-survivors", "update"
+            ]  # fmt: skip
         # the ε metrics.jsonl shows does not move in a round the client sat out
         spent = [r["clients"][cid]["epsilon_spent"] for r in metrics]
         if cid == "client-1":
@@ -206,10 +208,10 @@ def test_a_left_out_client_that_rejects_an_aggregate_keeps_the_last_one_it_loade
     (which an earlier version went back to)."""
     real = client_module.Client.apply_aggregate
 
-    def altered(self, data, round_number, session):  # noqa: ANN001
+    def altered(self, data, round_number, session, **checks):  # noqa: ANN001, ANN003
         if self.client_id == "client-1" and round_number == 2:
             data = data[:-1] + bytes([data[-1] ^ 1])  # the server's signature no longer holds
-        return real(self, data, round_number, session)
+        return real(self, data, round_number, session, **checks)
 
     monkeypatch.setattr(client_module.Client, "apply_aggregate", altered)
     run_dir = tmp_path / "run"

@@ -176,6 +176,7 @@ def test_the_summary_the_evaluation_and_the_audit_say_what_finishing_means(finis
             "secagg-keys",
             "secagg-shares",
             "update",
+            "secagg-survivors",
             "secagg-reveal",
         }
     bundle = tmp_path / "bundle"

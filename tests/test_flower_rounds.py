@@ -22,6 +22,7 @@ from flower_grid import FakeGrid, _task_identity, copy, run, site_context  # noq
 from flwr.app import Context, Message, RecordDict  # noqa: E402
 
 SITES = ("site-a", "site-b", "site-c")
+FOUR = (*SITES, "site-d")
 BASE = {
     "rounds": 2,
     "local-steps": 1,
@@ -40,17 +41,15 @@ BASE = {
 }
 
 
-@pytest.fixture(scope="module")
-def sites(tmp_path_factory):
+def _make_sites(root: Path, names: tuple[str, ...]) -> tuple[Path, dict, dict]:
     from secure_fedsa.data import BUNDLED
     from secure_fedsa.security import init_keys
 
-    root = tmp_path_factory.mktemp("flower-rounds")
-    keys = init_keys(root / "keys", max_clients=8, client_ids=list(SITES))
+    keys = init_keys(root / "keys", max_clients=8, client_ids=list(names))
     dataset = BUNDLED["rotten_tomatoes"]()
-    chosen = np.random.default_rng(3).choice(len(dataset), size=160 * len(SITES), replace=False)
+    chosen = np.random.default_rng(3).choice(len(dataset), size=160 * len(names), replace=False)
     files = {}
-    for number, site in enumerate(SITES):
+    for number, site in enumerate(names):
         path = root / f"{site}.csv"
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -61,7 +60,20 @@ def sites(tmp_path_factory):
     return root, keys, files
 
 
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    return _make_sites(tmp_path_factory.mktemp("flower-rounds"), SITES)
+
+
+@pytest.fixture(scope="module")
+def four_sites(tmp_path_factory):
+    """Four sites: at the threshold floor against a lying server (t = floor(2n/3) + 1), three
+    sites tolerate no dropout while masking; four tolerate one."""
+    return _make_sites(tmp_path_factory.mktemp("flower-rounds-4"), FOUR)
+
+
 def _contexts(tmp: Path, keys: dict, files: dict, run_config: dict) -> dict[int, Context]:
+    """One context per site of ``files`` (node 100 + its position)."""
     return {
         100 + n: site_context(
             100 + n,
@@ -73,7 +85,7 @@ def _contexts(tmp: Path, keys: dict, files: dict, run_config: dict) -> dict[int,
             },
             run_config,
         )
-        for n, site in enumerate(SITES)
+        for n, site in enumerate(files)
     }
 
 
@@ -86,10 +98,10 @@ def _ledger_rounds(state_dir: Path) -> list[int]:
     return [e["round"] for e in ledger["entries"]]
 
 
-def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
-    root, keys, files = sites
+def test_a_dropout_is_recorded_and_the_round_completes(four_sites, tmp_path):
+    root, keys, files = four_sites
     run_dir = tmp_path / "server"
-    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
+    config = {**BASE, "clients": 4, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
 
     original = grid.pull_messages
@@ -103,13 +115,13 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
     summary = run(grid, config)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     round1, round2 = _metrics(run_dir)
-    assert round1["contributors"] == 3 and not round1["dropouts"]
-    assert round2["contributors"] == 2
+    assert round1["contributors"] == 4 and not round1["dropouts"]
+    assert round2["contributors"] == 3
     assert round2["dropouts"] == [  # gone before the round's key advertisement
         {"client": "site-c", "phase": "secagg-keys", "reason": "no reply within 0.2 s"}
     ]
-    assert round2["masking"]["masked_with"] == ["site-a", "site-b"]
-    assert set(summary["privacy"]) == {"site-a", "site-b"}  # the sites that finished
+    assert round2["masking"]["masked_with"] == ["site-a", "site-b", "site-d"]
+    assert set(summary["privacy"]) == {"site-a", "site-b", "site-d"}  # the sites that finished
     # nothing computed from decrypted values reached the server: no accuracy, a status code
     assert summary["evaluation"]["released"] is False and "per_client" not in summary["evaluation"]
     for record in (round1, round2):
@@ -126,30 +138,31 @@ def test_a_dropout_is_recorded_and_the_round_completes(sites, tmp_path):
     assert all(secret[:64] not in p.read_text() for p in run_dir.iterdir())
 
 
-def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
+def test_below_min_clients_fails_cleanly_and_resumes(four_sites, tmp_path):
     from secure_fedsa.flower import secagg_records as sr
     from secure_fedsa.flower.server_app import RoundFailed
 
-    root, keys, files = sites
+    root, keys, files = four_sites
     run_dir = tmp_path / "server"
     config = {
         **BASE,
         "rounds": 1,
-        "min-clients": 3,
+        "clients": 4,
+        "min-clients": 4,
         "keys-dir": str(root / "keys"),
         "run-dir": str(run_dir),
     }
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
     grid.down = {102}
-    with pytest.raises(RoundFailed, match="round 1 failed: 2 accepted"):
+    with pytest.raises(RoundFailed, match="round 1 failed: 3 accepted"):
         run(grid, config)
     failed = json.loads((run_dir / "summary.json").read_text())
     assert failed["status"] == "failed" and failed["failed_round"] == 1
     assert "resume-dir" in failed["resume"]
     assert not (run_dir / "metrics.jsonl").exists()
     assert _ledger_rounds(tmp_path / "site-a") == [1]
-    # site-a and site-b had masked: the failed round's secrets are forgotten, not kept for
-    # as long as their SuperNodes run
+    # site-a, site-b and site-d had masked: the failed round's secrets are forgotten, not kept
+    # for as long as their SuperNodes run
     assert all(sr.STATE not in c.state for c in grid.contexts.values())
 
     resumed = {**config, "resume-dir": str(run_dir)}
@@ -157,19 +170,25 @@ def test_below_min_clients_fails_cleanly_and_resumes(sites, tmp_path):
     summary = run(grid, resumed)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 1
     (record,) = _metrics(run_dir)
-    assert record["contributors"] == 3
+    assert record["contributors"] == 4
     assert record["clients"]["site-a"]["resumed"] and not record["clients"]["site-c"]["resumed"]
-    for site in SITES:  # privacy spent once for round 1, also by the sites that re-sent it
+    for site in FOUR:  # privacy spent once for round 1, also by the sites that re-sent it
         assert _ledger_rounds(tmp_path / site) == [1]
 
     with pytest.raises(Exception, match="different configuration"):
         run(grid, {**resumed, "lr": 0.1})
 
 
-def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
-    root, keys, files = sites
+def test_a_malformed_reply_is_a_dropout_not_a_crash(four_sites, tmp_path):
+    root, keys, files = four_sites
     run_dir = tmp_path / "server"
-    config = {**BASE, "rounds": 1, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
+    config = {
+        **BASE,
+        "rounds": 1,
+        "clients": 4,
+        "keys-dir": str(root / "keys"),
+        "run-dir": str(run_dir),
+    }
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
     original = grid.pull_messages
 
@@ -184,7 +203,7 @@ def test_a_malformed_reply_is_a_dropout_not_a_crash(sites, tmp_path):
     grid.pull_messages = pull
     summary = run(grid, config)
     (record,) = _metrics(run_dir)
-    assert summary["status"] == "completed" and record["contributors"] == 2
+    assert summary["status"] == "completed" and record["contributors"] == 3
     assert {(d["client"], d["reason"]) for d in record["dropouts"]} == {
         ("node-102", "malformed key advertisement")
     }
@@ -264,15 +283,16 @@ def _train_size(state_dir: Path) -> int:
     return json.loads((state_dir / "privacy_ledger.json").read_text())["identity"]["dataset_size"]
 
 
-def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path, monkeypatch):
-    """site-c advertises keys and shares its secrets in round 2, then crashes before sending its
-    masked update: the others reveal its mask key, the server removes the dangling masks, and
-    the aggregate every survivor loads is exactly the weighted mean of the two updates."""
+def test_a_site_dropping_after_masking_leaves_the_sum_exact(four_sites, tmp_path, monkeypatch):
+    """Four sites: site-c advertises keys and shares its secrets in round 2, then crashes
+    before sending its masked update: the others reveal its mask key, the server removes the
+    dangling masks, and the aggregate every survivor loads is exactly the weighted mean of the
+    other three updates."""
     from secure_fedsa.flower import secagg_records as sr
 
-    root, keys, files = sites
+    root, keys, files = four_sites
     run_dir = tmp_path / "server"
-    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
+    config = {**BASE, "clients": 4, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
     grid = FakeGrid(_contexts(tmp_path, keys, files, config))
     original = grid.pull_messages
 
@@ -292,21 +312,21 @@ def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path, mon
     summary = run(grid, config)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     round1, round2 = _metrics(run_dir)
-    assert round1["masking"]["masked_with"] == list(SITES) and round1["masking"]["dropped"] == []
+    assert round1["masking"]["masked_with"] == list(FOUR) and round1["masking"]["dropped"] == []
     assert round2["masking"] == {
-        "threshold": 2,
-        "participants": list(SITES),
-        "masked_with": list(SITES),  # site-c masked with the others, then vanished
+        "threshold": 3,
+        "participants": list(FOUR),
+        "masked_with": list(FOUR),  # site-c masked with the others, then vanished
         "dropped": ["site-c"],
-        "revealed_by": ["site-a", "site-b"],
+        "revealed_by": ["site-a", "site-b", "site-d"],
     }
     assert [(d["client"], d["phase"]) for d in round2["dropouts"]] == [("site-c", "train")]
     assert round2["aggregate"]["status"] == "applied"
-    weights = {s: _train_size(tmp_path / s) for s in ("site-a", "site-b")}
+    weights = {s: _train_size(tmp_path / s) for s in ("site-a", "site-b", "site-d")}
     expected = sum(w * _shared(tmp_path / s, "trained") for s, w in weights.items()) / sum(
         weights.values()
     )
-    for site in ("site-a", "site-b"):
+    for site in ("site-a", "site-b", "site-d"):
         loaded = _shared(tmp_path / site, "state")
         assert float(np.max(np.abs(loaded - expected))) < 1e-7
     # each site recorded every protocol message it sent; the dropped one revealed nothing
@@ -315,14 +335,14 @@ def test_a_site_dropping_after_masking_leaves_the_sum_exact(sites, tmp_path, mon
             (e["round"], e["kind"])
             for e in map(json.loads, (tmp_path / site / "egress" / f"{site}.jsonl").open())
         ]  # fmt: skip
-        for site in SITES
+        for site in FOUR
     }
     assert (2, "secagg-reveal") in kinds["site-a"] and (2, "secagg-shares") in kinds["site-c"]
     assert (2, "secagg-reveal") not in kinds["site-c"] and (2, "update") not in kinds["site-c"]
     # the rounds' secrets stayed in the SuperNodes' memory: no file of any site or of the
     # server holds them, and no SuperNode still running holds them any more (site-c's died
     # with its process)
-    assert len(kept) >= 6
+    assert len(kept) >= 8
     assert all(sr.STATE not in c.state for n, c in grid.contexts.items() if n != 102)
     secrets = [bytes(state[k]) for state in kept for k in ("b", "c", "s")]
     blobs = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
@@ -337,7 +357,8 @@ def _keeping(monkeypatch) -> list[dict]:
     real = sr.ContextSecrets.save
 
     def save(self, state):  # noqa: ANN001
-        kept.append(dict(state))
+        if self.key == sr.STATE:  # not the survivor set kept from reveal to evaluate
+            kept.append(dict(state))
         return real(self, state)
 
     monkeypatch.setattr(sr.ContextSecrets, "save", save)
@@ -409,6 +430,114 @@ def test_a_site_refuses_a_forged_roster_and_an_unmasked_round(sites, tmp_path):
         client_app.train(copy(train), contexts[100])  # no key advertisement happened
     assert _ledger_rounds(tmp_path / "site-a") == []  # nothing was spent
     assert p.SECAGG not in message.content.config_records
+
+
+def test_a_site_refuses_a_server_signed_roster_that_swaps_its_peers_keys(sites, tmp_path):
+    """The federation's own server key signs a roster whose peers' keys are the server's: the
+    site's identity pins another roster, so it refuses before advertising anything (issue 33.1).
+    Power check: the same roster passes the signature check alone."""
+    from secure_fedsa.crypto.signing import Roster, SigningKey, load_roster, verify
+    from secure_fedsa.engine import messages as m
+    from secure_fedsa.engine.aggregation import ROSTER_KIND, signed_roster
+    from secure_fedsa.errors import CryptoError
+    from secure_fedsa.flower import client_app
+    from secure_fedsa.flower import secagg_records as sr
+    from secure_fedsa.flower.protocol import Deployment
+    from secure_fedsa.flower.server_app import FlowerFederation
+
+    root, keys, files = sites
+    config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(tmp_path / "server")}
+    contexts = _contexts(tmp_path, keys, files, config)
+    federation = FlowerFederation(FakeGrid(contexts), Deployment.from_run_config(config))
+    honest = load_roster(root / "keys" / "roster.json")
+    own = SigningKey.generate("server-as-peer").public_bytes
+    swapped = Roster({c: (k if c == "site-a" else own) for c, k in honest.clients.items()},
+                     honest.server, weights=honest.weights)  # fmt: skip
+    text, signature = signed_roster(swapped, federation.keys.identity.key)
+    assert verify(honest.server, signature, ROSTER_KIND, bytes.fromhex(swapped.digest))
+    request = m.KeysRequest(1, federation.session, text, signature)
+    message = federation.transport.message(100, request)
+    with pytest.raises(CryptoError, match="substitutes peers' keys"):
+        client_app.secagg_keys(copy(message), contexts[100])
+    assert sr.STATE not in contexts[100].state  # no key pair was made for that roster
+
+
+def test_different_survivor_sets_over_flower_unmask_nobody_and_the_round_completes(
+    four_sites, tmp_path
+):
+    """The server tells site-c that site-d dropped while the others are told it is present
+    (issue 33.2). site-c signs its set, finds no t signatures of it at the reveal and reveals
+    nothing (its ClientApp errs: a dropout); nobody reveals site-d's mask key; the three others
+    agree on one set and the round completes with the exact sum."""
+    from secure_fedsa.flower import client_app
+    from secure_fedsa.flower import protocol as p
+
+    root, keys, files = four_sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "rounds": 1, "clients": 4, "keys-dir": str(root / "keys"),
+              "run-dir": str(run_dir)}  # fmt: skip
+    grid = FakeGrid(_contexts(tmp_path, keys, files, config))
+    lied, s_shares_of_d, refused = [], [], []
+    push = grid.push_messages
+
+    def lying_push(messages):
+        for message in messages:
+            kind = message.metadata.message_type
+            if message.metadata.dst_node_id == 102 and kind in (
+                "query.secagg_survivors", "query.secagg_reveal"
+            ):  # fmt: skip
+                settings = message.content[p.CONFIG]
+                settings["present"] = [c for c in settings["present"] if c != "site-d"]
+                settings["dropped"] = [*settings["dropped"], "site-d"]
+                lied.append(kind)
+        return push(messages)
+
+    def pull(ids):  # a ClientApp that raises answers nothing (Flower: an error reply)
+        replies = []
+        for mid in ids:
+            message = grid.outbox.pop(mid)
+            handler = getattr(client_app, message.metadata.message_type.split(".")[-1])
+            try:
+                reply = handler(copy(message), grid.contexts[message.metadata.dst_node_id])
+            except Exception as exc:  # noqa: BLE001
+                refused.append(str(exc))
+                continue
+            if message.metadata.message_type == "query.secagg_reveal":
+                record = reply.content.config_records[p.SECAGG]
+                s_shares_of_d.extend(k for k in record if k == "s/site-d")
+            replies.append(reply)
+        return replies
+
+    grid.push_messages, grid.pull_messages = lying_push, pull
+    summary = run(grid, config)
+    assert lied == ["query.secagg_survivors", "query.secagg_reveal"]
+    assert s_shares_of_d == []  # site-d's mask key was never revealed
+    assert any("signed the survivor set" in r for r in refused)
+    (record,) = _metrics(run_dir)
+    assert summary["status"] == "completed" and record["aggregate"]["status"] == "applied"
+    assert record["masking"]["revealed_by"] == ["site-a", "site-b", "site-d"]
+    assert [(d["client"], d["phase"]) for d in record["dropouts"]] == [("site-c", "secagg-reveal")]
+
+
+def test_a_site_refuses_a_round_below_its_pinned_threshold_before_training(sites, tmp_path):
+    """site-a's own node config pins min-masking-threshold = 4; the server's run asks for 3 (the
+    floor for 3 sites): site-a refuses at the key advertisement, before any DP step, says why,
+    and its ledger holds nothing. The round then has too few sites and fails (issue 33.3)."""
+    from secure_fedsa.flower.server_app import RoundFailed
+
+    root, keys, files = sites
+    run_dir = tmp_path / "server"
+    config = {**BASE, "rounds": 1, "keys-dir": str(root / "keys"), "run-dir": str(run_dir)}
+    contexts = _contexts(tmp_path, keys, files, config)
+    contexts[100].node_config["min-masking-threshold"] = 4
+    with pytest.raises(RoundFailed, match="advertised keys"):
+        run(FakeGrid(contexts), config)
+    failed = json.loads((run_dir / "summary.json").read_text())
+    entry = failed["round"]["clients"]["site-a"]
+    assert entry["status"] == "refused (site policy)"
+    assert "min-masking-threshold is 4" in entry["reason"]
+    ledger = tmp_path / "site-a" / "privacy_ledger.json"
+    assert not ledger.exists() or _ledger_rounds(tmp_path / "site-a") == []
 
 
 def test_clients_per_round_trains_only_the_drawn_sites_and_all_apply_and_finish(sites, tmp_path):

@@ -140,21 +140,23 @@ def _losing(monkeypatch, client_id: str, rounds: tuple[int, ...]) -> None:
 
 
 def test_a_client_dropping_after_masking_leaves_the_sum_exact(tmp_path, monkeypatch):
-    """client-1 takes part in the set-up, masks, but its update never arrives."""
+    """client-1 takes part in the set-up, masks, but its update never arrives (4 clients: the
+    floor against a lying server, t = 3, tolerates one dropout; 3 clients tolerate none)."""
     _losing(monkeypatch, "client-1", (1,))
     run_dir = tmp_path / "run"
-    run_federation(RunConfig(**CONFIG), run_dir)
+    run_federation(RunConfig(**{**CONFIG, "num_clients": 4}), run_dir)
     (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert record["aggregate"]["status"] == "applied"
-    assert record["aggregate"]["contributors"] == ["client-0", "client-2"]
-    assert record["masking"]["masked_with"] == ["client-0", "client-1", "client-2"]
+    present = ["client-0", "client-2", "client-3"]
+    assert record["aggregate"]["contributors"] == present
+    assert record["masking"]["masked_with"] == ["client-0", "client-1", *present[1:]]
     assert record["masking"]["dropped"] == ["client-1"]
     assert record["dropouts"] == [
         {"client": "client-1", "phase": "train", "reason": "lost in transit (simulated dropout)"}
     ]
     setup = json.loads((run_dir / "setup.json").read_text())
     manifest = _manifest(setup)
-    weights = {c: setup["clients"][c]["train"] / WEIGHT_UNIT for c in ("client-0", "client-2")}
+    weights = {c: setup["clients"][c]["train"] / WEIGHT_UNIT for c in present}
     expected = sum(_true_update(run_dir, c) for c in weights) / sum(weights.values())
     state = torch.load(run_dir / "clients" / "client-2" / "state.pt", weights_only=True)["state"]
     assert float(np.max(np.abs(flatten(state, manifest) - expected))) < 1e-7
@@ -181,4 +183,4 @@ def test_the_audit_accepts_the_protocol_messages(masked):
     egress = next(c for c in report["checks"] if c["name"] == "egress")
     assert egress["result"] == "pass", egress["findings"]
     counts = egress["evidence"]["clients"]["client-0"]["secure_aggregation_messages"]
-    assert counts == 3  # keys, shares, reveal
+    assert counts == 4  # keys, shares, survivor-set signature, reveal

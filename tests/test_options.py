@@ -72,7 +72,7 @@ SAMPLES: dict[str, tuple[object, dict[str, object]]] = {
     "canaries": (50, {}),
     "encryption": (False, {}),
     "masking": (False, {}),
-    "masking_threshold": (2, {}),
+    "masking_threshold": (2, {"num_clients": 2}),
     "keys_dir": ("keys", {}),
     "max_clients": (32, {}),
     "release_evaluation": (True, {}),

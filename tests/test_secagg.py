@@ -22,7 +22,13 @@ from secure_fedsa.crypto.masking import (
 from secure_fedsa.crypto.shamir import combine_shares, split_secret
 from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import CryptoError
-from secure_fedsa.secagg import MaskingClient, MaskingServer, RoundFailed, default_threshold
+from secure_fedsa.secagg import (
+    MaskingClient,
+    MaskingServer,
+    RoundFailed,
+    default_threshold,
+    survivors_digest,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -180,8 +186,13 @@ def run_round(ids, *, drop_after_sharing=(), threshold=None, count=300, chunks=2
             for k, x in enumerate(inputs[cid])
         ]
     present = sorted(u2 - set(drop_after_sharing))
+    dropped = set(u2) - set(present)
+    signed = {c: clients[c].sign_survivors(present=present, dropped=dropped) for c in present}
+    signatures = server.survivor_signatures(signed, present=present)
     reveals = [
-        clients[c].reveal(server.shares_for(c), present=present, dropped=set(u2) - set(present))
+        clients[c].reveal(
+            server.shares_for(c), present=present, dropped=dropped, signatures=signatures
+        )
         for c in present
     ]
     offsets = server.unmasking_offsets(reveals, present=present, chunks=chunks, count=count,
@@ -206,16 +217,16 @@ def test_the_unmasked_sum_is_exact():
 
 def test_a_client_dropping_after_masking_leaves_the_sum_exact():
     ids = [f"client-{i}" for i in range(6)]
-    result, truth, *_ = run_round(ids, drop_after_sharing=("client-2", "client-4"))
+    result, truth, *_ = run_round(ids, drop_after_sharing=("client-2",))  # t = 5
     for r, t in zip(result, truth, strict=True):
         assert np.array_equal(r, t)
 
 
 def test_fewer_than_t_survivors_fail_the_round_cleanly():
-    ids = [f"client-{i}" for i in range(5)]  # t = 3
-    assert default_threshold(5) == 3
+    ids = [f"client-{i}" for i in range(5)]  # t = 4
+    assert default_threshold(5) == 4
     with pytest.raises(RoundFailed, match="needed"):
-        run_round(ids, drop_after_sharing=("client-0", "client-1", "client-2"))
+        run_round(ids, drop_after_sharing=("client-0", "client-1"))
 
 
 def test_a_single_upload_is_uniform_even_to_a_key_holder():
@@ -231,18 +242,39 @@ def test_a_single_upload_is_uniform_even_to_a_key_holder():
 
 def test_a_present_clients_mask_key_is_never_revealed():
     """Double masking: once a client's b share is revealed (it is present), the same survivor
-    refuses to reveal its s share too, e.g. when a lying server declares it dropped later."""
+    refuses to reveal its s share too, e.g. when a lying server declares it dropped later: it
+    neither signs nor reveals for a second survivor set."""
     ids = [f"client-{i}" for i in range(4)]
     *_, clients, server = run_round(ids)
     survivor = clients["client-0"]
+    with pytest.raises(CryptoError, match="already signed another survivor set"):
+        survivor.sign_survivors(present=["client-0", "client-2", "client-3"], dropped=["client-1"])
+    with pytest.raises(CryptoError, match="did not sign this survivor set"):
+        survivor.reveal(
+            server.shares_for("client-0"),
+            present=["client-0", "client-2", "client-3"],
+            dropped=["client-1"],
+            signatures={},
+        )
+    with pytest.raises(CryptoError, match="both present and dropped"):
+        survivor.reveal({}, present=["client-0", "client-1"], dropped=["client-1"], signatures={})
+    # the guard below the signatures: even with a consistent set, never both kinds of share
+    survivor._signed = b""
+    survivor.sign_survivors(present=["client-0", "client-2", "client-3"], dropped=["client-1"])
     with pytest.raises(CryptoError, match="revealed already"):
         survivor.reveal(
             server.shares_for("client-0"),
             present=["client-0", "client-2", "client-3"],
             dropped=["client-1"],
-        )
-    with pytest.raises(CryptoError, match="both present and dropped"):
-        survivor.reveal({}, present=["client-0", "client-1"], dropped=["client-1"])
+            signatures={
+                c: clients[c].key.sign(
+                    "mask-survivors",
+                    survivors_digest(SESSION, 1, ["client-0", "client-2", "client-3"],
+                                     ["client-1"]),
+                )
+                for c in ("client-0", "client-2", "client-3")
+            },
+        )  # fmt: skip
 
 
 def test_forged_adverts_are_refused():
@@ -272,10 +304,12 @@ def test_a_kept_round_survives_export_and_keeps_its_guard():
     restored = MaskingClient.restore(kept, keys["client-0"], server.roster, SESSION, 1)
     seeds, again = clients["client-0"].seeds(ids), restored.seeds(ids)
     assert seeds.self_seed == again.self_seed and seeds.pairs == again.pairs
-    with pytest.raises(CryptoError, match="revealed already"):
+    with pytest.raises(CryptoError, match="already signed another survivor set"):
+        restored.sign_survivors(present=["client-0", "client-2", "client-3"], dropped=["client-1"])
+    with pytest.raises(CryptoError, match="did not sign this survivor set"):
         restored.reveal(
             server.shares_for("client-0"), present=["client-0", "client-2", "client-3"],
-            dropped=["client-1"],
+            dropped=["client-1"], signatures={},
         )  # fmt: skip
     for session, round_number in ((SESSION, 2), ("cd" * 16, 1)):
         with pytest.raises(RoundFailed, match="holds no masking keys"):

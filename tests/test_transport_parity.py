@@ -64,6 +64,8 @@ def _sites(tmp: Path, keys: Path, config: RunConfig, flower: dict) -> dict[int, 
                 "keys": str(keys / "client.keys"),
                 "identity": str(keys / "identities" / f"client-{i}.key"),
                 "state-dir": str(tmp / f"client-{i}"),
+                # the site pins the masking the operator chose (Flower sites default to on)
+                "require-masking": config.masking and config.encryption,
             },
             flower,
         )

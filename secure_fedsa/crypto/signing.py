@@ -23,9 +23,10 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +108,23 @@ def verify(public: bytes, signature: bytes, kind: str, digest: bytes) -> bool:
 
 
 # -- the roster ---------------------------------------------------------------------------------
+ROSTER_SIGNATURE_KIND = "roster"
+
+
 @dataclass(frozen=True)
 class Roster:
-    """Every client's verification key and the server's; all public."""
+    """Every client's verification key and the server's, and optionally every client's
+    aggregation weight, fixed at set-up (client sizes are public); all public.
+
+    ``revocations`` keeps each revoked client's key, in the order of revocation, so that a site
+    can check that this roster descends from the one it pinned (:func:`roster_lineage_problem`).
+    """
 
     clients: dict[str, bytes]
     server: bytes
     revoked: tuple[str, ...] = ()
+    revocations: tuple[tuple[str, bytes], ...] = ()
+    weights: dict[str, float] | None = None
 
     @property
     def digest(self) -> str:
@@ -123,14 +134,28 @@ class Roster:
     def key_of(self, client_id: str) -> bytes | None:
         return self.clients.get(client_id)
 
+    def weight_of(self, client_id: str) -> float | None:
+        """The aggregation weight fixed for ``client_id`` at set-up (None: not a member, or a
+        roster without weights)."""
+        if self.weights is None or client_id not in self.clients:
+            return None
+        return self.weights.get(client_id)
+
     def _record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "format": ROSTER_FORMAT,
             "version": FORMAT_VERSION,
             "clients": {cid: _b64(key) for cid, key in sorted(self.clients.items())},
             "server": _b64(self.server),
             "revoked": list(self.revoked),
         }
+        # optional fields enter the digest only when present: rosters made before them keep
+        # their digest (and the identities that pinned it stay valid)
+        if self.revocations:
+            record["revocations"] = [[cid, _b64(key)] for cid, key in self.revocations]
+        if self.weights is not None:
+            record["weights"] = {cid: float(w) for cid, w in sorted(self.weights.items())}
+        return record
 
     def to_json(self) -> dict[str, Any]:
         return {**self._record(), "digest": self.digest}
@@ -139,7 +164,90 @@ class Roster:
         if client_id not in self.clients:
             raise CryptoError(f"{client_id!r} is not in the roster")
         clients = {cid: key for cid, key in self.clients.items() if cid != client_id}
-        return Roster(clients, self.server, tuple(sorted({*self.revoked, client_id})))
+        return Roster(
+            clients,
+            self.server,
+            tuple(sorted({*self.revoked, client_id})),
+            (*self.revocations, (client_id, self.clients[client_id])),
+            self.weights,
+        )
+
+    def ancestors(self) -> list[Roster]:
+        """This roster and every roster it was made from by revoking clients, newest first:
+        undoing the last revocation, then the one before, back to the roster as created."""
+        lineage = [self]
+        current = self
+        for cid, key in reversed(self.revocations):
+            current = Roster(
+                {**current.clients, cid: key},
+                current.server,
+                tuple(r for r in current.revoked if r != cid),
+                current.revocations[:-1],
+                current.weights,
+            )
+            lineage.append(current)
+        return lineage
+
+
+def roster_lineage_problem(roster: Roster, pinned_digest: str) -> str | None:
+    """Why ``roster`` is neither the roster a site pinned nor a revocation descendant of it
+    (pure; None: it is one of them).
+
+    A revocation descendant of the pinned roster P is P with some clients revoked: the same
+    server key, every remaining client with the key it has in P, each revoked client listed with
+    its key from P in the order of revocation, the same weights. Undoing its revocations one by
+    one must reach a roster whose digest is the pinned one; a roster with any key swapped,
+    added or changed never does.
+    """
+    if any(r.digest == pinned_digest for r in roster.ancestors()):
+        return None
+    legacy = set(roster.revoked) - {cid for cid, _ in roster.revocations}
+    hint = (
+        f" (it revokes {', '.join(sorted(legacy))} without keeping their keys, as rosters made "
+        "before revocation lineage did: revoke them again from the pinned roster)"
+        if legacy
+        else ""
+    )
+    return (
+        f"the roster offered (digest {roster.digest[:16]}…) is not the roster this site pinned "
+        f"(digest {pinned_digest[:16]}…) nor a revocation of it{hint}"
+    )
+
+
+def sign_roster(roster: Roster, server_key: SigningKey) -> bytes:
+    """The server's signature of ``roster`` (its digest), which sites check with the server
+    key their identity pins."""
+    return server_key.sign(ROSTER_SIGNATURE_KIND, bytes.fromhex(roster.digest))
+
+
+def accept_roster(roster: Roster, signature: bytes, identity: Identity) -> Roster:
+    """``roster`` if a site holding ``identity`` may use it, else CryptoError saying why.
+
+    The site accepts only a roster that (1) is signed by the server key its identity pins,
+    (2) names that same server key, (3) is the roster its identity pins or a revocation
+    descendant of it (:func:`roster_lineage_problem`), and (4) still lists the site with its
+    own key. A server that swaps peers' keys for its own fails (3) whatever it signs.
+    """
+    if roster.server != identity.server_key or not verify(
+        identity.server_key, signature, ROSTER_SIGNATURE_KIND, bytes.fromhex(roster.digest)
+    ):
+        raise CryptoError(
+            "the roster the server sent is not signed by this federation's server (the key "
+            "this site's identity file pins): refusing the round"
+        )
+    problem = roster_lineage_problem(roster, identity.roster_digest)
+    if problem:
+        raise CryptoError(
+            f"{problem}: a server that substitutes peers' keys could rebuild this site's masks. "
+            "Refusing the round; if the federation really changed, provision this site with "
+            "the new roster's identity file"
+        )
+    if roster.key_of(identity.key.owner) != identity.key.public_bytes:
+        raise CryptoError(
+            f"the roster does not list {identity.key.owner} with its own key (it was revoked): "
+            "this site cannot take part"
+        )
+    return roster
 
 
 @dataclass(frozen=True)
@@ -152,12 +260,21 @@ class Identity:
 
 
 # -- files --------------------------------------------------------------------------------------
-def create_identities(directory: str | os.PathLike[str], client_ids: Iterable[str]) -> Path:
+def create_identities(
+    directory: str | os.PathLike[str],
+    client_ids: Iterable[str],
+    *,
+    weights: Mapping[str, float] | None = None,
+) -> Path:
     """Write ``roster.json`` and one 0600 identity file per client and for the server.
 
-    Refuses to overwrite anything. Returns the roster's path.
+    ``weights`` (one per client, positive) fixes each client's aggregation weight in the signed
+    roster: clients then check every aggregate's total weight against it exactly
+    (:func:`secure_fedsa.aggregate_check.roster_weight_problem`). Refuses to overwrite
+    anything. Returns the roster's path.
     """
     ids = list(client_ids)
+    checked = None if weights is None else check_weights(weights, ids)
     bad = [cid for cid in ids if not CLIENT_ID.fullmatch(cid) or cid == SERVER_IDENTITY]
     if bad or not ids or len(set(ids)) != len(ids):
         raise CryptoError(
@@ -171,7 +288,9 @@ def create_identities(directory: str | os.PathLike[str], client_ids: Iterable[st
         raise CryptoError(f"{target} already holds signing identities; refusing to overwrite")
     keys = {cid: SigningKey.generate(cid) for cid in ids}
     server = SigningKey.generate(SERVER_IDENTITY)
-    roster = Roster({cid: k.public_bytes for cid, k in keys.items()}, server.public_bytes)
+    roster = Roster(
+        {cid: k.public_bytes for cid, k in keys.items()}, server.public_bytes, weights=checked
+    )
     identities.mkdir(mode=0o700)
     written: list[Path] = []
     try:
@@ -186,6 +305,25 @@ def create_identities(directory: str | os.PathLike[str], client_ids: Iterable[st
         identities.rmdir()
         raise
     return roster_path
+
+
+def check_weights(weights: Mapping[str, float], client_ids: Iterable[str]) -> dict[str, float]:
+    """``weights`` as floats, if there is exactly one finite positive weight per client id."""
+    ids = set(client_ids)
+    if set(weights) != ids:
+        missing, extra = sorted(ids - set(weights)), sorted(set(weights) - ids)
+        raise CryptoError(
+            f"client weights must name exactly the roster's clients (missing {missing}, "
+            f"unknown {extra})"
+        )
+    out = {}
+    for cid, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise CryptoError(f"the weight of {cid} must be a number, got {weight!r}")
+        if not math.isfinite(weight) or weight <= 0:
+            raise CryptoError(f"the weight of {cid} must be finite and positive, got {weight!r}")
+        out[cid] = float(weight)
+    return out
 
 
 def revoke(directory: str | os.PathLike[str], client_id: str) -> Roster:
@@ -207,7 +345,8 @@ def parse_roster(record: Any, path: str = "roster") -> Roster:
     if record.get("version") != FORMAT_VERSION:
         raise CryptoError(f"{path}: version {record.get('version')!r}, expected {FORMAT_VERSION}")
     fields = {"format", "version", "clients", "server", "revoked", "digest"}
-    if set(record) != fields or not isinstance(record["clients"], dict):
+    optional = {"revocations", "weights"}
+    if not fields <= set(record) <= fields | optional or not isinstance(record["clients"], dict):
         raise CryptoError(f"{path}: not a roster (unexpected or missing fields)")
     clients = {}
     for cid, key in record["clients"].items():
@@ -217,10 +356,42 @@ def parse_roster(record: Any, path: str = "roster") -> Roster:
     revoked = record["revoked"]
     if not isinstance(revoked, list) or not all(isinstance(r, str) for r in revoked):
         raise CryptoError(f"{path}: revoked must be a list of client ids")
-    roster = Roster(clients, _public(record["server"], f"{path}: server key"), tuple(revoked))
+    revocations = _revocations(record, path)
+    if not {cid for cid, _ in revocations} <= set(revoked) or set(clients) & set(revoked):
+        raise CryptoError(f"{path}: revocations and the revoked list disagree")
+    weights = None
+    if "weights" in record:
+        if not isinstance(record["weights"], dict):
+            raise CryptoError(f"{path}: weights must map client ids to numbers")
+        weights = check_weights(record["weights"], [*clients, *(c for c, _ in revocations)])
+    roster = Roster(
+        clients,
+        _public(record["server"], f"{path}: server key"),
+        tuple(revoked),
+        revocations,
+        weights,
+    )
     if record["digest"] != roster.digest:
         raise CryptoError(f"{path}: the roster's digest does not match its keys; it was edited")
     return roster
+
+
+def _revocations(record: dict[str, Any], path: str) -> tuple[tuple[str, bytes], ...]:
+    if "revocations" not in record:
+        return ()
+    items = record["revocations"]
+    if not isinstance(items, list) or not items:
+        raise CryptoError(f"{path}: revocations must be a non-empty list of [id, key] pairs")
+    out = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise CryptoError(f"{path}: revocations must be a list of [id, key] pairs")
+        if not CLIENT_ID.fullmatch(item[0]):
+            raise CryptoError(f"{path}: malformed revoked client id {item[0]!r}")
+        out.append((item[0], _public(item[1], f"{path}: revoked key of {item[0]}")))
+    if len({cid for cid, _ in out}) != len(out):
+        raise CryptoError(f"{path}: a client is revoked twice")
+    return tuple(out)
 
 
 def load_identity(path: str | os.PathLike[str]) -> Identity:

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from secure_fedsa.crypto.codec import ServerCodec
-from secure_fedsa.crypto.signing import Identity, Roster, SigningKey
+from secure_fedsa.crypto.signing import (
+    ROSTER_SIGNATURE_KIND,
+    Identity,
+    Roster,
+    SigningKey,
+    sign_roster,
+)
 from secure_fedsa.engine.messages import KeysRequest
 from secure_fedsa.errors import CryptoError, UpdateRejected
 from secure_fedsa.secagg import KeyAdvert, MaskingServer, Reveal
@@ -26,7 +32,7 @@ from secure_fedsa.server import Aggregator
 from secure_fedsa.sharing import Manifest
 from secure_fedsa.wire import LedgerHead
 
-ROSTER_KIND = "roster"  # what the server's signature over the roster it sends is bound to
+ROSTER_KIND = ROSTER_SIGNATURE_KIND  # what the server's signature over the roster is bound to
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def ledger_heads_from_metrics(metrics: Sequence[dict]) -> dict[str, tuple[int, L
 def signed_roster(roster: Roster, key: SigningKey) -> tuple[bytes, bytes]:
     """The roster as the server sends it for secure aggregation, and its signature."""
     text = json.dumps(roster.to_json(), sort_keys=True).encode()
-    return text, key.sign(ROSTER_KIND, bytes.fromhex(roster.digest))
+    return text, sign_roster(roster, key)
 
 
 class ServerRound:
@@ -142,6 +148,12 @@ class ServerRound:
 
     def accepted_head(self, client: str) -> LedgerHead | None:
         return self.aggregator.accepted_heads.get(client) if self.aggregator else None
+
+    def survivor_signatures(self, signatures: Mapping[str, bytes]) -> dict[str, bytes]:
+        """The present clients' valid signatures of the survivor set (the accepted updates),
+        which every revealer checks (MaskingFailed with fewer than t)."""
+        assert self.masking is not None
+        return self.masking.survivor_signatures(signatures, present=self.accepted)
 
     def unmask(self, reveals: Iterable[Reveal]) -> list[np.ndarray]:
         """What to subtract from the sum, from the survivors' reveals (MaskingFailed if too

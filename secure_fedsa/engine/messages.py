@@ -27,6 +27,8 @@ BUDGET_EXHAUSTED = "budget exhausted"
 # not drawn this round (clients per round): it only applies the aggregate and evaluates
 NOT_SAMPLED = "not sampled"
 NOT_TRAINED = "not trained (secure aggregation impossible)"
+# the site refused the round before training: weaker than its pinned policy (nothing spent)
+REFUSED = "refused (site policy)"
 # what a site says about the aggregate it received: a status code, never a reason
 APPLIED = "applied"
 REJECTED = "rejected"
@@ -69,15 +71,29 @@ class TrainRequest:
 
 
 @dataclass(frozen=True)
+class SurvivorsRequest:
+    """Consistency (against a server that lies): the survivor set the server claims, the
+    clients whose update it added (present) and those that masked and did not (dropped).
+    Reply: :class:`SurvivorSignature`, the site's signature of that set (one set per round)."""
+
+    round: int
+    session: str
+    present: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RevealRequest:
-    """Unmask: the clients whose update the server added (present), those that masked and did
-    not (dropped), and the encrypted shares addressed to this site. Reply: a Reveal."""
+    """Unmask: the survivor set the site signed, the encrypted shares addressed to this site,
+    and the present clients' signatures of that set (the site reveals only with t valid ones).
+    Reply: a Reveal."""
 
     round: int
     session: str
     present: tuple[str, ...]
     dropped: tuple[str, ...]
     shares: Mapping[str, bytes]
+    signatures: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,7 @@ Request = (
     KeysRequest
     | SharesRequest
     | TrainRequest
+    | SurvivorsRequest
     | RevealRequest
     | EvaluateRequest
     | FinishRequest
@@ -128,9 +145,17 @@ class Shares:
 
 
 @dataclass(frozen=True)
+class SurvivorSignature:
+    """A site's signature of the survivor set it was shown (:func:`secagg.survivors_digest`)."""
+
+    client: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class TrainReport:
     client: str
-    status: str  # TRAINED or BUDGET_EXHAUSTED
+    status: str  # TRAINED, BUDGET_EXHAUSTED or REFUSED
     resumed: bool = False  # the round was trained before a restart: the same update again
     steps: int | None = None
     clamped: int = 0

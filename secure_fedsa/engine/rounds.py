@@ -7,8 +7,10 @@ Round r, as the server drives it (each phase one exchange of typed messages with
 2. **train and upload**: each site of U2 (or every site drawn, masking off) trains with DP,
    charges its ledger, and sends its masked, encrypted, signed update with a report;
 3. **aggregate**: the server validates and adds every update (rejections are recorded);
-4. **unmask**: the sites whose update was added reveal the shares the server needs to remove
-   the masks from the sum; the server signs the aggregate;
+4. **consistency and unmask**: the sites whose update was added sign the survivor set (who was
+   added, who masked and was not); with t valid signatures of that one set, relayed to each,
+   they reveal the shares the server needs to remove the masks from the sum; the server signs
+   the aggregate;
 5. **check, apply and evaluate**: every site still connected verifies, decrypts and checks the
    aggregate, loads it (or keeps its round-start shared tensors), evaluates, reports;
 6. **record**: one line of metrics.jsonl (:mod:`secure_fedsa.engine.record`).
@@ -243,19 +245,34 @@ class RoundEngine:
         return aggregate
 
     def _unmask(self, state: _Round) -> list:
+        """Consistency, then unmasking: the present sites sign the survivor set, and reveal
+        only with t valid signatures of that same set (SecAgg against a server that lies)."""
         record, server = state.record, state.server
-        present = server.accepted
-        dropped = sorted(set(record.masking["masked_with"]) - set(present))
-        where = {cid: a for a, cid in self.names.items() if cid in present and a not in state.out}
-        requests = {
-            where[cid]: m.RevealRequest(server.number, server.session, tuple(sorted(present)),
-                                        tuple(dropped), server.masking.shares_for(cid))  # type: ignore[union-attr]
-            for cid in sorted(where)
-        }  # fmt: skip
+        present = tuple(sorted(server.accepted))
+        dropped = tuple(sorted(set(record.masking["masked_with"]) - set(present)))
+        survivors = m.SurvivorsRequest(server.number, server.session, present, dropped)
+        replies = self._exchange(state, self._present(state, present, lambda cid: survivors),
+                                 "secagg-survivors", (m.SurvivorSignature,))  # fmt: skip
+        signed = {r.client: r.signature for a, r in replies.items() if r.client == self._name(a)}
+        signatures = server.survivor_signatures(signed)
+
+        def reveal_request(cid: str) -> m.RevealRequest:
+            shares = server.masking.shares_for(cid)  # type: ignore[union-attr]
+            return m.RevealRequest(server.number, server.session, present, dropped, shares,
+                                   signatures)  # fmt: skip
+
+        requests = self._present(state, present, reveal_request)
         replies = self._exchange(state, requests, "secagg-reveal", (Reveal,))
         reveals = [r for a, r in replies.items() if r.client == self._name(a)]
-        record.masking.update(dropped=dropped, revealed_by=sorted(r.client for r in reveals))
+        record.masking.update(dropped=list(dropped), revealed_by=sorted(r.client for r in reveals))
         return server.unmask(reveals)
+
+    def _present(
+        self, state: _Round, present: tuple[str, ...], request: Callable[[str], m.Request]
+    ) -> dict[Address, m.Request]:
+        """``request(cid)`` for each present client still in the round, by address."""
+        where = {cid: a for a, cid in self.names.items() if cid in present and a not in state.out}
+        return {where[cid]: request(cid) for cid in sorted(where)}
 
     def _apply(self, state: _Round, addresses: list[Address], aggregate: bytes | None) -> None:
         """Every site still in the round checks, applies and evaluates; the aggregate's

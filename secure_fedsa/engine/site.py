@@ -31,13 +31,13 @@ from secure_fedsa.client import Client, finish_export
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.masking import chunk_mask
-from secure_fedsa.crypto.signing import Identity, Roster, parse_roster, verify
+from secure_fedsa.crypto.signing import Identity, Roster, accept_roster, parse_roster
 from secure_fedsa.egress import EgressLog
 from secure_fedsa.engine import messages as m
-from secure_fedsa.engine.aggregation import ROSTER_KIND
 from secure_fedsa.errors import BudgetExhausted, CryptoError
 from secure_fedsa.private_stats import append_round, write_evaluation
 from secure_fedsa.secagg import KeyAdvert, MaskingClient, Reveal, RoundFailed, fixed_threshold
+from secure_fedsa.site_policy import PinnedPolicy, PolicyRefused, RoundPolicy, check_round_policy
 
 AGGREGATES_FILE = "aggregates.jsonl"  # the site's own log of aggregates and why it rejected any
 
@@ -50,6 +50,9 @@ class SiteSettings:
     labels: tuple[str, ...]
     adapter_dir: Path  # where its DP model is exported at the end
     transport: str  # named in its egress records
+    # what the site itself requires of every round (Flower: its node config; in-process: the
+    # configuration), checked before training; the default pins masking on
+    policy: PinnedPolicy = PinnedPolicy()
 
     @property
     def threshold(self) -> int:
@@ -63,6 +66,31 @@ class SiteSettings:
     @property
     def masked(self) -> bool:
         return self.config.masking and self.config.encryption
+
+    def round_policy(self) -> RoundPolicy:
+        """What the round asks of this site (in Flower: the server's run config)."""
+        config = self.config
+        return RoundPolicy(
+            encryption=config.encryption,
+            masking=config.masking,
+            threshold=config.masking_threshold,
+            clients=config.clients_per_round or config.num_clients,
+        )
+
+    def refusal(self) -> str | None:
+        """Why this site refuses the round before training (None: it takes part)."""
+        try:
+            check_round_policy(self.round_policy(), self.policy)
+        except PolicyRefused as exc:
+            return str(exc)
+        return None
+
+
+def site_policy_for(config: RunConfig) -> PinnedPolicy:
+    """An in-process site's pinned policy: the configuration is the site's own, so it pins
+    masking exactly when the configuration turns it on (and shares something)."""
+    masked = config.masking and config.encryption and config.method != "local"
+    return PinnedPolicy(require_masking=masked, min_threshold=config.masking_threshold)
 
 
 class SecretStore(Protocol):
@@ -90,17 +118,19 @@ class MemorySecrets:
 
 
 def received_roster(request: m.KeysRequest, identity: Identity) -> Roster:
-    """The roster the server sent, accepted only with the server's valid signature (the site's
-    identity holds the server's verification key)."""
+    """The roster the server sent, accepted only if the server signed it and it is the roster
+    the site's identity pins or a revocation descendant of it (:func:`accept_roster`): a server
+    that swaps peers' keys for its own is refused whatever it signs."""
     try:
         roster = parse_roster(json.loads(bytes(request.roster)), "the server's roster")
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, CryptoError):
         raise CryptoError("the server sent no readable roster for secure aggregation") from None
-    if roster.server != identity.server_key or not verify(
-        identity.server_key, request.roster_signature, ROSTER_KIND, bytes.fromhex(roster.digest)
-    ):
-        raise CryptoError("the roster the server sent is not signed by this federation's server")
-    return roster
+    return accept_roster(roster, bytes(request.roster_signature), identity)
+
+
+# what a site keeps from its reveal to the round's evaluate: the survivor set it signed (the
+# aggregate's contributors) and the pinned roster's weights; public values, memory only
+SURVIVORS = "survivors"
 
 
 class Participant:
@@ -115,11 +145,14 @@ class Participant:
         secrets: SecretStore,
         client: Client | None = None,
         on_step: Callable[[], None] | None = None,
+        kept: SecretStore | None = None,
     ) -> None:
         if client is not None and client.client_id != identity.key.owner:
             raise CryptoError(f"{client.client_id} was given {identity.key.owner}'s identity")
         self.identity, self.settings, self.egress = identity, settings, egress
         self.secrets, self.client, self.on_step = secrets, client, on_step
+        # the survivor set signed this round, from the reveal to the evaluate (not secret)
+        self.kept = kept if kept is not None else MemorySecrets()
         self.name = identity.key.owner
         # this round's statistics of the client's records (never sent): for its own console
         self.private: dict[str, Any] = {}
@@ -132,6 +165,10 @@ class Participant:
         """Phase 1: the round's key pairs, advertised; a site that knows it cannot train this
         round (its ledger is at hand) declines with the reason instead."""
         self.secrets.clear()  # nothing of an earlier round outlives a new advertisement
+        self.kept.clear()
+        refusal = self.settings.refusal()
+        if refusal is not None:  # before any key is made or any record is touched
+            return m.TrainReport(self.name, m.REFUSED, reason=refusal)
         if self.client is not None and self.client.trained_round < request.round:
             try:
                 self.client.check_budget()
@@ -154,21 +191,55 @@ class Participant:
         self._sent(request.round, "secagg-shares", b"".join(out[p] for p in sorted(out)))
         return m.Shares(self.name, out)
 
+    def survivors(self, request: m.SurvivorsRequest) -> m.SurvivorSignature:
+        """Consistency: sign the survivor set the server claims (one set per round: asked to
+        sign another, the site refuses, the server is lying)."""
+        masking = self._restore(request.round, request.session)
+        signature = masking.sign_survivors(present=request.present, dropped=request.dropped)
+        self._keep(masking)
+        self._sent(request.round, "secagg-survivors", signature)
+        return m.SurvivorSignature(self.name, signature)
+
     def reveal(self, request: m.RevealRequest) -> Reveal:
-        """Unmasking: the shares the server needs (never both kinds for one client); then the
-        round's secrets are forgotten (a second request finds none and is refused)."""
+        """Unmasking: the shares the server needs (never both kinds for one client), only for
+        the survivor set this site signed and with t present clients' signatures of it; then
+        the round's secrets are forgotten (a second request finds none and is refused). The
+        signed set is kept to check the aggregate's weight against."""
         masking = self._restore(request.round, request.session)
         self.secrets.clear()
-        reveal = masking.reveal(request.shares, present=request.present, dropped=request.dropped)
+        reveal = masking.reveal(request.shares, present=request.present,
+                                dropped=request.dropped, signatures=request.signatures)  # fmt: skip
+        weights = masking.roster.weights
+        self.kept.save({
+            "round": request.round,
+            "session": request.session,
+            SURVIVORS: sorted(request.present),
+            "weights": json.dumps(weights if weights is not None else None, sort_keys=True),
+        })  # fmt: skip
         self._sent(request.round, "secagg-reveal",
                    b"".join([*reveal.b_shares.values(), *reveal.s_shares.values()]))  # fmt: skip
         return reveal
+
+    def _contributors(self, request: m.EvaluateRequest) -> tuple[dict | None, list[str] | None]:
+        """The roster's fixed weights and the survivor set this site signed for the round of
+        ``request`` ((None, None): it signed none, and the aggregate's weight is range-checked)."""
+        kept = self.kept.load()
+        self.kept.clear()
+        if (kept.get("round"), kept.get("session")) != (request.round, request.session):
+            return None, None
+        weights = json.loads(str(kept["weights"]))
+        if weights is None:
+            return None, None
+        return {str(c): float(w) for c, w in weights.items()}, [str(c) for c in kept[SURVIVORS]]
 
     # -- training and upload -------------------------------------------------------------
     def train(self, request: m.TrainRequest) -> m.TrainReply:
         """Train (or find the round trained before a restart), then send the masked, encrypted,
         signed update. A site that cannot mask as asked refuses before training."""
         client = self._client()
+        refusal = self.settings.refusal() if client.manifest.size else None
+        if refusal is not None:  # before any DP step: the ledger is not touched
+            return m.TrainReply(m.TrainReport(self.name, m.REFUSED, reason=refusal), None)
         mask = self._mask(request) if client.manifest.size else None
         try:
             result = client.train(request.round, on_step=self.on_step)
@@ -216,13 +287,17 @@ class Participant:
         round's starting shared tensors); evaluate on the per-round samples. The reason for a
         rejection and the accuracies stay here unless the run releases its evaluation."""
         self.secrets.clear()  # the round is over for this site
+        weights, contributors = self._contributors(request)
         client, config = self._client(), self.settings.config
         status, decrypt, problems = m.NONE, 0.0, []
         if request.aggregate is None:
             client.keep_round_start(request.round)
         else:
             started = time.perf_counter()
-            problems = client.apply_aggregate(request.aggregate, request.round, request.session)
+            problems = client.apply_aggregate(
+                request.aggregate, request.round, request.session,
+                roster_weights=weights, contributor_ids=contributors,
+            )  # fmt: skip
             decrypt = time.perf_counter() - started
             status = m.REJECTED if problems else m.APPLIED
             note = {"round": request.round, "status": status, "problems": problems}
@@ -257,6 +332,7 @@ class Participant:
         after its last release, never sent), evaluate the final model on the whole test (and
         validation) split into the site's own evaluation.json."""
         self.secrets.clear()
+        self.kept.clear()
         client, config = self._client(), self.settings.config
         labels, steps = list(self.settings.labels), config.finish_steps
         client.export(self.settings.adapter_dir, labels)  # the DP model, the client's release
@@ -294,6 +370,7 @@ class Participant:
     def forget(self, request: m.ForgetRequest) -> m.Forgotten:
         """A failed round that stops the run: its secrets are of no further use."""
         self.secrets.clear()
+        self.kept.clear()
         return m.Forgotten(self.name)
 
     # -- helpers -------------------------------------------------------------------------
@@ -331,6 +408,7 @@ HANDLERS: dict[type, Callable[[Participant, Any], Any]] = {
     m.KeysRequest: Participant.keys,
     m.SharesRequest: Participant.shares,
     m.TrainRequest: Participant.train,
+    m.SurvivorsRequest: Participant.survivors,
     m.RevealRequest: Participant.reveal,
     m.EvaluateRequest: Participant.evaluate,
     m.FinishRequest: Participant.finish,

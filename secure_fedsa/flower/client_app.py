@@ -29,9 +29,10 @@ from secure_fedsa.engine.site import Participant, SiteSettings
 from secure_fedsa.errors import ConfigError
 from secure_fedsa.flower import messages as fm
 from secure_fedsa.flower import protocol as p
-from secure_fedsa.flower.secagg_records import ContextSecrets
+from secure_fedsa.flower.secagg_records import KEPT, ContextSecrets
 from secure_fedsa.model_card import write_site_cards
 from secure_fedsa.node import build_site, run_labels
+from secure_fedsa.site_policy import pinned_policy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -62,10 +63,16 @@ def _participant(message: Message, context: Context, *, with_model: bool) -> Par
         labels=site.label_names if site else run_labels(deployment.config),
         adapter_dir=spec.state_dir / "adapter",
         transport=p.TRANSPORT,
+        policy=pinned_policy(dict(context.node_config)),  # the site's own, never the server's
     )
     egress = EgressLog(spec.state_dir / "egress")
     return Participant(
-        identity, settings, egress, ContextSecrets(context), site.client if site else None
+        identity,
+        settings,
+        egress,
+        ContextSecrets(context),
+        site.client if site else None,
+        kept=ContextSecrets(context, key=KEPT),
     )
 
 
@@ -103,7 +110,10 @@ secagg_keys = app.query("secagg_keys")(_handler(with_model=False))
 secagg_shares = app.query("secagg_shares")(_handler(with_model=False))
 # Train one round (DP-SGD), reply with the masked, encrypted, signed update and a report.
 train = app.train()(_handler(with_model=True))
-# Unmasking: reveal the shares the server needs (never both kinds for one client).
+# Consistency: sign the survivor set the server claims (one set per round).
+secagg_survivors = app.query("secagg_survivors")(_handler(with_model=False))
+# Unmasking: reveal the shares the server needs (never both kinds for one client), only with t
+# signatures of the survivor set this site signed.
 secagg_reveal = app.query("secagg_reveal")(_handler(with_model=False))
 # Check and apply the aggregate (or keep the round's starting shared tensors), evaluate.
 evaluate = app.evaluate()(_handler(with_model=True))

@@ -24,11 +24,13 @@ from secure_fedsa.secagg import KeyAdvert, Reveal
 FINISH = "query.finish"
 FORGET = "query.forget"
 SENDER = "sender"  # who sent a share message (a ConfigRecord beside the shares)
+SIGNATURES = "signatures"  # the survivor signatures relayed with a reveal request
 
 MESSAGE_TYPES: dict[type, str] = {
     m.KeysRequest: sr.KEYS,
     m.SharesRequest: sr.SHARES,
     m.TrainRequest: MessageType.TRAIN,
+    m.SurvivorsRequest: sr.SURVIVORS,
     m.RevealRequest: sr.REVEAL,
     m.EvaluateRequest: MessageType.EVALUATE,
     m.FinishRequest: FINISH,
@@ -72,9 +74,16 @@ def _train_request(request: m.TrainRequest, settings: Settings, content: RecordD
         settings["masked-with"] = list(request.masked_with)
 
 
+def _survivors_request(
+    request: m.SurvivorsRequest, settings: Settings, content: RecordDict
+) -> None:
+    settings.update(present=list(request.present), dropped=list(request.dropped))
+
+
 def _reveal_request(request: m.RevealRequest, settings: Settings, content: RecordDict) -> None:
     settings.update(present=list(request.present), dropped=list(request.dropped))
     content[p.SECAGG] = sr.shares_record(request.shares)
+    content[SIGNATURES] = sr.shares_record(request.signatures)  # client -> signature
 
 
 def _evaluate_request(request: m.EvaluateRequest, settings: Settings, content: RecordDict) -> None:
@@ -86,6 +95,7 @@ REQUEST_WRITERS: dict[type, Callable[[Any, Settings, RecordDict], None]] = {
     m.KeysRequest: _keys_request,
     m.SharesRequest: _shares_request,
     m.TrainRequest: _train_request,
+    m.SurvivorsRequest: _survivors_request,
     m.RevealRequest: _reveal_request,
     m.EvaluateRequest: _evaluate_request,
     m.FinishRequest: lambda request, settings, content: None,
@@ -123,12 +133,16 @@ def read_request(message: Message) -> m.Request:
             session,
             tuple(settings["masked-with"]) if "masked-with" in settings else None,
         ),
+        sr.SURVIVORS: lambda: m.SurvivorsRequest(
+            number, session, tuple(settings["present"]), tuple(settings["dropped"])
+        ),
         sr.REVEAL: lambda: m.RevealRequest(
             number,
             session,
             tuple(settings["present"]),
             tuple(settings["dropped"]),
             sr.shares_from(content.config_records[p.SECAGG]),
+            sr.shares_from(content.config_records.get(SIGNATURES) or {}),
         ),  # fmt: skip
         MessageType.EVALUATE: lambda: m.EvaluateRequest(
             number, session, _bytes(content, p.AGGREGATE)
@@ -162,6 +176,9 @@ def _report_reply(reply: m.Report, content: RecordDict) -> None:
 REPLY_WRITERS: dict[type, Callable[[Any, RecordDict], None]] = {
     KeyAdvert: lambda reply, content: content.__setitem__(p.SECAGG, sr.advert_record(reply)),
     m.Shares: _shares_reply,
+    m.SurvivorSignature: lambda reply, content: content.__setitem__(
+        p.SECAGG, sr.signature_record(reply.client, reply.signature)
+    ),
     Reveal: lambda reply, content: content.__setitem__(p.SECAGG, sr.reveal_record(reply)),
     m.TrainReply: _train_reply,
     m.TrainReport: _report_reply,
@@ -206,6 +223,10 @@ REPLY_READERS: dict[type, tuple[Callable[[RecordDict], Any], str]] = {
     m.KeysRequest: (_advert, "malformed key advertisement"),
     m.SharesRequest: (_shares, "malformed share message"),
     m.TrainRequest: (_train, "malformed reply (no report)"),
+    m.SurvivorsRequest: (
+        lambda c: m.SurvivorSignature(*sr.signature_from(c.config_records[p.SECAGG])),
+        "malformed survivor signature",
+    ),
     m.RevealRequest: (lambda c: sr.reveal_from(c.config_records[p.SECAGG]), "malformed reveal"),
     m.EvaluateRequest: (lambda c: _report(c, m.ApplyReport), "malformed reply (no report)"),
     m.FinishRequest: (lambda c: _report(c, m.FinalReport), "malformed reply (no report)"),

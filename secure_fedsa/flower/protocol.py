@@ -28,6 +28,7 @@ from secure_fedsa import options
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
 from secure_fedsa.node import SiteSpec
+from secure_fedsa.site_policy import MIN_THRESHOLD, REQUIRE_MASKING
 
 # message content keys
 CONFIG = "config"
@@ -145,6 +146,8 @@ def site_spec(node_config: dict[str, Any]) -> SiteSpec:
         "partition-id",
         "num-partitions",
         "anchor-dir",
+        REQUIRE_MASKING,  # the site's pinned policy (secure_fedsa.site_policy)
+        MIN_THRESHOLD,
     }
     unknown = sorted(set(node_config) - known)
     if unknown:

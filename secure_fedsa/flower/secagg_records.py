@@ -10,8 +10,11 @@ a site's round secrets between messages. Per round, with masking on, the ServerA
 2. ``query.secagg_shares`` to the sites that advertised (U1), with every advert: each site checks
    them against the roster and replies with its secrets' shares, encrypted to each peer.
 3. ``train`` to the sites whose shares arrived (U2), naming U2: each site masks against U2.
-4. ``query.secagg_reveal`` to the sites whose update the server accepted (U3), naming U3 and the
-   dropped sites and carrying the shares addressed to that site: it reveals what unmasking needs.
+4. ``query.secagg_survivors`` to the sites whose update the server accepted (U3), naming U3 and
+   the dropped sites: each site signs that survivor set (one set per round).
+5. ``query.secagg_reveal`` to the same sites, with the same sets, the shares addressed to that
+   site and the survivor signatures (U4): a site reveals only with t valid signatures of the set
+   it signed itself.
 
 A site's private keys and self-mask seed live only in its SuperNode's memory between these
 messages (``Context.state``, which Flower keeps in the SuperNode process and never writes to
@@ -34,8 +37,10 @@ from secure_fedsa.secagg import KeyAdvert, Reveal
 
 KEYS = "query.secagg_keys"
 SHARES = "query.secagg_shares"
+SURVIVORS = "query.secagg_survivors"
 REVEAL = "query.secagg_reveal"
 STATE = "secagg"  # the key of a site's round secrets in Context.state (memory only)
+KEPT = "secagg-survivors"  # the survivor set a site signed, from its reveal to the evaluate
 
 
 # --------------------------------------------------------------------------- adverts
@@ -82,6 +87,17 @@ def shares_from(record: Mapping) -> dict[str, bytes]:
     return {str(peer): bytes(blob) for peer, blob in record.items()}
 
 
+def signature_record(client: str, signature: bytes) -> ConfigRecord:
+    return ConfigRecord({"client": client, "signature": bytes(signature)})
+
+
+def signature_from(record: Mapping) -> tuple[str, bytes]:
+    try:
+        return str(record["client"]), bytes(record["signature"])
+    except (KeyError, TypeError, ValueError):
+        raise CryptoError("malformed survivor signature") from None
+
+
 def reveal_record(reveal: Reveal) -> ConfigRecord:
     values: dict = {"client": reveal.client, "holder": reveal.holder}
     values.update({f"b/{c}": share for c, share in reveal.b_shares.items()})
@@ -104,14 +120,14 @@ class ContextSecrets:
     """A site's round secrets in its SuperNode's memory (``Context.state``, never written to
     disk): the :class:`~secure_fedsa.engine.site.SecretStore` of a Flower site."""
 
-    def __init__(self, context: Context) -> None:
-        self.context = context
+    def __init__(self, context: Context, key: str = STATE) -> None:
+        self.context, self.key = context, key
 
     def save(self, state: Mapping[str, Any]) -> None:
-        self.context.state.config_records[STATE] = ConfigRecord(dict(state))
+        self.context.state.config_records[self.key] = ConfigRecord(dict(state))
 
     def load(self) -> Mapping[str, Any]:
-        return self.context.state.config_records.get(STATE) or {}
+        return self.context.state.config_records.get(self.key) or {}
 
     def clear(self) -> None:
-        self.context.state.config_records.pop(STATE, None)
+        self.context.state.config_records.pop(self.key, None)

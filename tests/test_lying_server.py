@@ -1,0 +1,427 @@
+"""A server that lies (issue 33), played as the attacker, with the real crypto (promise P8, P7).
+
+1. It sends a site a roster in which every peer's key is its own: the site refuses it.
+2. It tells some clients "V is present" and others "V dropped": no set of reveals rebuilds both of
+   V's secrets, for n = 3, 5, 4, 10 with the coalition sizes the issue found (1, 1, 2, 2). With
+   the protections switched off (the threshold floor and the consistency round: the code path
+   before them), the same attack rebuilds both.
+3. It asks for a round with masking off or a threshold below the site's floor: the site refuses.
+4. A signed client claims weight 4096: every honest client's exact roster-weight check refuses it;
+   the old range check did not.
+5. Rejection reasons that quote decrypted values never reach a shareable form (P6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secure_fedsa import secagg, wire
+from secure_fedsa.aggregate_check import (
+    CHECK_DRIFT,
+    CHECK_WEIGHT,
+    AggregateProblem,
+    Bounds,
+    aggregate_problems,
+    shareable_reasons,
+)
+from secure_fedsa.crypto import signing
+from secure_fedsa.crypto.shamir import SHARE_BYTES, combine_shares
+from secure_fedsa.crypto.signing import (
+    Roster,
+    SigningKey,
+    accept_roster,
+    create_identities,
+    identity_path,
+    load_identity,
+    load_roster,
+    revoke,
+    sign_roster,
+)
+from secure_fedsa.errors import ConfigError, CryptoError
+from secure_fedsa.secagg import (
+    MaskingClient,
+    RoundFailed,
+    survivors_digest,
+    threshold_floor,
+    threshold_for_coalition,
+    tolerated_coalition,
+)
+from secure_fedsa.site_policy import (
+    PinnedPolicy,
+    PolicyRefused,
+    RoundPolicy,
+    check_round_policy,
+    pinned_policy,
+    round_policy_problems,
+)
+
+pytestmark = pytest.mark.integration
+
+SESSION = "5e" * 16
+
+
+# --------------------------------------------------------------------------- 1. roster pinning
+@pytest.fixture
+def federation(tmp_path):
+    ids = ["site-a", "site-b", "site-c"]
+    create_identities(tmp_path, ids, weights={"site-a": 12.0, "site-b": 3.0, "site-c": 34.0})
+    roster = load_roster(tmp_path / signing.ROSTER_FILE)
+    server = load_identity(identity_path(tmp_path, signing.SERVER_IDENTITY))
+    return tmp_path, roster, server
+
+
+def test_a_roster_that_swaps_every_peers_key_is_refused(federation):
+    directory, roster, server = federation
+    site = load_identity(identity_path(directory, "site-a"))
+    assert accept_roster(roster, sign_roster(roster, server.key), site) == roster
+    # the attacker: every peer's key replaced by one the server holds, signed by the server
+    swapped = Roster(
+        {
+            cid: (key if cid == "site-a" else SigningKey.generate(cid).public_bytes)
+            for cid, key in roster.clients.items()
+        },
+        roster.server,
+        weights=roster.weights,
+    )
+    with pytest.raises(CryptoError, match="not the roster this site pinned"):
+        accept_roster(swapped, sign_roster(swapped, server.key), site)
+    # the protection switched off on purpose: the same roster goes through
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(signing, "roster_lineage_problem", lambda roster, pinned: None)
+        assert accept_roster(swapped, sign_roster(swapped, server.key), site) == swapped
+
+
+def test_a_revocation_descendant_is_accepted_and_anything_else_refused(federation):
+    directory, roster, server = federation
+    site = load_identity(identity_path(directory, "site-a"))
+    revoke(directory, "site-b")
+    revoke(directory, "site-c")
+    descendant = load_roster(directory / signing.ROSTER_FILE)
+    assert descendant.digest != roster.digest and descendant.revoked == ("site-b", "site-c")
+    assert [r.digest for r in descendant.ancestors()][-1] == roster.digest
+    assert accept_roster(descendant, sign_roster(descendant, server.key), site) == descendant
+    # revoked, then re-added under another key: no longer a descendant
+    readded = Roster(
+        {**descendant.clients, "site-b": SigningKey.generate("site-b").public_bytes},
+        descendant.server,
+        ("site-c",),
+        descendant.revocations[1:],
+        descendant.weights,
+    )
+    with pytest.raises(CryptoError, match="nor a revocation of it"):
+        accept_roster(readded, sign_roster(readded, server.key), site)
+    # a revocation whose kept key is not the pinned one
+    forged = Roster(
+        descendant.clients,
+        descendant.server,
+        descendant.revoked,
+        (("site-b", SigningKey.generate("x").public_bytes), descendant.revocations[1]),
+        descendant.weights,
+    )
+    with pytest.raises(CryptoError, match="nor a revocation of it"):
+        accept_roster(forged, sign_roster(forged, server.key), site)
+    # not signed by the pinned server key, or a roster naming another server
+    impostor = SigningKey.generate("server")
+    with pytest.raises(CryptoError, match="not signed by this federation's server"):
+        accept_roster(descendant, sign_roster(descendant, impostor), site)
+    # a revoked site cannot take part
+    revoked_site = load_identity(identity_path(directory, "site-b"))
+    with pytest.raises(CryptoError, match="was revoked"):
+        accept_roster(descendant, sign_roster(descendant, server.key), revoked_site)
+
+
+def test_roster_files_keep_weights_and_lineage_and_reject_edits(federation):
+    directory, roster, _ = federation
+    assert roster.weight_of("site-b") == 3.0 and roster.weight_of("nobody") is None
+    assert signing.parse_roster(roster.to_json()) == roster
+    edited = {**roster.to_json(), "weights": {**roster.weights, "site-b": 4096.0}}
+    with pytest.raises(CryptoError, match="digest does not match"):
+        signing.parse_roster(edited)
+    with pytest.raises(CryptoError, match="finite and positive"):
+        create_identities(directory / "x", ["a", "b"], weights={"a": 1.0, "b": -2.0})
+    with pytest.raises(CryptoError, match="exactly the roster's clients"):
+        create_identities(directory / "y", ["a", "b"], weights={"a": 1.0})
+    plain = Roster({"a": roster.server}, roster.server)
+    assert "weights" not in plain.to_json() and "revocations" not in plain.to_json()
+
+
+# --------------------------------------------------------------------------- 2. dropout claims
+def _shares_of(holder: MaskingClient, sender: str, blob: bytes) -> tuple[bytes, bytes]:
+    """What a corrupt holder reads from the shares ``sender`` sent it: (b share, s share)."""
+    key = secagg._share_key(holder._c, holder._peers[sender].c_pk, holder.context)
+    aad = holder.context + f"{sender}->{holder.client_id}".encode()
+    plain = ChaCha20Poly1305(key).decrypt(blob[:12], blob[12:], aad)
+    return plain[:SHARE_BYTES], plain[SHARE_BYTES:]
+
+
+def lying_server_attack(n: int, corrupt: int, threshold: int) -> dict[str, object]:
+    """The server, with ``corrupt`` clients, tells some honest clients "V present" and the
+    others "V dropped", and collects every reveal it can. Returns whether it rebuilt V's self-mask
+    seed and V's mask key, and which honest clients revealed which kind of V's share."""
+    ids = [f"client-{i}" for i in range(n)]
+    keys = {cid: SigningKey.generate(cid) for cid in ids}
+    roster = Roster({c: k.public_bytes for c, k in keys.items()}, b"\x00" * 32)
+    clients = {c: MaskingClient(c, keys[c], roster, SESSION, 1) for c in ids}
+    adverts = [c.advertise() for c in clients.values()]
+    out = {c: clients[c].share(adverts, threshold=threshold) for c in ids}
+    for c in ids:
+        clients[c].seeds(ids)  # everyone masks with everyone (U2 = all)
+    victim, bad = ids[0], ids[n - corrupt :]
+    honest = ids[1 : n - corrupt]
+    # as many honest clients as it needs see "V dropped" (for V's mask key), the rest "present"
+    told_dropped = honest[: max(0, threshold - corrupt)]
+    views = {
+        "present": (set(ids), set()),
+        "dropped": (set(ids) - {victim}, {victim}),
+    }
+    view_of = {c: ("dropped" if c in told_dropped else "present") for c in [victim, *honest]}
+    signatures: dict[str, dict[str, bytes]] = {"present": {}, "dropped": {}}
+    for view, (present, dropped) in views.items():
+        digest = survivors_digest(SESSION, 1, present, dropped)
+        for c in bad:  # corrupt clients sign whatever the server asks
+            signatures[view][c] = keys[c].sign(secagg.SURVIVORS_KIND, digest)
+    for c, view in view_of.items():
+        present, dropped = views[view]
+        with contextlib.suppress(CryptoError, RoundFailed):
+            signatures[view][c] = clients[c].sign_survivors(present=present, dropped=dropped)
+    b_shares, s_shares, revealed = [], [], {}
+    for c, view in view_of.items():
+        present, dropped = views[view]
+        received = {sender: out[sender][c] for sender in ids}
+        try:
+            reveal = clients[c].reveal(
+                received, present=present, dropped=dropped, signatures=signatures[view]
+            )
+        except (CryptoError, RoundFailed):
+            continue
+        holder = reveal.holder
+        if victim in reveal.b_shares:
+            b_shares.append((holder, reveal.b_shares[victim]))
+            revealed[c] = "b"
+        if victim in reveal.s_shares:
+            s_shares.append((holder, reveal.s_shares[victim]))
+            revealed[c] = "s"
+    for c in bad:  # corrupt holders add both of their shares of V
+        b, s = _shares_of(clients[c], victim, out[victim][c])
+        number = sorted(ids).index(c) + 1
+        b_shares.append((number, b))
+        s_shares.append((number, s))
+    true_b, true_s = clients[victim]._b, secagg._private(clients[victim]._s)
+
+    def rebuilt(shares, secret):
+        if len(shares) < threshold:
+            return False
+        return combine_shares(shares[:threshold], threshold=threshold) == secret
+
+    return {
+        "self_mask": rebuilt(b_shares, true_b),
+        "mask_key": rebuilt(s_shares, true_s),
+        "revealed": revealed,
+    }
+
+
+CASES = [(3, 1), (5, 1), (4, 2), (10, 2)]  # (n, coalition) from the issue
+
+
+@pytest.mark.parametrize(("n", "corrupt"), CASES)
+def test_inconsistent_dropout_claims_unmask_nobody(n, corrupt):
+    threshold = threshold_for_coalition(n, corrupt)  # the floor, except 4 for 2 of 4
+    assert threshold == {3: 3, 5: 4, 4: 4, 10: 7}[n]
+    assert corrupt <= tolerated_coalition(threshold, n)
+    result = lying_server_attack(n, corrupt, threshold)
+    assert not (result["self_mask"] and result["mask_key"])
+    # only one side's survivor set gathered t signatures: every reveal is of one kind
+    assert len(set(result["revealed"].values())) <= 1
+
+
+def test_at_the_floor_a_third_or_more_of_the_clients_can_still_unmask():
+    """The limit, stated in docs/crypto.md: at n = 4 the floor is 3, which tolerates one
+    corrupt client; two (half the clients) with a lying server still unmask V. Sites that fear
+    larger coalitions pin a higher min-masking-threshold (threshold_for_coalition)."""
+    assert tolerated_coalition(threshold_floor(4), 4) == 1
+    result = lying_server_attack(4, 2, threshold_floor(4))
+    assert result["self_mask"] and result["mask_key"]
+
+
+@pytest.mark.parametrize(("n", "corrupt"), CASES)
+def test_without_the_floor_and_the_consistency_round_the_attack_unmasks_v(n, corrupt):
+    """The code path before issue 33: a majority threshold and reveals that trust the survivor
+    sets the server sends. The same attack rebuilds both of V's secrets (the power check)."""
+    majority = n // 2 + 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(secagg, "threshold_problem", lambda t, clients: None)
+        patch.setattr(secagg, "consistency_problem", lambda *a, **k: None)
+        result = lying_server_attack(n, corrupt, majority)
+    assert result["self_mask"] and result["mask_key"]
+
+
+def test_the_floor_is_what_stops_it_and_the_consistency_round_alone_does_not():
+    """Each protection switched off on its own, at n = 3 with one corrupt client: with the
+    consistency round but a majority threshold the attack still works (2t <= n + c); with the
+    floor but no consistency round the counting already stops it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(secagg, "threshold_problem", lambda t, clients: None)
+        only_consistency = lying_server_attack(3, 1, 2)
+    assert only_consistency["self_mask"] and only_consistency["mask_key"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(secagg, "consistency_problem", lambda *a, **k: None)
+        only_floor = lying_server_attack(3, 1, threshold_floor(3))
+    assert not (only_floor["self_mask"] and only_floor["mask_key"])
+
+
+def test_a_client_refuses_to_share_under_a_threshold_below_the_floor():
+    ids = ["client-0", "client-1", "client-2"]
+    keys = {cid: SigningKey.generate(cid) for cid in ids}
+    roster = Roster({c: k.public_bytes for c, k in keys.items()}, b"\x00" * 32)
+    clients = {c: MaskingClient(c, keys[c], roster, SESSION, 1) for c in ids}
+    adverts = [c.advertise() for c in clients.values()]
+    with pytest.raises(CryptoError, match="use at least 3"):
+        clients["client-0"].share(adverts, threshold=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 200), data=st.data())
+def test_the_floor_and_the_tolerated_coalition_obey_2t_greater_than_n_plus_c(n, data):
+    """A coalition c is tolerated exactly when c < t and 2t > n + c; the floor is the smallest
+    t above 2n/3; threshold_for_coalition is the smallest safe t at or above the floor."""
+    t = data.draw(st.integers(1, n))
+    c = tolerated_coalition(t, n)
+    for coalition in range(0, n):
+        assert (coalition <= c) == (coalition < t and 2 * t > n + coalition)
+    floor = threshold_floor(n)
+    assert floor <= n and 3 * floor > 2 * n and 3 * (floor - 1) <= 2 * n
+    assert (secagg.threshold_problem(t, n) is None) == (t >= floor)
+    coalition = data.draw(st.integers(0, n - 1))
+    best = threshold_for_coalition(n, coalition)
+    assert best >= floor
+    assert coalition <= tolerated_coalition(best, n) or best == n
+    assert best == floor or coalition > tolerated_coalition(best - 1, n)
+
+
+# --------------------------------------------------------------------------- 3. site policy
+def test_a_site_refuses_a_weaker_round_before_training():
+    pinned = pinned_policy({"min-masking-threshold": "4"})
+    assert pinned == PinnedPolicy(require_masking=True, min_threshold=4)
+    with pytest.raises(PolicyRefused, match="masking off"):
+        check_round_policy(RoundPolicy(True, False, None, 5), pinned)
+    with pytest.raises(PolicyRefused, match="encryption off"):
+        check_round_policy(RoundPolicy(False, True, None, 5), pinned)
+    with pytest.raises(PolicyRefused, match=r"threshold 1 is below 4.*lying server"):
+        check_round_policy(RoundPolicy(True, True, 1, 5), PinnedPolicy())
+    with pytest.raises(PolicyRefused, match="min-masking-threshold is 6"):
+        check_round_policy(RoundPolicy(True, True, 4, 7), PinnedPolicy(min_threshold=6))
+    check_round_policy(RoundPolicy(True, True, None, 5), pinned)  # default: the floor, 4
+    check_round_policy(
+        RoundPolicy(True, False, None, 5), pinned_policy({"require-masking": "false"})
+    )
+    for bad in ({"require-masking": "maybe"}, {"min-masking-threshold": "two"},
+                {"min-masking-threshold": 0}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            pinned_policy(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 100), data=st.data())
+def test_a_round_passes_exactly_when_its_threshold_meets_both_floors(n, data):
+    t = data.draw(st.integers(1, n))
+    minimum = data.draw(st.none() | st.integers(1, 100))
+    problems = round_policy_problems(RoundPolicy(True, True, t, n), PinnedPolicy(True, minimum))
+    assert (not problems) == (t >= max(threshold_floor(n), minimum or 1))
+
+
+# --------------------------------------------------------------------------- 4. weights, 5. P6
+@pytest.fixture(scope="module")
+def ckks(tmp_path_factory):
+    from secure_fedsa.crypto.ckks_client import CKKSClientCodec
+    from secure_fedsa.crypto.ckks_server import CKKSServerCodec
+    from secure_fedsa.crypto.keys import create_key_bundles
+    from secure_fedsa.crypto.params import CKKSParams
+
+    client_path, server_path = create_key_bundles(
+        tmp_path_factory.mktemp("keys"), CKKSParams(), max_clients=8
+    )
+    return CKKSClientCodec.from_bundle(client_path), CKKSServerCodec.from_bundle(server_path)
+
+
+def test_a_client_claiming_weight_4096_is_refused_by_the_roster_weight_check(ckks):
+    from secure_fedsa.server import Aggregator
+
+    client_codec, server_codec = ckks
+    weights = {"site-a": 11.61, "site-b": 2.79, "site-c": 33.6}
+    keys = {cid: SigningKey.generate(cid) for cid in weights}
+    server = SigningKey.generate("server")
+    roster = Roster({c: k.public_bytes for c, k in keys.items()}, server.public_bytes,
+                    weights=weights)  # fmt: skip
+    rng = np.random.default_rng(3)
+    initial = rng.normal(0, 0.05, 512)
+    bounds = Bounds(round_change=0.03, max_weight=client_codec.value_bound)
+    honest = {c: initial + rng.uniform(-0.02, 0.02, initial.size) for c in ("site-a", "site-b")}
+    poison = initial + 0.029 * np.sign(rng.normal(size=initial.size))  # inside the drift bound
+
+    def aggregate(claimed: float, values: np.ndarray):
+        agg = Aggregator(server_codec, manifest_hash="ab" * 8, round=1, n_values=initial.size,
+                         session=SESSION, roster=roster, key=server)  # fmt: skip
+        for cid, v in honest.items():
+            agg.add(wire.encode_update(client_codec, v, weights[cid], manifest_hash="ab" * 8,
+                                       round=1, session=SESSION, key=keys[cid]))  # fmt: skip
+        agg.add(wire.encode_update(client_codec, values, claimed, manifest_hash="ab" * 8,
+                                   round=1, session=SESSION, key=keys["site-c"]))  # fmt: skip
+        return wire.decode_aggregate(client_codec, agg.result(), manifest_hash="ab" * 8,
+                                     round=1, session=SESSION, n_values=initial.size,
+                                     server_key=server.public_bytes)  # fmt: skip
+
+    steering = aggregate(4096.0, poison)
+    named = sorted(weights)
+    exact = aggregate_problems(steering.total, steering.total_weight, steering.contributors,
+                               initial=initial, round=1, bounds=bounds, roster_weights=weights,
+                               contributor_ids=named)  # fmt: skip
+    assert [p.check for p in exact] == [CHECK_WEIGHT]
+    assert "4096" not in " ".join(shareable_reasons(exact))  # P6: no decrypted value shared
+    # the old range check (no roster weights) loads it: the poison dominates the average
+    loose = aggregate_problems(steering.total, steering.total_weight, steering.contributors,
+                               initial=initial, round=1, bounds=bounds)  # fmt: skip
+    assert loose == []
+    average = steering.total / steering.total_weight
+    assert np.max(np.abs(average - poison)) < 0.002
+    # the honest weight passes the exact check, within CKKS error
+    fair = aggregate(weights["site-c"], initial + rng.uniform(-0.02, 0.02, initial.size))
+    assert abs(fair.total_weight - sum(weights.values())) < 1e-6
+    assert aggregate_problems(fair.total, fair.total_weight, fair.contributors, initial=initial,
+                              round=1, bounds=bounds, roster_weights=weights,
+                              contributor_ids=named) == []  # fmt: skip
+    # a survivor set that does not match the aggregate's count is refused too
+    wrong = aggregate_problems(fair.total, fair.total_weight, fair.contributors, initial=initial,
+                               round=1, bounds=bounds, roster_weights=weights,
+                               contributor_ids=named[:2])  # fmt: skip
+    assert [p.check for p in wrong] == ["contributors"]
+
+
+def test_shareable_reasons_name_checks_never_decrypted_numbers():
+    problems = [
+        AggregateProblem(CHECK_WEIGHT, "total weight -5.68 outside [0.03, 12288]"),
+        AggregateProblem(CHECK_DRIFT, "a shared value moved 2.083e+04 from its initial value"),
+        "bad signature: the message was altered or not signed by server",
+    ]
+    shared = shareable_reasons(problems)
+    assert shared == [
+        "failed check: total weight",
+        "failed check: honest drift bound",
+        "refused before decryption (signature, envelope or header)",
+    ]
+    assert not any(ch.isdigit() for ch in " ".join(shared))
+    assert str(problems[0]).startswith("total weight -5.68")  # the client's own files keep it
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=60), st.sampled_from([CHECK_WEIGHT, CHECK_DRIFT]))
+def test_no_detail_text_ever_reaches_a_shareable_reason(detail, check):
+    shared = shareable_reasons([AggregateProblem(check, detail), detail])
+    assert all(reason in (f"failed check: {check}",
+                          "refused before decryption (signature, envelope or header)")
+               for reason in shared)  # fmt: skip

@@ -1,0 +1,206 @@
+"""A server that lies (issue 33), played through the round engine of the in-process transport,
+with the real crypto: each attack rides on the engine's own messages, rewritten in transit.
+
+1. A roster, signed with the federation's real server key, that swaps every peer's key for the
+   server's own: the site refuses it before it advertises anything.
+2. Different survivor sets told to different clients: the client shown the other set refuses to
+   reveal, and no client reveals both kinds of share for V.
+3. A round weaker than the site's pinned policy: refused before training, the ledger unchanged.
+4. A signed client claiming weight 4096: every honest client rejects the aggregate, and the
+   server's files say only that it was rejected (P6).
+
+Each has its power check: with the protection disabled on purpose the attack gets through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+from tiny_runs import TINY_DP
+
+from secure_fedsa import inprocess
+from secure_fedsa.config import RunConfig
+from secure_fedsa.crypto.signing import Roster, SigningKey
+from secure_fedsa.engine import messages as m
+from secure_fedsa.engine.aggregation import ServerRound, signed_roster
+from secure_fedsa.errors import CryptoError
+from secure_fedsa.federation import run_federation
+from secure_fedsa.secagg import Reveal
+
+pytestmark = pytest.mark.integration
+
+CONFIG = {**TINY_DP, "num_clients": 4, "max_examples": 1200, "rounds": 1}
+V = "client-3"
+
+
+def _rewriting(monkeypatch, rewrite) -> list[tuple[str, object]]:  # noqa: ANN001
+    """Every request is passed through ``rewrite(address, request)`` (the lying server) before
+    it reaches the site; returns every (address, reply) delivered."""
+    real = inprocess.InProcessTransport.deliver
+    replies: list[tuple[str, object]] = []
+
+    def deliver(self, address, request):  # noqa: ANN001
+        reply = real(self, address, rewrite(address, request))
+        replies.append((address, reply))
+        return reply
+
+    monkeypatch.setattr(inprocess.InProcessTransport, "deliver", deliver)
+    return replies
+
+
+def _ledger_entries(run_dir) -> dict[str, int]:
+    out = {}
+    for cid in (f"client-{i}" for i in range(CONFIG["num_clients"])):
+        path = run_dir / "clients" / cid / "privacy_ledger.json"
+        out[cid] = len(json.loads(path.read_text())["entries"]) if path.exists() else 0
+    return out
+
+
+# --------------------------------------------------------------------------- 1. the roster
+def test_a_server_signed_roster_that_swaps_peers_keys_is_refused_by_the_site(tmp_path, monkeypatch):
+    real = ServerRound.keys_request
+
+    def swapped(self):  # noqa: ANN001
+        honest = self.keys.roster
+        own = SigningKey.generate("server-in-disguise").public_bytes
+        keys = {c: own for c in honest.clients}
+        roster = Roster(keys, honest.server, weights=honest.weights)
+        return m.KeysRequest(
+            self.number, self.session, *signed_roster(roster, self.keys.identity.key)
+        )
+
+    monkeypatch.setattr(ServerRound, "keys_request", swapped)
+    with pytest.raises(CryptoError, match="substitutes peers' keys|pins"):
+        run_federation(RunConfig(**CONFIG), tmp_path / "run")
+    monkeypatch.setattr(ServerRound, "keys_request", real)
+
+
+# --------------------------------------------------------------------------- 2. dropout claims
+def test_different_survivor_sets_get_no_reveal_that_unmasks_v(tmp_path, monkeypatch):
+    """Every client's update arrived. The server tells client-2 "V dropped" (so client-2 would
+    reveal V's mask-key share) and the others "V present" (its self-mask seed share)."""
+
+    def lie(address, request):  # noqa: ANN001
+        if address == "client-2" and isinstance(request, m.SurvivorsRequest | m.RevealRequest):
+            present = tuple(c for c in request.present if c != V)
+            fields = {"present": present, "dropped": (*request.dropped, V)}
+            return type(request)(**{**request.__dict__, **fields})
+        return request
+
+    replies = _rewriting(monkeypatch, lie)
+    with pytest.raises(CryptoError, match="signed the survivor set|did not sign"):
+        run_federation(RunConfig(**CONFIG), tmp_path / "run")
+    reveals = [r for _, r in replies if isinstance(r, Reveal)]
+    b_of_v = [r.client for r in reveals if V in r.b_shares]
+    s_of_v = [r.client for r in reveals if V in r.s_shares]
+    assert not s_of_v  # nobody revealed V's mask key: client-2 refused
+    assert len(b_of_v) < 3  # fewer than t shares of V's seed either (the run stopped)
+    signatures = [(a, r) for a, r in replies if isinstance(r, m.SurvivorSignature)]
+    assert {a for a, _ in signatures} == {f"client-{i}" for i in range(4)}
+
+
+def test_without_the_consistency_check_the_split_view_reveals_both_of_vs_secrets(
+    tmp_path, monkeypatch
+):
+    """Power check: with reveal believing whatever sets it is sent (the check disabled), the
+    same lie gets V's mask-key share from client-2 next to seed shares from the others."""
+    from secure_fedsa import secagg
+
+    monkeypatch.setattr(secagg, "consistency_problem", lambda *a, **k: None)
+    real_reveal = secagg.MaskingClient.reveal
+
+    def trusting(self, received, *, present, dropped, signatures):  # noqa: ANN001
+        self._signed = secagg.survivors_digest(self.session, self.round, present, dropped)
+        return real_reveal(self, received, present=present, dropped=dropped,
+                           signatures=signatures)  # fmt: skip
+
+    monkeypatch.setattr(secagg.MaskingClient, "reveal", trusting)
+
+    def lie(address, request):  # noqa: ANN001
+        if address == "client-2" and isinstance(request, m.RevealRequest):
+            present = tuple(c for c in request.present if c != V)
+            dropped = (*request.dropped, V)
+            return m.RevealRequest(request.round, request.session, present, dropped,
+                                   request.shares, request.signatures)  # fmt: skip
+        return request
+
+    replies = _rewriting(monkeypatch, lie)
+    with contextlib.suppress(Exception):  # the unmasking may fail; the reveals are what counts
+        run_federation(RunConfig(**CONFIG), tmp_path / "run")
+    reveals = [r for _, r in replies if isinstance(r, Reveal)]
+    assert any(V in r.s_shares for r in reveals)
+    assert any(V in r.b_shares for r in reveals)
+
+
+# --------------------------------------------------------------------------- 3. site policy
+def test_a_round_weaker_than_the_sites_policy_is_refused_before_training(tmp_path, monkeypatch):
+    """Each site pins masking on (as a Flower site does by default); the run asks for none:
+    every site refuses before any DP step, and no ledger records a thing."""
+    from secure_fedsa import federation
+    from secure_fedsa.site_policy import PinnedPolicy
+
+    monkeypatch.setattr(federation, "site_policy_for", lambda config: PinnedPolicy())
+    run_dir = tmp_path / "run"
+    run_federation(RunConfig(**{**CONFIG, "masking": False}), run_dir)
+    (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    statuses = {c: e["status"] for c, e in record["clients"].items()}
+    assert set(statuses.values()) == {m.REFUSED}, statuses
+    assert all("masking off" in e["reason"] for e in record["clients"].values())
+    assert set(_ledger_entries(run_dir).values()) == {0}
+    assert "aggregate" not in record or record["aggregate"].get("status") != "applied"
+
+
+def test_power_check_the_same_round_trains_when_the_site_pins_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    run_federation(RunConfig(**{**CONFIG, "masking": False}), run_dir)
+    assert set(_ledger_entries(run_dir).values()) == {1}
+
+
+# --------------------------------------------------------------------------- 4. weight 4096
+def _steering(monkeypatch, weight: float) -> None:
+    """client-0 encrypts an update that moves every value by ~90 % of the drift bound, claiming
+    ``weight``."""
+    from secure_fedsa import client as client_module
+
+    real = client_module.encode_update
+
+    def encode(codec, values, claimed, **kwargs):  # noqa: ANN001
+        if kwargs["key"].owner == "client-0":
+            values = np.asarray(values) + 1e-4 * np.sign(np.arange(values.size) % 2 - 0.5)
+            claimed = weight
+        return real(codec, values, claimed, **kwargs)
+
+    monkeypatch.setattr(client_module, "encode_update", encode)
+
+
+def test_a_client_claiming_weight_4096_is_rejected_by_every_honest_client(tmp_path, monkeypatch):
+    _steering(monkeypatch, 4096.0)
+    run_dir = tmp_path / "run"
+    run_federation(RunConfig(**CONFIG), run_dir)
+    (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert record["aggregate"]["status"] == "rejected"
+    honest = [f"client-{i}" for i in range(1, 4)]
+    assert set(honest) <= set(record["aggregate"]["rejected_by"])
+    for cid in honest:  # the full reason stays in the client's own file
+        notes = [json.loads(x) for x in (run_dir / "clients" / cid / "aggregates.jsonl").open()]
+        assert notes[-1]["status"] == "rejected"
+        assert any("roster" in p or "weight" in p for p in notes[-1]["problems"])
+    server_side = (run_dir / "metrics.jsonl").read_text() + (run_dir / "summary.json").read_text()
+    assert "4096" not in server_side and "total weight" not in server_side  # P6
+
+
+def test_power_check_the_honest_weight_is_applied(tmp_path, monkeypatch):
+    from secure_fedsa.client import WEIGHT_UNIT
+
+    run_dir = tmp_path / "run"
+    run_federation(RunConfig(**CONFIG), run_dir)
+    setup = json.loads((run_dir / "setup.json").read_text())
+    roster = json.loads((run_dir / "keys" / "roster.json").read_text())
+    assert roster["weights"] == {
+        c: setup["clients"][c]["train"] / WEIGHT_UNIT for c in setup["clients"]
+    }
+    (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert record["aggregate"]["status"] == "applied"
