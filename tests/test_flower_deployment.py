@@ -260,14 +260,14 @@ class LocalDeployment:
 
 
 # --------------------------------------------------------------------------- fixtures
-def _write_site_files(root: Path) -> dict[str, Path]:
+def _write_site_files(root: Path, names: tuple[str, ...] = SITES) -> dict[str, Path]:
     from secure_fedsa.data import BUNDLED
 
     dataset = BUNDLED["rotten_tomatoes"]()
     rng = np.random.default_rng(7)
-    chosen = rng.choice(len(dataset), size=EXAMPLES_PER_SITE * len(SITES), replace=False)
+    chosen = rng.choice(len(dataset), size=EXAMPLES_PER_SITE * len(names), replace=False)
     files = {}
-    for number, site in enumerate(SITES):
+    for number, site in enumerate(names):
         path = root / "sites" / site / f"{site}.csv"
         path.parent.mkdir(parents=True)
         part = chosen[number * EXAMPLES_PER_SITE : (number + 1) * EXAMPLES_PER_SITE]
@@ -280,12 +280,14 @@ def _write_site_files(root: Path) -> dict[str, Path]:
     return files
 
 
-def _setup(root: Path) -> tuple[LocalDeployment, dict[str, dict[str, str]], Path]:
+def _setup(
+    root: Path, names: tuple[str, ...] = SITES
+) -> tuple[LocalDeployment, dict[str, dict[str, str]], Path]:
     from secure_fedsa.security import init_keys
 
     keys = root / "keys"
-    init_keys(keys, max_clients=8, client_ids=list(SITES))  # `secure-fedsa keys init DIR ...`
-    files = _write_site_files(root)
+    init_keys(keys, max_clients=8, client_ids=list(names))  # `secure-fedsa keys init DIR ...`
+    files = _write_site_files(root, names)
     sites = {}
     for site, data in files.items():
         home = data.parent
@@ -441,15 +443,22 @@ def _sent(node_config: dict[str, str], round_number: int, kind: str) -> bool:
 
 
 # about 6 minutes on 2 cores (docs/deployment.md)
+# four sites: at the malicious-server threshold floor (t = floor(2n/3) + 1, docs/crypto.md) three
+# sites tolerate no dropout; four tolerate one
+FOUR_SITES = (*SITES, "site-d")
+
+
 def test_dropout_round_failure_and_resume(tmp_path):
     """site-c crashes in round 2 after it has masked against the others (round 2 completes with
-    two: the survivors reveal its mask key and the sum is unmasked), site-b stops (round 3 fails
-    below min-clients), both come back and the run resumes from the run directory and site
-    files."""
-    deployment, sites, server_keys = _setup(tmp_path)
+    three, t = 3: the survivors reveal its mask key and the sum is unmasked), site-b stops
+    (round 3 fails below min-clients), both come back and the run resumes from the run directory
+    and site files."""
+    deployment, sites, server_keys = _setup(tmp_path, FOUR_SITES)
     run_dir = tmp_path / "superlink" / "run"
     config = {
         **RUN_CONFIG,
+        "clients": 4,
+        "min-clients": 3,
         "rounds": 3,
         "round-timeout": 150.0,
         "keys-dir": str(server_keys),
@@ -464,7 +473,7 @@ def test_dropout_round_failure_and_resume(tmp_path):
         time.sleep(3)  # its shares reach the server: the others mask against site-c
         deployment.processes.kill("site-c")  # a crash: SIGKILL while round 2 trains
         _wait_for(lambda: _completed_rounds(run_dir) >= 2, RUN_TIMEOUT)
-        deployment.processes.procs["site-b"].send_signal(signal.SIGTERM)  # leaves: 1 < min 2
+        deployment.processes.procs["site-b"].send_signal(signal.SIGTERM)  # leaves: 2 < min 3
         deployment.wait(run, RUN_TIMEOUT)
         _wait_for(lambda: (run_dir / "summary.json").exists(), 60)
         failed = json.loads((run_dir / "summary.json").read_text())
@@ -490,20 +499,21 @@ def test_dropout_round_failure_and_resume(tmp_path):
     metrics = _json_lines(run_dir / "metrics.jsonl")
     assert [m["round"] for m in metrics] == [1, 2, 3]
     round2 = metrics[1]
-    assert round2["contributors"] == 2
-    assert set(round2["clients"]) == {"site-a", "site-b"}
+    assert round2["contributors"] == 3
+    assert set(round2["clients"]) == {"site-a", "site-b", "site-d"}
     assert [(d["client"], d["phase"]) for d in round2["dropouts"]] == [("site-c", "train")]
-    assert round2["masking"]["masked_with"] == list(SITES)  # site-c masked, then crashed
+    assert round2["masking"]["masked_with"] == list(FOUR_SITES)  # site-c masked, then crashed
     assert round2["masking"]["dropped"] == ["site-c"]
     assert round2["aggregate"]["status"] == "applied"  # the survivors' checks passed: unmasked
     assert {c["aggregate"] for c in round2["clients"].values()} == {"applied"}
-    assert metrics[2]["contributors"] == 3
+    assert metrics[2]["contributors"] == 4
     assert metrics[2]["clients"]["site-a"]["resumed"] == (trained_before == [1, 2, 3])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds_completed"] == 3
     # privacy spent once per trained round, even for the round that was re-run
     assert _ledger_rounds(sites["site-a"]) == [1, 2, 3]
     assert _ledger_rounds(sites["site-b"]) == [1, 2, 3]
+    assert _ledger_rounds(sites["site-d"]) == [1, 2, 3]
     # site-c's round 2 was charged if the kill came after its ledger entry, never released
     assert _ledger_rounds(sites["site-c"]) in ([1, 3], [1, 2, 3])
     assert not _sent(sites["site-c"], 2, "update")
