@@ -56,7 +56,7 @@ RUN_CONFIG = {
     "wait-for-nodes": 60.0,
 }
 RUN_TIMEOUT = 420  # seconds for one `flwr run`
-SECAGG_KINDS = ("secagg-keys", "secagg-shares", "secagg-reveal")
+SECAGG_KINDS = ("secagg-keys", "secagg-shares", "secagg-survivors", "secagg-reveal")
 
 
 # --------------------------------------------------------------------------- certificates
