@@ -144,10 +144,11 @@ def test_no_file_of_the_run_holds_dp_randomness(victims):
     run = victims["a"]
     saved = torch.load(run / "clients/client-0/state.pt", weights_only=True)
     # "optimizer": AdamW's moments with --optimizer-state kept (computed from the noisy
-    # gradients, so no source of the noise), None by default; "clamped": a count
+    # gradients, so no source of the noise), None by default; "clamped": a count;
+    # "train_seconds": how long its last round trained (private, like the loss in "stats")
     assert set(saved) == {
         "state", "trained", "trained_round", "stats", "generator", "trained_entry", "start_shared",
-        "clamped", "optimizer",
+        "clamped", "optimizer", "train_seconds",
     }  # fmt: skip
     assert saved["optimizer"] is None and isinstance(saved["clamped"], int)
     for path in run.rglob("*.json*"):

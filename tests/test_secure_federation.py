@@ -72,7 +72,9 @@ def test_only_ciphertexts_of_a_left_the_clients(secure_run):
         ]
         # besides its updates a client sends only secure aggregation's protocol messages
         protocol = [e for e in lines if e["kind"] != "update"]
-        assert {e["kind"] for e in protocol} == {"secagg-keys", "secagg-shares", "secagg-reveal"}
+        assert {e["kind"] for e in protocol} == {
+            "secagg-keys", "secagg-shares", "secagg-survivors", "secagg-reveal",
+        }  # fmt: skip
         assert all(e["tensors"] == [] for e in protocol)
         lines = [e for e in lines if e["kind"] == "update"]
         assert len(lines) == config.rounds
