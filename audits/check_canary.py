@@ -119,23 +119,35 @@ def _check(run: RunEvidence, *, canaries: int, seed: int) -> CheckResult:
             )
         outcome = {**done[key], "claimed_epsilon": claimed}
         result.evidence["clients"][cid] = outcome
-        _judge(result, cid, outcome, claimed=claimed, canaries=canaries)
+        judge_client(result, cid, outcome, claimed=claimed, canaries=canaries, subject=SUBJECT,
+                     tails=(". The installed DP mechanism leaks more than it accounts",
+                            ". More canaries raise the ceiling",
+                            ". A test of the installed mechanism, not of this run"))  # fmt: skip
     return result
 
 
-def _judge(
-    result: CheckResult, cid: str, outcome: dict[str, Any], *, claimed: float, canaries: int
+def judge_client(
+    result: CheckResult,
+    cid: str,
+    outcome: dict[str, Any],
+    *,
+    claimed: float,
+    canaries: int,
+    subject: str,
+    tails: tuple[str, str, str],
 ) -> None:
-    """One client's verdict, as a finding that names both bounds."""
-    word, finding = verdict_finding(outcome, claimed=claimed, canaries=canaries, subject=SUBJECT)
+    """One client's verdict (``outcome["outcome"]``), as a finding that names both bounds;
+    ``tails`` end the FAIL, INCONCLUSIVE and PASS findings (what the verdict is about)."""
+    word, finding = verdict_finding(outcome, claimed=claimed, canaries=canaries, subject=subject)
     outcome["outcome"] = word.lower()
     text = f"{cid}: {finding}"
+    fail, inconclusive, passed = tails
     if word == "FAIL":
-        result.fail(text + ". The installed DP mechanism leaks more than it accounts")
+        result.fail(text + fail)
     elif word == "INCONCLUSIVE":
-        result.inconclusive(text + ". More canaries raise the ceiling", code="above-canary-ceiling")
+        result.inconclusive(text + inconclusive, code="above-canary-ceiling")
     else:
-        result.note(text + ". A test of the installed mechanism, not of this run")
+        result.note(text + passed)
 
 
 def installed_versions() -> dict[str, str]:

@@ -41,8 +41,9 @@ import math
 import time
 from typing import Any
 
-from audits.canary_audit import CONFIDENCE, audit_scores, verdict_finding
+from audits.canary_audit import CONFIDENCE, audit_scores
 from audits.check_accounting import reported_epsilon
+from audits.check_canary import judge_client
 from audits.evidence import CANARY_FILE, RunEvidence
 from audits.result import CheckResult
 
@@ -169,21 +170,9 @@ def check_run_canary(run: RunEvidence) -> CheckResult:
         bits = [b == 1 for b in doc["bits"]]
         audit = audit_scores(canary_scores(releases, m), bits, delta=delta)
         outcome = {**audit.to_dict(), "claimed_epsilon": claimed, "rounds": rounds}
-        _judge(result, cid, outcome, m)
+        judge_client(result, cid, outcome, claimed=outcome["claimed_epsilon"], canaries=m,
+                     subject=SUBJECT, tails=(". The run's training leaked more than its ledger "
+                                             "accounts", "", ""))  # fmt: skip
         outcome["seconds"] = round(time.time() - started, 3)
         result.evidence["clients"][cid] = outcome
     return result
-
-
-def _judge(result: CheckResult, cid: str, outcome: dict[str, Any], m: int) -> None:
-    """One client's verdict (``outcome["outcome"]``), as a finding that names both bounds."""
-    claimed = outcome["claimed_epsilon"]
-    word, finding = verdict_finding(outcome, claimed=claimed, canaries=m, subject=SUBJECT)
-    outcome["outcome"] = word.lower()
-    text = f"{cid}: {finding}"
-    if word == "FAIL":
-        result.fail(text + ". The run's training leaked more than its ledger accounts")
-    elif word == "INCONCLUSIVE":
-        result.inconclusive(text, code="above-canary-ceiling")
-    else:
-        result.note(text)
