@@ -52,7 +52,7 @@ format: install-test
 
 # pyproject.toml's [tool.flwr.app.config], made from the option tables (docs/deployment.md)
 app-config: install
-	$(BIN)/python -m secure_fedsa.flower.protocol pyproject.toml
+	$(BIN)/python -m secure_fedsa.transports.flower.protocol pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """White-box Dirac gradient canaries trained with secure_fedsa's own DP-SGD engine.
 
-The mechanism under audit is :func:`secure_fedsa.privacy.engine.train_dp` as installed (Opacus
+The mechanism under audit is :func:`secure_fedsa.site.training.train_dp` as installed (Opacus
 per-sample gradients, joint clipping, Gaussian noise and Poisson sampling from the OS CSPRNG),
 run with plain SGD on a linear model whose per-record gradient the auditor controls:
 
@@ -77,8 +77,8 @@ def train_canaries(
 
     ``seed`` fixes the background records only; noise and sampling come from the OS CSPRNG,
     exactly as in a run."""
-    from secure_fedsa.privacy.engine import DPSettings, train_dp
     from secure_fedsa.privacy.randomness import OSRandom
+    from secure_fedsa.site.training import DPSettings, train_dp
 
     generator = torch.Generator().manual_seed(seed)
     data = canary_dataset(included, background, generator)

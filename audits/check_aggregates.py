@@ -2,10 +2,10 @@
 
 Every client checks the aggregate it decrypts against what honest clients can produce (weights,
 finite values, how far honest training moves a shared value; see
-``secure_fedsa/aggregate_check.py``) and discards one that fails. The audit cannot see decrypted
-values; it reads what ``metrics.jsonl`` recorded per round and reports every rejected aggregate:
-the run completed, but those rounds taught the clients nothing shared (a sign of a misbehaving
-key holder, or of a corrupted or forged aggregate).
+``secure_fedsa/site/aggregate_check.py``) and discards one that fails. The audit cannot see
+decrypted values; it reads what ``metrics.jsonl`` recorded per round and reports every rejected
+aggregate: the run completed, but those rounds taught the clients nothing shared (a sign of a
+misbehaving key holder, or of a corrupted or forged aggregate).
 """
 
 from __future__ import annotations

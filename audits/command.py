@@ -108,10 +108,10 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _update_model_cards(run_dir: Path) -> None:
-    """Rewrite the run's model cards with the verdict (secure_fedsa/model_card.py); a card
+    """Rewrite the run's model cards with the verdict (secure_fedsa/site/model_card.py); a card
     that cannot be written is a note, never a change of the verdict."""
     from secure_fedsa.errors import SecureFedsaError
-    from secure_fedsa.model_card import write_run_cards
+    from secure_fedsa.site.model_card import write_run_cards
 
     try:
         cards = write_run_cards(run_dir)

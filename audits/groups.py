@@ -1,4 +1,4 @@
-"""Which tensors may leave a client, re-stated here independently of ``secure_fedsa.sharing``.
+"""Which tensors may leave a client, re-stated here independently of ``secure_fedsa.model.sharing``.
 
 An auditor must not trust the code under audit to say what is allowed, so the mapping from
 method to the tensor groups it shares is written down again (from the FedSA-LoRA, FedIT and

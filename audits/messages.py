@@ -1,15 +1,15 @@
 """Every kind of message a client sends, in words, and what the egress records show of each.
 
-A client sends six kinds of message (``kind`` in its egress record, written by the transport as
-it sends): its encrypted **update**; secure aggregation's four protocol messages — the masking
-**key advert** (``secagg-keys``), the **shares** of its masking secrets encrypted to its peers
-(``secagg-shares``), the **survivor-set signature** (``secagg-survivors``) and the **reveal**
-that lets the server unmask the sum (``secagg-reveal``);
-and, in Flower deployments, a small plaintext **status report** (``report``). :data:`KINDS` says,
-for each, what it carries, to whom, in what form and why it is safe (from secure_fedsa/secagg.py,
-docs/crypto.md and docs/threat-model.md, restated here for the report); the sizes the protocol
-fixes (:data:`ADVERT_BYTES`, :data:`SEALED_SHARE_BYTES`, :data:`SHARE_BYTES`) are re-stated
-independently of the code under audit. :func:`summary` counts the messages per kind and round.
+A client sends six kinds of message (``kind`` in its egress record, written by the transport as it
+sends): its encrypted **update**; secure aggregation's four protocol messages — the masking **key
+advert** (``secagg-keys``), the **shares** of its masking secrets encrypted to its peers
+(``secagg-shares``), the **survivor-set signature** (``secagg-survivors``) and the **reveal** that
+lets the server unmask the sum (``secagg-reveal``); and, in Flower deployments, a small plaintext
+**status report** (``report``). :data:`KINDS` says, for each, what it carries, to whom, in what form
+and why it is safe (from secure_fedsa/secagg/protocol.py, docs/crypto.md and docs/threat-model.md,
+restated here for the report); the sizes the protocol fixes (:data:`ADVERT_BYTES`,
+:data:`SEALED_SHARE_BYTES`, :data:`SHARE_BYTES`) are re-stated independently of the code under
+audit. :func:`summary` counts the messages per kind and round.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import sys
 
 import torch
 
-from secure_fedsa.cli import main
-from secure_fedsa.privacy import engine
+from secure_fedsa.app.cli import main
+from secure_fedsa.site import training as engine
 
 HEAD_ROWS = 2  # the head's weight is (labels, hidden) and its bias (labels,)
 

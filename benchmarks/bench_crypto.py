@@ -5,7 +5,7 @@ server sums; one client decrypts and divides. Compared:
 
 - ``secure_fedsa``: this library (seeded symmetric CKKS, both slot halves, rounded ``c0``,
   N=4096, primes (60, 49), scale 2^40), measured through the full signed message envelope and
-  :class:`~secure_fedsa.server.Aggregator` validation (signature verification included);
+  :class:`~secure_fedsa.server.aggregator.Aggregator` validation (signature verification included);
 - ``FLARE default``: a TenSEAL ``CKKSVector`` at NVIDIA FLARE's default parameters
   (N=8192, primes [60, 40, 40], scale 2^40), serialized with TenSEAL's own format;
 - ``secure_fedsa masked``: the same, with secure aggregation's pairwise and self masks added to
@@ -133,8 +133,8 @@ def bench_ours(n: int, clients: int, *, masked: bool = False) -> Row:
     from secure_fedsa.crypto.keys import create_key_bundles
     from secure_fedsa.crypto.params import CKKSParams
     from secure_fedsa.crypto.signing import Roster, SigningKey
-    from secure_fedsa.server import Aggregator
-    from secure_fedsa.wire import decode_aggregate, encode_update
+    from secure_fedsa.crypto.wire import decode_aggregate, encode_update
+    from secure_fedsa.server.aggregator import Aggregator
 
     with tempfile.TemporaryDirectory() as directory:
         client_path, server_path = create_key_bundles(directory, CKKSParams(), max_clients=64)
@@ -187,8 +187,8 @@ def bench_ours(n: int, clients: int, *, masked: bool = False) -> Row:
 def _mask_setup(signers, roster, n, server):  # noqa: ANN001, ANN202
     """Secure aggregation's set-up among the clients (untimed): each client's mask function,
     and the server's unmasking from the present clients' reveals."""
-    from secure_fedsa.crypto.masking import chunk_mask
-    from secure_fedsa.secagg import MaskingClient, MaskingServer
+    from secure_fedsa.secagg.masking import chunk_mask
+    from secure_fedsa.secagg.protocol import MaskingClient, MaskingServer
 
     masking = MaskingServer(roster, SESSION, 0)
     clients = {k: MaskingClient(s.owner, s, roster, SESSION, 0) for k, s in signers.items()}

@@ -7,7 +7,7 @@ every mode alike; the table gives the median and the minimum over the repeats an
 (max / min). The machine's load average is printed at the start (and the end, where the
 benchmark's own processes have raised it): a run started on a busy machine is marked as such.
 
-Steps go through ``secure_fedsa.privacy.engine`` exactly as a client's round does
+Steps go through ``secure_fedsa.site.training`` exactly as a client's round does
 (``train_plain`` / ``train_dp`` with noise and Poisson sampling from the OS CSPRNG), on the default
 model (all-MiniLM-L6-v2, 6 layers, LoRA r=8 on query/value, mean-pooling head) and the default
 batch (128 examples, length 40, physical batch 64; q = 1 so every step has exactly 128 examples).
@@ -50,8 +50,8 @@ def _data(batch: int):
 def _train(mode: str, model, data, steps: int, physical: int) -> None:
     import torch
 
-    from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
     from secure_fedsa.privacy.randomness import OSRandom
+    from secure_fedsa.site.training import DPSettings, train_dp, train_plain
 
     if mode == "plain":
         train_plain(
@@ -101,7 +101,7 @@ def _secure_randomness_seconds(model, n: int) -> tuple[float, float]:
 def run_one(mode: str, steps: int, batch: int, physical: int, layers: int, lora_r: int) -> dict:
     import torch
 
-    from secure_fedsa.model import ModelSpec, build_model
+    from secure_fedsa.model.encoder import ModelSpec, build_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = build_model(ModelSpec(num_layers=layers, lora_r=lora_r), num_labels=2, seed=0)

@@ -25,11 +25,11 @@ MANIFEST = "be" * 32
 
 
 def _round(k: int, n: int, *, masked: bool, drop: bool, codecs) -> dict[str, float]:  # noqa: ANN001
-    from secure_fedsa.crypto.masking import chunk_mask
     from secure_fedsa.crypto.signing import Roster, SigningKey
-    from secure_fedsa.secagg import MaskingClient, MaskingServer
-    from secure_fedsa.server import Aggregator
-    from secure_fedsa.wire import decode_aggregate, encode_update
+    from secure_fedsa.crypto.wire import decode_aggregate, encode_update
+    from secure_fedsa.secagg.masking import chunk_mask
+    from secure_fedsa.secagg.protocol import MaskingClient, MaskingServer
+    from secure_fedsa.server.aggregator import Aggregator
 
     client_codec, server_codec = codecs
     ids = [f"client-{i:02d}" for i in range(k)]

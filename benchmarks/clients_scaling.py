@@ -45,7 +45,7 @@ def _held(clients: dict) -> dict[str, float]:
     frozen-layer cache keeps (once per distinct record) and what it would keep per client (as
     each client's datasets ask for them); their adapter tensors (state, trained, start, and the
     initial shared vector, counted once per distinct array)."""
-    from secure_fedsa.frozen_prefix import CachedData
+    from secure_fedsa.model.frozen_prefix import CachedData
 
     records = per_client = adapters = 0
     stores, arrays, datasets = {}, {}, {}
@@ -77,7 +77,7 @@ def _held(clients: dict) -> dict[str, float]:
 def child(args: argparse.Namespace) -> dict:
     """One run with ``args.child`` clients; returns its timings and peak memory."""
     from secure_fedsa.config import RunConfig
-    from secure_fedsa.federation import Federation, Progress
+    from secure_fedsa.transports.federation import Federation, Progress
 
     n = args.child
     config = RunConfig(

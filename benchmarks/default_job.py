@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_job(code: Path, out: Path, extra: list[str]) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = str(code)
-    command = [sys.executable, "-m", "secure_fedsa.cli", "run", "--quiet", "--out", str(out)]
+    command = [sys.executable, "-m", "secure_fedsa.app.cli", "run", "--quiet", "--out", str(out)]
     started = time.perf_counter()
     subprocess.run([*command, *extra], cwd=code, env=env, check=True, capture_output=True)
     wall = time.perf_counter() - started

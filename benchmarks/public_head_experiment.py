@@ -19,10 +19,10 @@ import sys
 import torch
 from adapter_lr_experiment import grouped_adamw  # this folder, first on sys.path
 
-from secure_fedsa import federation
-from secure_fedsa import model as model_module
-from secure_fedsa.cli import main
-from secure_fedsa.privacy import engine
+from secure_fedsa.app.cli import main
+from secure_fedsa.model import encoder as model_module
+from secure_fedsa.site import training as engine
+from secure_fedsa.transports import federation
 
 PROMPTS = ("a bad movie", "a good movie")  # rotten = 0, fresh = 1
 SCALE = 5.0

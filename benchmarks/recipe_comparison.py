@@ -3,7 +3,7 @@
 Each recipe is one or more committed sweeps of FedSA-LoRA on the default job (a later sweep adds
 seeds to an earlier one). "No DP" is the default settings without DP (the clip is not used
 there). Differences are paired by seed (same partition and initial model; DP noise is fresh in
-every run), with 95 % Student-t intervals from secure_fedsa.sweep.stats, the exact two-sided
+every run), with 95 % Student-t intervals from secure_fedsa.app.sweep.stats, the exact two-sided
 sign-flip p of the per-seed differences, and that p adjusted by Holm over its family: the
 table's differences are one family, the lines under the table another. **significant** means a
 Holm-adjusted sign-flip p below 0.05 (with n seeds no sign-flip p is below 2/2^n: 0.0625 for 5,
@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from secure_fedsa.sweep.results import read_rows
-from secure_fedsa.sweep.stats import PairedDifference, holm_adjusted, paired_difference, seed_stats
+from secure_fedsa.app.sweep.results import read_rows
+from secure_fedsa.app.sweep.stats import (
+    PairedDifference,
+    holm_adjusted,
+    paired_difference,
+    seed_stats,
+)
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 # name: (sweep directories, what the recipe changes from 5 × 6 × 128, lr 5e-3)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from secure_fedsa.sweep.results import read_rows
-from secure_fedsa.sweep.stats import holm_adjusted, paired_difference, seed_stats
+from secure_fedsa.app.sweep.results import read_rows
+from secure_fedsa.app.sweep.stats import holm_adjusted, paired_difference, seed_stats
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 REPLACE_ONE = ("default-replace-one",)

@@ -56,7 +56,7 @@ UTILITY = dict(
 
 
 def _train(config: Any, run_dir: Path, planted: str) -> float:
-    from secure_fedsa.federation import Progress, run_federation
+    from secure_fedsa.transports.federation import Progress, run_federation
 
     started = time.time()
     with PLANTED[planted]():

@@ -16,10 +16,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from secure_fedsa.sweep.joining import per_client_gains
-from secure_fedsa.sweep.results import parse_row, read_rows
-from secure_fedsa.sweep.significance import holm, sign_flip_p, sign_flip_p_above, wilcoxon_p
-from secure_fedsa.sweep.stats import t_critical
+from secure_fedsa.app.sweep.joining import per_client_gains
+from secure_fedsa.app.sweep.results import parse_row, read_rows
+from secure_fedsa.app.sweep.significance import holm, sign_flip_p, sign_flip_p_above, wilcoxon_p
+from secure_fedsa.app.sweep.stats import t_critical
 
 ROOT = Path(__file__).resolve().parents[1]
 MARGIN = 0.02  # the target: a gain of at least 2 points

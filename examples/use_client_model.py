@@ -73,8 +73,8 @@ def load_client_model(run_dir: Path, client_id: str) -> Callable[[list[str]], li
 
 def client_test_split(run_dir: Path, client_id: str) -> tuple[list[str], list[str]]:
     """The client's test texts and labels, rebuilt as the run split them (same seed)."""
-    from secure_fedsa.prepare import client_splits, load_source
-    from secure_fedsa.rundir import read_config
+    from secure_fedsa.site.prepare_data import client_splits, load_source
+    from secure_fedsa.site.rundir import read_config
 
     config = read_config(run_dir)
     dataset = load_source(config)

@@ -25,9 +25,27 @@ READABLE_VERSIONS = (2, 3, 4)
 ACCOUNTANTS = ("pld",)
 LEGACY_ACCOUNTANTS = ("prv", "rdp")
 CLIPPING_MODES = ("hooks", "ghost")
-# the sharing policies (secure_fedsa.sharing.POLICIES holds what each shares), named here so that
-# the configuration and the command line's option table need neither torch nor numpy
+# The sharing policies: which tensor groups ("A", "B", "head") each method shares and which it
+# freezes. Declared here, as plain data, so that the configuration and the command line's option
+# table need neither torch nor numpy; secure_fedsa.model.sharing builds its policies from them.
 METHODS = ("fedsa", "fedit", "ffa", "local")
+SHARED_GROUPS: dict[str, frozenset[str]] = {
+    "fedsa": frozenset({"A"}),
+    "fedit": frozenset({"A", "B"}),
+    "ffa": frozenset({"B"}),
+    "local": frozenset(),
+}
+FROZEN_GROUPS: dict[str, frozenset[str]] = {"ffa": frozenset({"A"})}
+TENSOR_GROUPS = frozenset({"A", "B", "head"})
+
+
+def kept_groups(method: str, head: str) -> frozenset[str]:
+    """The tensor groups ``method`` trains but never shares, with the head ``local`` or
+    ``shared`` (pure; the names are checked elsewhere)."""
+    shared = SHARED_GROUPS[method] | ({"head"} if head == "shared" else set())
+    return TENSOR_GROUPS - FROZEN_GROUPS.get(method, frozenset()) - shared
+
+
 PARTITIONS = ("iid", "dirichlet", "natural")
 # how many training records each client gets: as the partition gives them, or log-normal sizes
 # between min_train_examples and max_train_examples (secure_fedsa/data/partition.py)
@@ -491,7 +509,7 @@ def _check_sizes(config: RunConfig) -> None:
 def _check_threshold_floor(config: RunConfig) -> None:
     """A masking threshold below floor(2n/3) + 1 (n: the clients of one round) lets a server that
     lies about dropouts unmask an honest client with fewer than t clients (docs/crypto.md)."""
-    from secure_fedsa.threshold import threshold_problem
+    from secure_fedsa.secagg.threshold import threshold_problem
 
     masked = config.masking and config.encryption and config.method != "local"
     if not masked or config.masking_threshold is None:
@@ -540,11 +558,8 @@ def _check_rounds_and_finishing(config: RunConfig) -> None:
         f"{flag('finish_steps')} must be a whole number of steps (0: no finishing), got {steps!r}",
     )
     if steps > 0:  # the method and head were checked before
-        from secure_fedsa.sharing import get_policy  # (imports torch: not for --help)
-
-        policy = get_policy(config.method, config.head)
         _check(
-            bool(policy.trained - policy.shared),
+            bool(kept_groups(config.method, config.head)),
             f"{flag('finish_steps')} has nothing to train: {config.method} with {flag('head')} "
             f"{config.head} shares every tensor it trains, and finishing trains only the tensors "
             "a client keeps to itself",

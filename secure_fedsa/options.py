@@ -10,8 +10,8 @@ field (:class:`~secure_fedsa.config.Option`). From that table this module makes
   :func:`flower_values`), and the flags of an error message rewritten into those keys
   (:func:`flower_words`);
 - the run options' lines of pyproject.toml's ``[tool.flwr.app.config]``
-  (:func:`flower_toml_lines`; secure_fedsa.flower.protocol adds the deployment's own options and
-  writes the block).
+  (:func:`flower_toml_lines`; secure_fedsa.transports.flower.protocol adds the deployment's own
+  options and writes the block).
 
 Importing this module imports neither torch nor numpy (``secure-fedsa --help`` stays fast).
 """
@@ -229,7 +229,7 @@ def fit_layers(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     anything is written: more ``--num-layers`` than the encoder has, or an explicit
     ``--adapter-layers`` above the layers it keeps, is refused; the default adapter count on a
     shallower encoder becomes that encoder's depth, so that config.json says what was used."""
-    from secure_fedsa.model import ModelSpec, encoder_layers
+    from secure_fedsa.model.encoder import ModelSpec, encoder_layers
 
     layers = encoder_layers(ModelSpec(path=config.model, num_layers=config.num_layers))
     if layers is None or config.adapter_layers is None or config.adapter_layers <= layers:

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # user's own; subprocesses inherit it. Session- and module-scoped runs anchor their ledgers here.
 SESSION_ANCHORS = tempfile.mkdtemp(prefix="secure-fedsa-anchors-")
 os.environ["SECURE_FEDSA_ANCHORS"] = SESSION_ANCHORS
-# the alone baseline's cache (secure_fedsa/alone.py), shared by the session's CLI runs
+# the alone baseline's cache (secure_fedsa/app/alone.py), shared by the session's CLI runs
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="secure-fedsa-cache-")
 
 
@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from secure_fedsa.model import ModelSpec, load_tokenizer
+    from secure_fedsa.model.encoder import ModelSpec, load_tokenizer
 
     return load_tokenizer(ModelSpec())
 
@@ -71,7 +71,7 @@ def tokenizer():
 @pytest.fixture
 def tiny_model():
     """all-MiniLM-L6-v2 with only pretrained layer 0, LoRA r=8 on query/value, 2 labels."""
-    from secure_fedsa.model import ModelSpec, build_model
+    from secure_fedsa.model.encoder import ModelSpec, build_model
 
     return build_model(ModelSpec(num_layers=1), num_labels=2, seed=0)
 
@@ -87,7 +87,7 @@ class SharedRuns:
 
     def __call__(self, config) -> tuple[Path, dict]:  # noqa: ANN001 - a RunConfig
         """The run directory of ``config`` and its summary, trained the first time it is asked."""
-        from secure_fedsa.federation import run_federation
+        from secure_fedsa.transports.federation import run_federation
 
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in self.runs:

@@ -40,7 +40,7 @@ class FakeGrid:
         return ids
 
     def pull_messages(self, ids: list[str]) -> list[Message]:
-        from secure_fedsa.flower import client_app
+        from secure_fedsa.transports.flower import client_app
 
         replies = []
         for mid in ids:
@@ -73,7 +73,7 @@ def copy(message: Message) -> Message:
 
 def run(grid: FakeGrid, run_config: dict) -> dict:
     """The ServerApp's federation over ``grid``; its summary."""
-    from secure_fedsa.flower.protocol import Deployment
-    from secure_fedsa.flower.server_app import FlowerFederation
+    from secure_fedsa.transports.flower.protocol import Deployment
+    from secure_fedsa.transports.flower.server_app import FlowerFederation
 
     return FlowerFederation(grid, Deployment.from_run_config(run_config)).run()

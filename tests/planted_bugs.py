@@ -22,7 +22,7 @@ import torch
 
 @contextlib.contextmanager
 def noise_divided(factor: float) -> Iterator[None]:
-    from secure_fedsa.privacy import engine
+    from secure_fedsa.site import training as engine
 
     real = engine.gaussian
 

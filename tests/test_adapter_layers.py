@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_runs import TINY_DP
 
-from secure_fedsa.cli import build_parser, config_from_args, resumed_config
+from secure_fedsa.app.cli import build_parser, config_from_args, resumed_config
 from secure_fedsa.config import CONFIG_VERSION, RunConfig
 from secure_fedsa.errors import ConfigError, ModelError
-from secure_fedsa.federation import run_federation
-from secure_fedsa.model import ModelSpec, adapted_layers, build_model, tensor_group
+from secure_fedsa.model.encoder import ModelSpec, adapted_layers, build_model, tensor_group
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -136,9 +136,9 @@ def test_a_federation_shares_only_the_adapted_layers_a(tmp_path):
 def test_the_configuration_says_how_many_layers_carry_the_adapter():
     """Issue 35: the top 2 of a 1-layer encoder are recorded as 1, on the command line as in the
     library and in a configuration read back; an explicit count above the layers is refused."""
-    from secure_fedsa.cli import fit_layers
-    from secure_fedsa.sweep.report import render_summary
-    from secure_fedsa.sweep.spec import SweepSpec
+    from secure_fedsa.app.cli import fit_layers
+    from secure_fedsa.app.sweep.report import render_summary
+    from secure_fedsa.app.sweep.spec import SweepSpec
 
     parser = build_parser()
     args = parser.parse_args(["run", "--num-layers", "1"])
@@ -159,7 +159,7 @@ def test_the_configuration_says_how_many_layers_carry_the_adapter():
 
 
 def test_more_layers_than_the_encoder_has_is_refused_before_anything_is_built():
-    from secure_fedsa.model import check_fits, encoder_layers
+    from secure_fedsa.model.encoder import check_fits, encoder_layers
 
     assert encoder_layers(ModelSpec()) == 6 and encoder_layers(ModelSpec(num_layers=2)) == 2
     with pytest.raises(ModelError, match="--num-layers 100 is more than the 6 layers"):

@@ -11,8 +11,8 @@ from tiny_runs import TINY_DP
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
-from secure_fedsa.federation import run_federation
-from secure_fedsa.model import tensor_group
+from secure_fedsa.model.encoder import tensor_group
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ def test_fedsa_vera_shares_lambda_d_only_and_saves_a_peft_adapter(vera_run):
     from peft import PeftModel
     from transformers import AutoConfig, AutoModel
 
-    from secure_fedsa.model import resolve_model_path
+    from secure_fedsa.model.encoder import resolve_model_path
 
     setup = json.loads((vera_run / "setup.json").read_text())
     names = [m["name"] for m in setup["manifest"]]

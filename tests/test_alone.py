@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secure_fedsa.alone import alone_accuracy, alone_config, cache_key
-from secure_fedsa.cli import main
+from secure_fedsa.app.alone import alone_accuracy, alone_config, cache_key
+from secure_fedsa.app.cli import main
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import load_summary, run_federation
+from secure_fedsa.transports.federation import load_summary, run_federation
 
 pytestmark = pytest.mark.integration
 

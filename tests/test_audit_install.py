@@ -35,7 +35,7 @@ BLOCKER = textwrap.dedent(
         if name.split(".")[0] in BLOCKED:
             del sys.modules[name]
     sys.meta_path.insert(0, Blocker())
-    from secure_fedsa.cli import main
+    from secure_fedsa.app.cli import main
     sys.exit(main({argv!r}))
     """
 )
@@ -66,7 +66,7 @@ def test_a_missing_package_is_a_tool_problem_not_bad_evidence(audited_run, tmp_p
 
 
 def test_a_directory_that_is_not_a_run_is_refused_and_left_alone(tmp_path, capsys):
-    from secure_fedsa.cli import main
+    from secure_fedsa.app.cli import main
 
     stranger = tmp_path / "photos"
     stranger.mkdir()

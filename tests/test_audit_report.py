@@ -498,7 +498,7 @@ def test_keys_made_outside_the_run_are_bundled_and_listed_where_read(copy, tmp_p
 # -- 8. issue 35: versions, every message explained, a first page for non-programmers -----------
 def test_config_json_records_the_versions_of_what_made_the_run(run_dir):
     from secure_fedsa.config import RunConfig
-    from secure_fedsa.rundir import read_config
+    from secure_fedsa.site.rundir import read_config
 
     written = json.loads((run_dir / "config.json").read_text())["secure_fedsa"]
     assert written["release"] == metadata.version("secure-fedsa")

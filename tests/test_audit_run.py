@@ -15,7 +15,7 @@ from audits.result import shown_result
 from audits.runner import audit_run
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import SecureFedsaError
-from secure_fedsa.federation import run_federation
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -479,7 +479,7 @@ def test_user_errors_raise_for_the_cli(tmp_path):
 
 
 def test_the_cli_runs_the_audit_subcommand(tmp_path, capsys):
-    from secure_fedsa.cli import main
+    from secure_fedsa.app.cli import main
 
     assert main(["audit", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -103,7 +103,7 @@ def test_groups_are_restated_independently():
 
 
 def test_independent_of_the_sharing_policy_yet_in_agreement():
-    from secure_fedsa.sharing import POLICIES, get_policy
+    from secure_fedsa.model.sharing import POLICIES, get_policy
 
     assert {m: set(p.shared) for m, p in POLICIES.items()} == {
         m: set(g) for m, g in ALLOWED_GROUPS.items()
@@ -226,7 +226,7 @@ def test_epsilon_in_context_says_what_it_means_and_cites_it():
 
 def test_message_kinds_are_described_and_their_sizes_restated():
     from audits import messages
-    from secure_fedsa.crypto.shamir import SHARE_BYTES
+    from secure_fedsa.secagg.shamir import SHARE_BYTES
 
     assert set(messages.KINDS) == {"update", "secagg-keys", "secagg-shares", "secagg-survivors",
                                    "secagg-reveal", "report"}  # fmt: skip
@@ -286,7 +286,7 @@ def test_protocol_message_sizes_follow_their_content():
 
 def test_the_manifest_hash_is_restated_independently_yet_in_agreement():
     from audits.check_config import manifest_digest
-    from secure_fedsa.sharing import Manifest
+    from secure_fedsa.model.sharing import Manifest
 
     entries = (("encoder.layer.0.q.lora_A.default.weight", (8, 384)), ("head.w", (2,)))
     manifest = Manifest(entries)

@@ -17,12 +17,11 @@ import pytest
 import torch
 from tiny_runs import TINY_DP
 
-from secure_fedsa import wire
-from secure_fedsa.client import WEIGHT_UNIT, Client
 from secure_fedsa.config import RunConfig
-from secure_fedsa.crypto import packing
-from secure_fedsa.federation import Progress, run_federation
-from secure_fedsa.sharing import flatten
+from secure_fedsa.crypto import packing, wire
+from secure_fedsa.model.sharing import flatten
+from secure_fedsa.site.client import WEIGHT_UNIT, Client
+from secure_fedsa.transports.federation import Progress, run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +170,7 @@ def _last_adamw_step(gradients) -> float:
 
 @pytest.mark.parametrize("steps", [1, 2, 6, 20])
 def test_the_adam_bound_is_reached_by_the_worst_gradients_and_never_exceeded(steps):
-    from secure_fedsa.aggregate_check import ADAM_BETA1, ADAM_BETA2, adam_ratio_bound
+    from secure_fedsa.site.aggregate_check import ADAM_BETA1, ADAM_BETA2, adam_ratio_bound
 
     t = steps
     a = np.array([(1 - ADAM_BETA1) * ADAM_BETA1 ** (t - i) for i in range(1, t + 1)])

@@ -13,10 +13,10 @@ import json
 import pytest
 from tiny_runs import TINY_DP
 
-from secure_fedsa import client as client_module
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import run_federation
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
+from secure_fedsa.site import client as client_module
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 

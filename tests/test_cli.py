@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_fedsa.cli import main
+from secure_fedsa.app.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_console_script_exit_code(tmp_path):
         [
             sys.executable,
             "-m",
-            "secure_fedsa.cli",
+            "secure_fedsa.app.cli",
             "run",
             "--method",
             "nope",
@@ -220,8 +220,8 @@ def test_corrupted_keys_leave_nothing_and_a_rerun_with_good_keys_works(tmp_path,
 
 
 def test_a_setup_failure_after_the_directory_was_made_removes_it(tmp_path, capsys, monkeypatch):
-    from secure_fedsa import federation
     from secure_fedsa.errors import CryptoError
+    from secure_fedsa.transports import federation
 
     def broken(*args, **kwargs):
         raise CryptoError("the key generator failed (simulated)")
@@ -258,7 +258,7 @@ def test_one_client_and_one_class_clients_are_warned_about(tmp_path, capsys):
     assert any("nothing is federated" in w for w in setup["warnings"])
     # a client whose share holds one class: warned on the console, never in setup.json (label
     # counts are statistics of the client's private records)
-    from secure_fedsa.federation import data_warnings
+    from secure_fedsa.transports.federation import data_warnings
 
     warnings = data_warnings({"client-0": [10, 0], "client-1": [3, 4]})
     assert len(warnings) == 1 and "client-0 holds examples of one class only" in warnings[0]
@@ -269,7 +269,7 @@ def test_the_final_summary_shows_the_majority_class_rate(tmp_path, capsys):
                  "--rounds", "1"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    from secure_fedsa.federation import load_summary
+    from secure_fedsa.transports.federation import load_summary
 
     evaluation = load_summary(tmp_path / "r")["evaluation"]
     majority = evaluation["majority_class"]
@@ -309,7 +309,7 @@ def test_a_full_disk_leaves_no_temporary_file_and_the_same_out_works_afterwards(
 
     from secure_fedsa.config import RunConfig
     from secure_fedsa.errors import ConfigError
-    from secure_fedsa.rundir import RunDirectory
+    from secure_fedsa.site.rundir import RunDirectory
 
     real_fsync = os.fsync
 
@@ -369,7 +369,7 @@ def _python(*args):
 def test_version_prints_the_package_version():
     from importlib.metadata import version
 
-    proc = _python("-m", "secure_fedsa.cli", "--version")
+    proc = _python("-m", "secure_fedsa.app.cli", "--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"secure-fedsa {version('secure-fedsa')}"
 
@@ -377,7 +377,7 @@ def test_version_prints_the_package_version():
 def test_help_imports_neither_torch_nor_the_other_heavy_packages():
     probe = (
         "import sys\n"
-        "from secure_fedsa.cli import main\n"
+        "from secure_fedsa.app.cli import main\n"
         "for argv in ([], ['run'], ['sweep'], ['audit'], ['keys', 'init']):\n"
         "    try:\n"
         "        main([*argv, '--help'])\n"
@@ -414,7 +414,7 @@ def test_the_final_block_names_the_next_steps_and_dp_warnings_go_to_stderr(tmp_p
 def test_ctrl_c_names_the_run_directory_to_resume(tmp_path, capsys, monkeypatch):
     import re
 
-    from secure_fedsa import federation
+    from secure_fedsa.transports import federation
 
     real = federation.run_federation
 
@@ -445,7 +445,7 @@ def test_ctrl_c_names_the_run_directory_to_resume(tmp_path, capsys, monkeypatch)
 def test_ctrl_c_before_the_run_directory_exists_says_nothing_was_written(
     tmp_path, capsys, monkeypatch
 ):
-    from secure_fedsa import federation
+    from secure_fedsa.transports import federation
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

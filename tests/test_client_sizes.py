@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from secure_fedsa.cli import build_parser, config_from_args, main, resumed_config
-from secure_fedsa.client import ClientData
+from secure_fedsa.app.cli import build_parser, config_from_args, main, resumed_config
 from secure_fedsa.config import CLIENT_SIZES, RunConfig
 from secure_fedsa.data import CLIENT_SIZES as DATA_CLIENT_SIZES
 from secure_fedsa.errors import ConfigError, DataError
+from secure_fedsa.site.client import ClientData
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +75,7 @@ def test_invalid_values_are_refused(changes, message):
 
 
 def test_the_command_line_and_the_sweep_take_the_options():
-    from secure_fedsa.sweep.command import spec_from_args
+    from secure_fedsa.app.sweep.command import spec_from_args
 
     words = [
         "--client-sizes",
@@ -134,7 +134,7 @@ def test_client_data_has_an_empty_validation_split_by_default():
 
 @needs_rt
 def test_prepare_returns_a_validation_split():
-    from secure_fedsa.prepare import prepare
+    from secure_fedsa.site.prepare_data import prepare
 
     plain = prepare(RunConfig(max_examples=600, num_clients=3, partition="iid", seed=2))
     config = RunConfig(
@@ -155,7 +155,7 @@ def test_prepare_returns_a_validation_split():
 
 @needs_rt
 def test_prepare_with_many_small_clients():
-    from secure_fedsa.prepare import prepare
+    from secure_fedsa.site.prepare_data import prepare
 
     config = RunConfig(
         max_examples=4000,
@@ -207,7 +207,7 @@ def test_an_impossible_request_stops_the_run_with_one_line(tmp_path, capsys):
 
 @needs_rt
 def test_prepare_refuses_a_test_pool_too_small_for_the_test_split():
-    from secure_fedsa.prepare import prepare
+    from secure_fedsa.site.prepare_data import prepare
 
     with pytest.raises(DataError, match="--test-examples 500 exceeds the test pool of 200"):
         prepare(RunConfig(max_examples=1000, client_sizes="lognormal", test_examples=500))
@@ -219,7 +219,7 @@ def test_a_site_with_its_own_file_carves_a_validation_split(tmp_path):
     from pathlib import Path
 
     from secure_fedsa.data import load_dataset
-    from secure_fedsa.node import SiteSpec, site_data
+    from secure_fedsa.site.build import SiteSpec, site_data
 
     rt = load_dataset("rotten_tomatoes")
     path = Path(tmp_path / "site.csv")

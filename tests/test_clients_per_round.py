@@ -18,15 +18,15 @@ import pytest
 import torch
 from tiny_runs import TINY_DP
 
-from secure_fedsa import client as client_module
-from secure_fedsa.cli import main
-from secure_fedsa.client import WEIGHT_UNIT
+from secure_fedsa.app.cli import main
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
-from secure_fedsa.federation import run_federation
+from secure_fedsa.model.sharing import Manifest, flatten
 from secure_fedsa.sampling import rounds_sampled, sampled
-from secure_fedsa.secagg import default_threshold
-from secure_fedsa.sharing import Manifest, flatten
+from secure_fedsa.secagg.protocol import default_threshold
+from secure_fedsa.site import client as client_module
+from secure_fedsa.site.client import WEIGHT_UNIT
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_k_one_is_allowed_without_masking_and_k_is_pinned_on_resume(tmp_path, ca
 
 
 def test_flower_takes_k_from_the_run_config_and_refuses_k_below_min_clients():
-    from secure_fedsa.flower.protocol import RUN_KEYS, Deployment
+    from secure_fedsa.transports.flower.protocol import RUN_KEYS, Deployment
 
     assert RUN_KEYS["clients-per-round"] == "clients_per_round"
     base = {"clients": 5, "min-clients": 2}

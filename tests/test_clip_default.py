@@ -15,8 +15,8 @@ import torch
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.data.datasets import rotten_tomatoes
-from secure_fedsa.model import build_model, load_tokenizer
-from secure_fedsa.prepare import model_spec, tokenize
+from secure_fedsa.model.encoder import build_model, load_tokenizer
+from secure_fedsa.site.prepare_data import model_spec, tokenize
 
 pytestmark = pytest.mark.unit
 

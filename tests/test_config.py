@@ -82,6 +82,6 @@ def test_validation_accepts_exactly_the_valid_values(rounds, steps, clients, lr)
 def test_the_methods_are_the_sharing_policies():
     """config.METHODS spares the option table (and --help) torch; it names the same methods."""
     from secure_fedsa.config import METHODS
-    from secure_fedsa.sharing import POLICIES
+    from secure_fedsa.model.sharing import POLICIES
 
     assert tuple(POLICIES) == METHODS

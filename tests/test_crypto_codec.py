@@ -16,9 +16,9 @@ from secure_fedsa.crypto.keys import create_key_bundles
 from secure_fedsa.crypto.params import CKKSParams
 from secure_fedsa.crypto.plaintext import PlaintextCodec
 from secure_fedsa.crypto.signing import Roster, SigningKey
+from secure_fedsa.crypto.wire import decode_aggregate, encode_update
 from secure_fedsa.errors import CryptoError, UpdateRejected
-from secure_fedsa.server import Aggregator
-from secure_fedsa.wire import decode_aggregate, encode_update
+from secure_fedsa.server.aggregator import Aggregator
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from secure_fedsa import wire
+from secure_fedsa.crypto import wire
 from secure_fedsa.crypto.plaintext import PlaintextCodec
 from secure_fedsa.crypto.signing import SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected

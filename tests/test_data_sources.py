@@ -8,11 +8,11 @@ from importlib.util import find_spec
 
 import pytest
 
-from secure_fedsa.cli import main
+from secure_fedsa.app.cli import main
 from secure_fedsa.config import RunConfig
 from secure_fedsa.data import BUNDLED
 from secure_fedsa.errors import ModelError
-from secure_fedsa.federation import run_federation
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_a_local_model_directory(tmp_path, tiny_model, tokenizer):
     """Any local Hugging Face encoder directory works with --model (here: a saved copy)."""
     from transformers import AutoConfig, AutoModel
 
-    from secure_fedsa.model import default_model_path
+    from secure_fedsa.model.encoder import default_model_path
 
     source = str(default_model_path())
     model_dir = tmp_path / "my-encoder"
@@ -124,7 +124,7 @@ def test_a_local_model_directory(tmp_path, tiny_model, tokenizer):
 
 
 def test_lora_targets_that_do_not_exist_are_an_error():
-    from secure_fedsa.model import ModelSpec, build_model
+    from secure_fedsa.model.encoder import ModelSpec, build_model
 
     with pytest.raises(ModelError, match="q_lin"):
         build_model(ModelSpec(num_layers=1, target_modules=("q_lin",)), num_labels=2, seed=0)

@@ -18,7 +18,6 @@ import torch
 from tiny_runs import TINY_DP
 
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import run_federation
 from secure_fedsa.privacy.randomness import (
     OS_CSPRNG,
     OSRandom,
@@ -27,6 +26,7 @@ from secure_fedsa.privacy.randomness import (
     poisson_indices,
     uniforms,
 )
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 

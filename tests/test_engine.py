@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from secure_fedsa.errors import PrivacyError
-from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
 from secure_fedsa.privacy.randomness import OSRandom
+from secure_fedsa.site.training import DPSettings, train_dp, train_plain
 
 pytestmark = pytest.mark.unit
 
@@ -100,7 +100,7 @@ def test_zero_noise_dp_step_equals_per_example_reference(tiny_model, tokenizer, 
 def test_every_adapter_matches_the_per_example_reference(tokenizer, adapter, clip, mode):
     """rsLoRA (peft LoRA layers, another scaling) and VeRA (our grad sampler for peft's VeRA
     layer: λ_d and λ_b) give exactly the per-example clipped gradients, A side, B side and head."""
-    from secure_fedsa.model import ModelSpec, build_model
+    from secure_fedsa.model.encoder import ModelSpec, build_model
 
     model = build_model(ModelSpec(num_layers=1, adapter=adapter, vera_r=32), num_labels=2, seed=0)
     check_zero_noise_step(model, _batch(tokenizer), clip, mode)
@@ -111,7 +111,7 @@ def test_every_adapter_matches_the_per_example_reference(tokenizer, adapter, cli
 def test_an_adapter_on_the_top_layer_only_matches_the_per_example_reference(tokenizer, clip, mode):
     """``--adapter-layers``: the lowest adapted layer's input needs no gradient (nothing below it
     trains); the per-sample gradients are still exact."""
-    from secure_fedsa.model import ModelSpec, build_model
+    from secure_fedsa.model.encoder import ModelSpec, build_model
 
     model = build_model(ModelSpec(num_layers=2, adapter_layers=1), num_labels=2, seed=0)
     check_zero_noise_step(model, _batch(tokenizer), clip, mode)
@@ -157,7 +157,7 @@ def test_empty_poisson_batch_still_takes_a_noisy_step(tiny_model, tokenizer, mod
 
 
 def test_frozen_groups_do_not_move(tiny_model, tokenizer):
-    from secure_fedsa.sharing import get_policy
+    from secure_fedsa.model.sharing import get_policy
 
     tiny_model.set_trainable(get_policy("ffa").trained)
     a_before = {n: p.detach().clone() for n, p in tiny_model.named_parameters() if ".lora_A." in n}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from secure_fedsa.model import ModelSpec, build_model
+from secure_fedsa.model.encoder import ModelSpec, build_model
 
 pytestmark = pytest.mark.unit
 

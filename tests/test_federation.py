@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import run_federation
-from secure_fedsa.model import tensor_group
+from secure_fedsa.model.encoder import tensor_group
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_exported_adapter_loads_with_peft_alone(plain_runs):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
-    from secure_fedsa.model import default_model_path
+    from secure_fedsa.model.encoder import default_model_path
 
     run_dir, _ = plain_runs["fedsa"]
     cid = "client-1"

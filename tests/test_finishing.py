@@ -20,15 +20,15 @@ import torch
 from safetensors.torch import load_file
 from tiny_runs import TINY_DP
 
-from secure_fedsa import federation
-from secure_fedsa.cli import main
-from secure_fedsa.client import FINISHED_ADAPTER, FINISHING_FILE
+from secure_fedsa.app.cli import main
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
-from secure_fedsa.federation import Federation, Progress, load_summary, run_federation
+from secure_fedsa.model.sharing import flatten
 from secure_fedsa.privacy.anchor import default_anchor_dir
-from secure_fedsa.private_stats import read_evaluation, read_rounds
-from secure_fedsa.sharing import flatten
+from secure_fedsa.site.client import FINISHED_ADAPTER, FINISHING_FILE
+from secure_fedsa.site.private_stats import read_evaluation, read_rounds
+from secure_fedsa.transports import federation
+from secure_fedsa.transports.federation import Federation, Progress, load_summary, run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +202,7 @@ def test_what_finishing_trains_per_method(tmp_path):
         saved = (client.directory / "state.pt").exists()
         before = {k: v.clone() for k, v in client.state.items()}
         done = client.finish(2)
-        from secure_fedsa.model import tensor_group
+        from secure_fedsa.model.encoder import tensor_group
 
         for name, value in done.items():
             changed = not torch.equal(value, before[name])

@@ -14,7 +14,7 @@ pytest.importorskip("flwr")
 
 from secure_fedsa.config import RunConfig  # noqa: E402
 from secure_fedsa.errors import ConfigError, DataError, SecureFedsaError  # noqa: E402
-from secure_fedsa.flower import protocol as p  # noqa: E402
+from secure_fedsa.transports.flower import protocol as p  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def _site_file(path: Path, n: int = 60) -> Path:
 
 
 def test_a_site_builds_its_client_from_its_own_files(tmp_path):
-    from secure_fedsa.node import SiteSpec, build_site, server_manifest
+    from secure_fedsa.site.build import SiteSpec, build_site, server_manifest
 
     config = RunConfig(
         num_layers=1, max_length=16, labels=("neg", "pos"), dp=False, epsilon=None,
@@ -143,7 +143,7 @@ def test_server_app_imports_no_decryption_code():
     import sys
 
     code = (
-        "import sys, secure_fedsa.flower.server_app; "
+        "import sys, secure_fedsa.transports.flower.server_app; "
         "print(any(m.endswith('ckks_client') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -155,7 +155,7 @@ def test_a_shared_head_on_three_classes_has_the_sites_manifest(tmp_path):
     vocabulary, so its manifest hash is the sites' own and their updates are not rejected
     (the server used to assume 2 labels and refuse every update)."""
     from secure_fedsa.crypto.signing import create_identities, identity_path
-    from secure_fedsa.node import SiteSpec, build_site, server_manifest
+    from secure_fedsa.site.build import SiteSpec, build_site, server_manifest
 
     config = RunConfig(
         dataset="tweets", head="shared", num_layers=1, max_length=16, max_examples=300,
@@ -170,7 +170,7 @@ def test_a_shared_head_on_three_classes_has_the_sites_manifest(tmp_path):
     assert site.manifest.digest == server_manifest(config).digest
 
     from secure_fedsa.data import BUNDLED, BUNDLED_LABELS
-    from secure_fedsa.node import run_labels
+    from secure_fedsa.site.build import run_labels
 
     assert run_labels(config) == ("negative", "neutral", "positive")
     # a vocabulary the server cannot know with the head shared is refused, not guessed

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.deployment]
 
 pytest.importorskip("flwr")
 
-from secure_fedsa.client import WEIGHT_UNIT  # noqa: E402
+from secure_fedsa.site.client import WEIGHT_UNIT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -283,7 +283,7 @@ def _write_site_files(root: Path, names: tuple[str, ...] = SITES) -> dict[str, P
 def _setup(
     root: Path, names: tuple[str, ...] = SITES
 ) -> tuple[LocalDeployment, dict[str, dict[str, str]], Path]:
-    from secure_fedsa.security import init_keys
+    from secure_fedsa.site.keys import init_keys
 
     keys = root / "keys"
     init_keys(keys, max_clients=8, client_ids=list(names))  # `secure-fedsa keys init DIR ...`
@@ -407,7 +407,9 @@ def test_tls_deployment_with_dp_and_encryption(tmp_path):
         patterns += _byte_patterns(saved["trained"], a_names + b_names, weight)
     # no plaintext A or B reached the SuperLink: its state file, its logs, the `flwr run` output
     stored = b"".join(p.read_bytes() for p in tmp_path.joinpath("superlink").rglob("state.db*"))
-    assert stored.count(b"secure_fedsa.wire") >= 6  # the messages' arrays are in what we scan
+    assert (
+        stored.count(b"secure_fedsa.crypto.wire") >= 6
+    )  # the messages' arrays are in what we scan
     seen = stored + "".join(logs.values()).encode()
     assert patterns
     for pattern in patterns:

@@ -43,7 +43,7 @@ BASE = {
 
 def _make_sites(root: Path, names: tuple[str, ...]) -> tuple[Path, dict, dict]:
     from secure_fedsa.data import BUNDLED
-    from secure_fedsa.security import init_keys
+    from secure_fedsa.site.keys import init_keys
 
     keys = init_keys(root / "keys", max_clients=8, client_ids=list(names))
     dataset = BUNDLED["rotten_tomatoes"]()
@@ -139,8 +139,8 @@ def test_a_dropout_is_recorded_and_the_round_completes(four_sites, tmp_path):
 
 
 def test_below_min_clients_fails_cleanly_and_resumes(four_sites, tmp_path):
-    from secure_fedsa.flower import secagg_records as sr
-    from secure_fedsa.flower.server_app import RoundFailed
+    from secure_fedsa.transports.flower import secagg_records as sr
+    from secure_fedsa.transports.flower.server_app import RoundFailed
 
     root, keys, files = four_sites
     run_dir = tmp_path / "server"
@@ -234,7 +234,7 @@ def test_accuracy_reports_are_opt_in(sites, tmp_path):
 def test_an_altered_aggregate_is_rejected_and_only_a_status_code_goes_back(sites, tmp_path):
     from flwr.app import Array, ArrayRecord
 
-    from secure_fedsa.flower import protocol as p
+    from secure_fedsa.transports.flower import protocol as p
 
     root, keys, files = sites
     run_dir = tmp_path / "server"
@@ -288,7 +288,7 @@ def test_a_site_dropping_after_masking_leaves_the_sum_exact(four_sites, tmp_path
     before sending its masked update: the others reveal its mask key, the server removes the
     dangling masks, and the aggregate every survivor loads is exactly the weighted mean of the
     other three updates."""
-    from secure_fedsa.flower import secagg_records as sr
+    from secure_fedsa.transports.flower import secagg_records as sr
 
     root, keys, files = four_sites
     run_dir = tmp_path / "server"
@@ -351,7 +351,7 @@ def test_a_site_dropping_after_masking_leaves_the_sum_exact(four_sites, tmp_path
 
 def _keeping(monkeypatch) -> list[dict]:
     """Every round secret state a site keeps in its Context, as it keeps it."""
-    from secure_fedsa.flower import secagg_records as sr
+    from secure_fedsa.transports.flower import secagg_records as sr
 
     kept: list[dict] = []
     real = sr.ContextSecrets.save
@@ -369,7 +369,7 @@ def test_round_secrets_are_forgotten_by_the_end_of_every_round(sites, tmp_path):
     """A site's X25519 keys and self-mask seed of a round live in its SuperNode's memory from
     its key advertisement to its last use: once a site has answered the round's evaluate, its
     Context holds no secret of that round (nor of any other), also at the end of the run."""
-    from secure_fedsa.flower import secagg_records as sr
+    from secure_fedsa.transports.flower import secagg_records as sr
 
     root, keys, files = sites
     config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(tmp_path / "server")}
@@ -403,16 +403,16 @@ def test_a_site_refuses_a_forged_roster_and_an_unmasked_round(sites, tmp_path):
     from secure_fedsa.engine import messages as m
     from secure_fedsa.engine.aggregation import signed_roster
     from secure_fedsa.errors import CryptoError
-    from secure_fedsa.flower import client_app
-    from secure_fedsa.flower import protocol as p
-    from secure_fedsa.flower.server_app import FlowerFederation
-    from secure_fedsa.secagg import RoundFailed
+    from secure_fedsa.secagg.protocol import RoundFailed
+    from secure_fedsa.transports.flower import client_app
+    from secure_fedsa.transports.flower import protocol as p
+    from secure_fedsa.transports.flower.server_app import FlowerFederation
 
     root, keys, files = sites
     config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(tmp_path / "server")}
     contexts = _contexts(tmp_path, keys, files, config)
     grid = FakeGrid(contexts)
-    from secure_fedsa.flower.protocol import Deployment
+    from secure_fedsa.transports.flower.protocol import Deployment
 
     federation = FlowerFederation(grid, Deployment.from_run_config(config))
     session = federation.session
@@ -440,10 +440,10 @@ def test_a_site_refuses_a_server_signed_roster_that_swaps_its_peers_keys(sites, 
     from secure_fedsa.engine import messages as m
     from secure_fedsa.engine.aggregation import ROSTER_KIND, signed_roster
     from secure_fedsa.errors import CryptoError
-    from secure_fedsa.flower import client_app
-    from secure_fedsa.flower import secagg_records as sr
-    from secure_fedsa.flower.protocol import Deployment
-    from secure_fedsa.flower.server_app import FlowerFederation
+    from secure_fedsa.transports.flower import client_app
+    from secure_fedsa.transports.flower import secagg_records as sr
+    from secure_fedsa.transports.flower.protocol import Deployment
+    from secure_fedsa.transports.flower.server_app import FlowerFederation
 
     root, keys, files = sites
     config = {**BASE, "keys-dir": str(root / "keys"), "run-dir": str(tmp_path / "server")}
@@ -469,8 +469,8 @@ def test_different_survivor_sets_over_flower_unmask_nobody_and_the_round_complet
     (issue 33.2). site-c signs its set, finds no t signatures of it at the reveal and reveals
     nothing (its ClientApp errs: a dropout); nobody reveals site-d's mask key; the three others
     agree on one set and the round completes with the exact sum."""
-    from secure_fedsa.flower import client_app
-    from secure_fedsa.flower import protocol as p
+    from secure_fedsa.transports.flower import client_app
+    from secure_fedsa.transports.flower import protocol as p
 
     root, keys, files = four_sites
     run_dir = tmp_path / "server"
@@ -523,7 +523,7 @@ def test_a_site_refuses_a_round_below_its_pinned_threshold_before_training(sites
     """site-a's own node config pins min-masking-threshold = 4; the server's run asks for 3 (the
     floor for 3 sites): site-a refuses at the key advertisement, before any DP step, says why,
     and its ledger holds nothing. The round then has too few sites and fails (issue 33.3)."""
-    from secure_fedsa.flower.server_app import RoundFailed
+    from secure_fedsa.transports.flower.server_app import RoundFailed
 
     root, keys, files = sites
     run_dir = tmp_path / "server"

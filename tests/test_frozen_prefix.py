@@ -1,4 +1,4 @@
-"""The frozen-bottom cache (secure_fedsa/frozen_prefix.py) changes nothing but the time a step
+"""The frozen-bottom cache (secure_fedsa/model/frozen_prefix.py) changes nothing but the time a step
 takes: the same logits, the same per-sample clipped gradients, the same DP step for the same noise,
 the same federation; and it is refused where it could change something."""
 
@@ -12,14 +12,14 @@ from test_engine import _batch, _randomise_b, check_zero_noise_step
 from tiny_runs import TINY_DP
 from torch.utils.data import TensorDataset
 
-from secure_fedsa import frozen_prefix
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ModelError
-from secure_fedsa.federation import Federation
-from secure_fedsa.frozen_prefix import EncoderTop, FrozenPrefix, frozen_depth
-from secure_fedsa.model import ModelSpec, build_model
-from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
+from secure_fedsa.model import frozen_prefix
+from secure_fedsa.model.encoder import ModelSpec, build_model
+from secure_fedsa.model.frozen_prefix import EncoderTop, FrozenPrefix, frozen_depth
 from secure_fedsa.privacy.randomness import SeededTestRandom
+from secure_fedsa.site.training import DPSettings, train_dp, train_plain
+from secure_fedsa.transports.federation import Federation
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from secure_fedsa.errors import PrivacyError
-from secure_fedsa.privacy import engine
-from secure_fedsa.privacy.engine import DPSettings, PoissonSampler, train_dp
 from secure_fedsa.privacy.hazards import check_dp_setup, check_mechanism
 from secure_fedsa.privacy.randomness import OSRandom
+from secure_fedsa.site import training as engine
+from secure_fedsa.site.training import DPSettings, PoissonSampler, train_dp
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from secure_fedsa.cli import main
+from secure_fedsa.app.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,15 @@ def _entries(run_dir) -> int:
 
 def _kill_and_resume(run_dir, delay: float) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "secure_fedsa.cli", "run", "--out", str(run_dir), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "secure_fedsa.app.cli",
+        "run",
+        "--out",
+        str(run_dir),
+        "--quiet",
+    ]
     proc = subprocess.Popen(
         [*command, *FLAGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -16,9 +16,9 @@ from tiny_runs import TINY_DP, interrupt_then_resume
 
 from secure_fedsa.config import LR_SCHEDULES, RunConfig
 from secure_fedsa.errors import ConfigError
-from secure_fedsa.privacy.engine import DPSettings, train_dp, train_plain
 from secure_fedsa.privacy.randomness import OSRandom
 from secure_fedsa.schedule import round_factors, step_factor
+from secure_fedsa.site.training import DPSettings, train_dp, train_plain
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ def test_wrong_factors_are_refused_before_any_parameter_changes(
 
 # -- a federation hands each round its own factors, also after an interruption ----------------
 def test_every_round_trains_with_its_own_factors_across_an_interruption(tmp_path, monkeypatch):
-    from secure_fedsa import client as client_module
+    from secure_fedsa.site import client as client_module
 
     seen: list[tuple[str, list[float]]] = []
     real = client_module.train_dp

@@ -21,17 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secure_fedsa import secagg, wire
-from secure_fedsa.aggregate_check import (
-    CHECK_DRIFT,
-    CHECK_WEIGHT,
-    AggregateProblem,
-    Bounds,
-    aggregate_problems,
-    shareable_reasons,
-)
-from secure_fedsa.crypto import signing
-from secure_fedsa.crypto.shamir import SHARE_BYTES, combine_shares
+from secure_fedsa.crypto import signing, wire
 from secure_fedsa.crypto.signing import (
     Roster,
     SigningKey,
@@ -44,7 +34,8 @@ from secure_fedsa.crypto.signing import (
     sign_roster,
 )
 from secure_fedsa.errors import ConfigError, CryptoError
-from secure_fedsa.secagg import (
+from secure_fedsa.secagg import protocol as secagg
+from secure_fedsa.secagg.protocol import (
     MaskingClient,
     RoundFailed,
     survivors_digest,
@@ -52,13 +43,22 @@ from secure_fedsa.secagg import (
     threshold_for_coalition,
     tolerated_coalition,
 )
-from secure_fedsa.site_policy import (
+from secure_fedsa.secagg.shamir import SHARE_BYTES, combine_shares
+from secure_fedsa.secagg.site_policy import (
     PinnedPolicy,
     PolicyRefused,
     RoundPolicy,
     check_round_policy,
     pinned_policy,
     round_policy_problems,
+)
+from secure_fedsa.site.aggregate_check import (
+    CHECK_DRIFT,
+    CHECK_WEIGHT,
+    AggregateProblem,
+    Bounds,
+    aggregate_problems,
+    shareable_reasons,
 )
 
 pytestmark = pytest.mark.integration
@@ -350,7 +350,7 @@ def ckks(tmp_path_factory):
 
 
 def test_a_client_claiming_weight_4096_is_refused_by_the_roster_weight_check(ckks):
-    from secure_fedsa.server import Aggregator
+    from secure_fedsa.server.aggregator import Aggregator
 
     client_codec, server_codec = ckks
     weights = {"site-a": 11.61, "site-b": 2.79, "site-c": 33.6}

@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 from tiny_runs import TINY_DP
 
-from secure_fedsa import inprocess
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.engine import messages as m
 from secure_fedsa.engine.aggregation import ServerRound, signed_roster
 from secure_fedsa.errors import CryptoError
-from secure_fedsa.federation import run_federation
-from secure_fedsa.secagg import Reveal
+from secure_fedsa.secagg.protocol import Reveal
+from secure_fedsa.transports import inprocess
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_without_the_consistency_check_the_split_view_reveals_both_of_vs_secrets
 ):
     """Power check: with reveal believing whatever sets it is sent (the check disabled), the
     same lie gets V's mask-key share from client-2 next to seed shares from the others."""
-    from secure_fedsa import secagg
+    from secure_fedsa.secagg import protocol as secagg
 
     monkeypatch.setattr(secagg, "consistency_problem", lambda *a, **k: None)
     real_reveal = secagg.MaskingClient.reveal
@@ -139,8 +139,8 @@ def test_without_the_consistency_check_the_split_view_reveals_both_of_vs_secrets
 def test_a_round_weaker_than_the_sites_policy_is_refused_before_training(tmp_path, monkeypatch):
     """Each site pins masking on (as a Flower site does by default); the run asks for none:
     every site refuses before any DP step, and no ledger records a thing."""
-    from secure_fedsa import federation
-    from secure_fedsa.site_policy import PinnedPolicy
+    from secure_fedsa.secagg.site_policy import PinnedPolicy
+    from secure_fedsa.transports import federation
 
     monkeypatch.setattr(federation, "site_policy_for", lambda config: PinnedPolicy())
     run_dir = tmp_path / "run"
@@ -163,7 +163,7 @@ def test_power_check_the_same_round_trains_when_the_site_pins_nothing(tmp_path):
 def _steering(monkeypatch, weight: float) -> None:
     """client-0 encrypts an update that moves every value by ~90 % of the drift bound, claiming
     ``weight``."""
-    from secure_fedsa import client as client_module
+    from secure_fedsa.site import client as client_module
 
     real = client_module.encode_update
 
@@ -193,7 +193,7 @@ def test_a_client_claiming_weight_4096_is_rejected_by_every_honest_client(tmp_pa
 
 
 def test_power_check_the_honest_weight_is_applied(tmp_path, monkeypatch):
-    from secure_fedsa.client import WEIGHT_UNIT
+    from secure_fedsa.site.client import WEIGHT_UNIT
 
     run_dir = tmp_path / "run"
     run_federation(RunConfig(**CONFIG), run_dir)

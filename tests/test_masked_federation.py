@@ -15,15 +15,15 @@ import pytest
 import torch
 from tiny_runs import TINY_DP
 
-from secure_fedsa import inprocess
-from secure_fedsa.client import WEIGHT_UNIT
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.ckks_client import CKKSClientCodec
 from secure_fedsa.crypto.ckks_server import CKKSServerCodec
 from secure_fedsa.crypto.signing import Roster, SigningKey
-from secure_fedsa.federation import run_federation
-from secure_fedsa.server import Aggregator
-from secure_fedsa.sharing import Manifest, flatten
+from secure_fedsa.model.sharing import Manifest, flatten
+from secure_fedsa.server.aggregator import Aggregator
+from secure_fedsa.site.client import WEIGHT_UNIT
+from secure_fedsa.transports import inprocess
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def _captured_run(tmp_path, **overrides):
     real = aggregation.submit
 
     def capture(aggregator, payload):
-        from secure_fedsa import wire
+        from secure_fedsa.crypto import wire
 
         received[wire.unpack(payload).client_id] = payload
         return real(aggregator, payload)
@@ -60,7 +60,7 @@ def _captured_run(tmp_path, **overrides):
 def _decrypt_alone(run_dir, payload: bytes) -> tuple[np.ndarray, float]:
     """What a server holding client.keys reads from one upload: it sums it alone, unmasked,
     and decrypts (weighted values, weight)."""
-    from secure_fedsa import wire
+    from secure_fedsa.crypto import wire
 
     setup = json.loads((run_dir / "setup.json").read_text())
     server = CKKSServerCodec.from_bundle(run_dir / "keys" / "server.keys")

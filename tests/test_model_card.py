@@ -18,14 +18,14 @@ import pytest
 import yaml  # huggingface_hub's own dependency (model-card metadata)
 from tiny_runs import TINY_DP
 
-from secure_fedsa.base_reference import (
+from secure_fedsa.config import RunConfig
+from secure_fedsa.model.base_reference import (
     DEFAULT_BASE_MODEL,
     bundled_model_dir,
     portable_reference,
     resolve_base_model,
 )
-from secure_fedsa.config import RunConfig
-from secure_fedsa.model_card import (
+from secure_fedsa.site.model_card import (
     AuditNote,
     CardInputs,
     epsilon_text,
@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real DP run (one layer, two rounds of two steps) with one finishing step."""
-    from secure_fedsa.federation import Progress, run_federation
+    from secure_fedsa.transports.federation import Progress, run_federation
 
     path = tmp_path_factory.mktemp("card") / "run"
     config = RunConfig(**TINY_DP, finish_steps=1)
@@ -168,7 +168,7 @@ def test_the_adapter_loads_by_its_reference_in_a_fresh_process(run_dir: Path, tm
         from peft import PeftModel, get_peft_model_state_dict
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel
-        from secure_fedsa.base_reference import resolve_base_model
+        from secure_fedsa.model.base_reference import resolve_base_model
 
         adapter = sys.argv[1]
         reference = json.load(open(adapter + "/adapter_config.json"))["base_model_name_or_path"]
@@ -200,7 +200,7 @@ def test_the_adapter_loads_by_its_reference_in_a_fresh_process(run_dir: Path, tm
 
 
 def test_the_audit_writes_its_verdict_into_the_cards(run_dir: Path) -> None:
-    from secure_fedsa.cli import main
+    from secure_fedsa.app.cli import main
 
     assert main(["audit", str(run_dir)]) == 0
     report = json.loads((run_dir / "audit/report.json").read_text())

@@ -21,12 +21,12 @@ import struct
 import pytest
 from tiny_runs import TINY_DP
 
-from secure_fedsa import wire
 from secure_fedsa.config import RunConfig
+from secure_fedsa.crypto import wire
 from secure_fedsa.crypto.signing import SigningKey
 from secure_fedsa.errors import UpdateRejected
-from secure_fedsa.federation import run_federation
-from secure_fedsa.server import Aggregator
+from secure_fedsa.server.aggregator import Aggregator
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from hypothesis.extra.numpy import arrays
 from test_engine import _batch
 from tiny_runs import TINY_DP, interrupt_then_resume
 
-from secure_fedsa.aggregate_check import clamp_round_change
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import ConfigError
-from secure_fedsa.privacy.engine import DPSettings, OptimizerCarry, train_dp, train_plain
 from secure_fedsa.privacy.randomness import OSRandom
+from secure_fedsa.site.aggregate_check import clamp_round_change
+from secure_fedsa.site.training import DPSettings, OptimizerCarry, train_dp, train_plain
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +181,7 @@ def test_fresh_keeps_no_optimizer_state(tmp_path):
 def test_every_round_change_stays_within_the_bound_the_aggregate_check_uses(tmp_path, monkeypatch):
     """With a bound far below what training moves, every client clamps, and the aggregates still
     pass every client's check: without the clamp they would be rejected."""
-    from secure_fedsa import client as client_module
+    from secure_fedsa.site import client as client_module
 
     bound = 1e-4
     monkeypatch.setattr(client_module, "round_change_bound", lambda **_: bound)

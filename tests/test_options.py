@@ -12,7 +12,7 @@ import pytest
 import tomli as tomllib
 
 from secure_fedsa import options
-from secure_fedsa.cli import build_parser
+from secure_fedsa.app.cli import build_parser
 from secure_fedsa.config import RunConfig, flag
 from secure_fedsa.errors import ConfigError
 
@@ -132,8 +132,8 @@ def test_every_field_is_an_option_or_says_why_not():
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_every_option_reaches_every_transport(name):
-    from secure_fedsa.flower.protocol import Deployment
-    from secure_fedsa.sweep.command import VARIED
+    from secure_fedsa.app.sweep.command import VARIED
+    from secure_fedsa.transports.flower.protocol import Deployment
 
     value, context = SAMPLES[name]
     option = _by_name()[name]
@@ -160,7 +160,7 @@ def test_every_option_reaches_every_transport(name):
 
 
 def test_the_app_config_holds_every_option_at_its_default():
-    from secure_fedsa.flower.protocol import DEPLOYMENT_OPTIONS, RUN_KEYS
+    from secure_fedsa.transports.flower.protocol import DEPLOYMENT_OPTIONS, RUN_KEYS
 
     config = _app_config()
     assert set(config) == set(RUN_KEYS) | set(DEPLOYMENT_OPTIONS)
@@ -171,7 +171,7 @@ def test_the_app_config_holds_every_option_at_its_default():
 
 
 def test_a_flower_error_names_the_run_config_key():
-    from secure_fedsa.flower.protocol import Deployment
+    from secure_fedsa.transports.flower.protocol import Deployment
 
     assert flag("dp") == "--no-dp" and flag("num_clients") == "--clients"
     with pytest.raises(ConfigError, match=r"^epsilon must be .* \(use dp=false for no privacy\)$"):
@@ -185,7 +185,7 @@ def test_a_flower_error_names_the_run_config_key():
 
 
 def test_the_help_lists_every_option_with_its_default():
-    from secure_fedsa.sweep.command import VARIED
+    from secure_fedsa.app.sweep.command import VARIED
 
     parser = build_parser()
     for command in ("sweep", "run"):
@@ -220,7 +220,7 @@ def test_the_package_has_no_import_cycle():
         parts = path.relative_to(REPO).with_suffix("").parts
         paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     graph = {name: _imports(path, set(paths)) - {name} for name, path in paths.items()}
-    assert "secure_fedsa.options" in graph["secure_fedsa.sweep.command"]
+    assert "secure_fedsa.options" in graph["secure_fedsa.app.sweep.command"]
     done: set[str] = set()
 
     def visit(name: str, trail: list[str]) -> None:

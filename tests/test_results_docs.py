@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_fedsa.sweep.runner import read_spec, write_outputs
+from secure_fedsa.app.sweep.runner import read_spec, write_outputs
 
 pytestmark = pytest.mark.unit
 

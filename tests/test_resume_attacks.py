@@ -17,13 +17,13 @@ import shutil
 import pytest
 from tiny_runs import TINY_DP
 
-from secure_fedsa.cli import main
-from secure_fedsa.client import Client
+from secure_fedsa.app.cli import main
 from secure_fedsa.config import RunConfig
 from secure_fedsa.errors import LedgerError
-from secure_fedsa.federation import run_federation
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
 from secure_fedsa.privacy.ledger import canonical_hash, identity_hash
+from secure_fedsa.site.client import Client
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -135,9 +135,9 @@ def test_a_reset_ledger_stops_the_resume_and_changes_nothing(run, attack, messag
 def test_without_the_anchor_the_releases_still_give_a_reset_away(run, attack):
     """The second line of defence: the state and egress records the ledger no longer explains
     (what a site whose anchors were lost still has)."""
-    from secure_fedsa.egress import EgressLog
-    from secure_fedsa.node import client_releases
     from secure_fedsa.privacy.continuity import open_history
+    from secure_fedsa.site.build import client_releases
+    from secure_fedsa.site.egress import EgressLog
 
     attack(run)
     directory = run / "clients" / "client-0"
@@ -281,7 +281,7 @@ def test_sigma_and_budget_together_say_how_many_rounds_fit(tmp_path):
     config = RunConfig(**{**BASE, "rounds": 6, "noise_multiplier": 1.5, "epsilon": 2.0})
     run_dir = tmp_path / "short"
     messages = []
-    from secure_fedsa.federation import Progress
+    from secure_fedsa.transports.federation import Progress
 
     summary = run_federation(config, run_dir, Progress(message=messages.append))
     setup = json.loads((run_dir / "setup.json").read_text())

@@ -22,8 +22,8 @@ from audits.runner import audit_run
 from secure_fedsa.config import DEFAULT_CANARIES, RunConfig
 from secure_fedsa.errors import ConfigError, PrivacyError
 from secure_fedsa.privacy import canaries as core
-from secure_fedsa.privacy.engine import DPSettings, PoissonSampler, train_dp
 from secure_fedsa.privacy.randomness import SeededTestRandom
+from secure_fedsa.site.training import DPSettings, PoissonSampler, train_dp
 
 pytestmark = pytest.mark.integration
 
@@ -230,7 +230,7 @@ def test_the_flag_alone_asks_for_the_default_number_of_canaries():
 # --------------------------------------------------------------------------- a run and its audit
 @pytest.fixture(scope="module")
 def canary_run(tmp_path_factory):
-    from secure_fedsa.federation import run_federation
+    from secure_fedsa.transports.federation import run_federation
 
     run_dir = tmp_path_factory.mktemp("canaries") / "run"
     config = RunConfig(**{**TINY_AUDIT, "epsilon": 1.0, "canaries": 300, "encryption": False})

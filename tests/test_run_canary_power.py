@@ -20,7 +20,7 @@ from tiny_runs import TINY_AUDIT
 
 from audits.runner import audit_run
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import Progress, run_federation
+from secure_fedsa.transports.federation import Progress, run_federation
 
 pytestmark = pytest.mark.e2e
 

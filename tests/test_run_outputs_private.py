@@ -25,15 +25,15 @@ import torch
 from audit_helpers import audit, findings, results
 from tiny_runs import TINY_DP
 
-from secure_fedsa.cli import main
+from secure_fedsa.app.cli import main
 from secure_fedsa.config import RunConfig
 from secure_fedsa.engine.summary import KEPT_IN
 from secure_fedsa.errors import LedgerError
-from secure_fedsa.federation import Progress, run_federation
 from secure_fedsa.privacy.accounting import DPEvent, epsilon
 from secure_fedsa.privacy.ledger import LedgerIdentity, canonical_hash, identity_hash
-from secure_fedsa.private_stats import read_evaluation, read_rounds
-from secure_fedsa.rundir import RunDirectory, read_config
+from secure_fedsa.site.private_stats import read_evaluation, read_rounds
+from secure_fedsa.site.rundir import RunDirectory, read_config
+from secure_fedsa.transports.federation import Progress, run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -227,7 +227,7 @@ def _config(files: list[str], seed: int) -> RunConfig:
 def _canary_trained(files: list[str], seed: int) -> bool:
     """Whether the split of ``seed`` puts the canary (site 0's last record) in training."""
     from secure_fedsa.data import split_clients
-    from secure_fedsa.prepare import client_indices, load_source
+    from secure_fedsa.site.prepare_data import client_indices, load_source
 
     config = _config(files, seed)
     dataset = load_source(config)
@@ -241,8 +241,8 @@ def _canary_costs_more(files: dict[bool, list[str]], seed: int) -> bool:
     the pretrained model, the candidate records): whether the canary's loss under the initial
     model is above the record it would replace. The first step's loss is taken before any noise,
     so the mean loss of the run with the canary is higher exactly when this is true."""
-    from secure_fedsa.model import build_model, load_tokenizer
-    from secure_fedsa.prepare import model_spec, tokenize
+    from secure_fedsa.model.encoder import build_model, load_tokenizer
+    from secure_fedsa.site.prepare_data import model_spec, tokenize
 
     config = _config(files[True], seed)
     torch.manual_seed(seed)
@@ -325,8 +325,8 @@ def test_a_dp_false_edit_never_resumes_a_run_that_trained_with_dp(finished, tmp_
 
 
 def test_a_site_that_trained_with_dp_refuses_a_round_without_dp(finished):
-    from secure_fedsa.egress import EgressLog
-    from secure_fedsa.node import refuse_without_dp
+    from secure_fedsa.site.build import refuse_without_dp
+    from secure_fedsa.site.egress import EgressLog
 
     site = finished / "clients" / "client-0"
     records = EgressLog(finished / "egress").read("client-0")

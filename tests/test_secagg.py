@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secure_fedsa.crypto.masking import (
+from secure_fedsa.crypto.signing import Roster, SigningKey
+from secure_fedsa.errors import CryptoError
+from secure_fedsa.secagg.masking import (
     MaskSeeds,
     add_mod,
     chunk_mask,
@@ -19,16 +21,14 @@ from secure_fedsa.crypto.masking import (
     prg_mod,
     sub_mod,
 )
-from secure_fedsa.crypto.shamir import combine_shares, split_secret
-from secure_fedsa.crypto.signing import Roster, SigningKey
-from secure_fedsa.errors import CryptoError
-from secure_fedsa.secagg import (
+from secure_fedsa.secagg.protocol import (
     MaskingClient,
     MaskingServer,
     RoundFailed,
     default_threshold,
     survivors_digest,
 )
+from secure_fedsa.secagg.shamir import combine_shares, split_secret
 
 pytestmark = pytest.mark.unit
 
@@ -118,7 +118,7 @@ def test_shamir_any_threshold_subset_recovers_and_fewer_do_not():
 def test_shamir_property(secret, threshold, extra, data):
     """Any t shares recover the secret; t − 1 shares interpolate to something else (they carry
     no information: the missing coefficient is uniform); every share lies on one polynomial."""
-    from secure_fedsa.crypto.shamir import PRIME
+    from secure_fedsa.secagg.shamir import PRIME
 
     holders = threshold + extra
     shares = list(enumerate(split_secret(secret, threshold=threshold, holders=holders), start=1))
@@ -145,7 +145,7 @@ def test_shamir_property(secret, threshold, extra, data):
 
 def test_the_field_is_prime():
     """p = 2^256 + 297 is prime (deterministic Miller-Rabin bases for this size, plus 40 more)."""
-    from secure_fedsa.crypto.shamir import PRIME
+    from secure_fedsa.secagg.shamir import PRIME
 
     d, r = PRIME - 1, 0
     while d % 2 == 0:

@@ -9,9 +9,9 @@ import torch
 from audit_helpers import SMALL as AUDITED
 
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import Progress, run_federation
-from secure_fedsa.model import tensor_group
+from secure_fedsa.model.encoder import tensor_group
 from secure_fedsa.privacy.randomness import SeededTestRandom
+from secure_fedsa.transports.federation import Progress, run_federation
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ def test_budget_exhaustion_stops_clients_cleanly(tmp_path):
 
 def test_a_run_uses_keys_made_with_keys_init(tmp_path):
     from secure_fedsa.crypto.keys import load_server_keys
-    from secure_fedsa.security import init_keys
+    from secure_fedsa.site.keys import init_keys
 
     paths = init_keys(tmp_path / "keys", max_clients=8)
     config = RunConfig(epsilon=8.0, keys_dir=str(tmp_path / "keys"), **dict(SMALL, rounds=1))

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secure_fedsa import wire
 from secure_fedsa.crypto import chunks as chunkfmt
+from secure_fedsa.crypto import wire
 from secure_fedsa.crypto.ckks_client import CKKSClientCodec
 from secure_fedsa.crypto.ckks_server import CKKSServerCodec
 from secure_fedsa.crypto.keys import create_key_bundles
@@ -22,7 +22,7 @@ from secure_fedsa.crypto.params import CKKSParams
 from secure_fedsa.crypto.plaintext import PlaintextCodec
 from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.errors import ConfigError, UpdateRejected
-from secure_fedsa.server import Aggregator
+from secure_fedsa.server.aggregator import Aggregator
 
 pytestmark = pytest.mark.unit
 
@@ -318,7 +318,10 @@ def test_no_update_no_aggregate(keys):
 def test_rejections_are_logged_without_payload(keys, caplog):
     agg = aggregator(keys)
     data = update(keys["ours"][0], 0, round=7)
-    with caplog.at_level(logging.INFO, logger="secure_fedsa.server"), pytest.raises(UpdateRejected):
+    with (
+        caplog.at_level(logging.INFO, logger="secure_fedsa.server.aggregator"),
+        pytest.raises(UpdateRejected),
+    ):
         agg.add(data)
     assert "rejected update from client-0" in caplog.text and "round" in caplog.text
     assert len(caplog.text) < 500
@@ -428,7 +431,8 @@ def test_fuzz_header_text_with_valid_checksum(keys, valid_update, data):
 def test_server_side_imports_no_decryption_code():
     code = (
         "import sys, inspect\n"
-        "import secure_fedsa.server, secure_fedsa.crypto.ckks_server, secure_fedsa.wire\n"
+        "import secure_fedsa.server.aggregator, secure_fedsa.crypto.ckks_server\n"
+        "import secure_fedsa.crypto.wire\n"
         "mods = [m for n, m in sys.modules.items() if n.startswith('secure_fedsa')]\n"
         "assert 'secure_fedsa.crypto.ckks_client' not in sys.modules\n"
         "bad = [m.__name__ for m in mods if 'Decryptor' in inspect.getsource(m)]\n"
@@ -506,7 +510,7 @@ def test_a_dp_federation_needs_the_ledger_head_and_a_plain_one_refuses_it():
 )
 @settings(max_examples=200, deadline=None)
 def test_only_a_head_that_moves_forward_with_the_rounds_passes(last, now, same_head):
-    from secure_fedsa.server import ledger_head_problem
+    from secure_fedsa.server.aggregator import ledger_head_problem
 
     (last_round, last_entries), (round_now, entries) = last, now
     previous = (last_round, wire.LedgerHead(last_entries, "aa" * 32))

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secure_fedsa.errors import ConfigError, ModelError
-from secure_fedsa.model import tensor_group
-from secure_fedsa.sharing import POLICIES, Manifest, flatten, get_policy, unflatten
+from secure_fedsa.model.encoder import tensor_group
+from secure_fedsa.model.sharing import POLICIES, Manifest, flatten, get_policy, unflatten
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +34,7 @@ def test_exactly_the_right_tensors_leave_a_client(tiny_model, method):
 @pytest.fixture(scope="module")
 def adapter_names():
     """Every adapter/head tensor name of a one-layer model per adapter."""
-    from secure_fedsa.model import ModelSpec, build_model
+    from secure_fedsa.model.encoder import ModelSpec, build_model
 
     return {
         adapter: list(

@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from secure_fedsa import federation
-from secure_fedsa.cli import main
+from secure_fedsa.app.cli import main
+from secure_fedsa.transports import federation
 
 pytestmark = pytest.mark.integration
 
@@ -169,8 +169,8 @@ def test_a_sweep_carried_with_its_small_files_keeps_its_rows(sweep, monkeypatch,
 def test_curve_is_a_png_with_one_line_per_series(sweep):
     import matplotlib.image
 
-    from secure_fedsa.sweep.plot import build_figure
-    from secure_fedsa.sweep.results import parse_row, read_rows
+    from secure_fedsa.app.sweep.plot import build_figure
+    from secure_fedsa.app.sweep.results import parse_row, read_rows
 
     out = sweep["out"]
     png = out / "curve.png"

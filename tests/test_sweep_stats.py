@@ -13,19 +13,19 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from secure_fedsa.config import RunConfig
-from secure_fedsa.errors import ConfigError
-from secure_fedsa.sweep import significance
-from secure_fedsa.sweep.joining import gain_from_joining, per_client_gains
-from secure_fedsa.sweep.report import accounting_text, render_summary
-from secure_fedsa.sweep.significance import (
+from secure_fedsa.app.sweep import significance
+from secure_fedsa.app.sweep.joining import gain_from_joining, per_client_gains
+from secure_fedsa.app.sweep.report import accounting_text, render_summary
+from secure_fedsa.app.sweep.significance import (
     holm,
     sign_flip_p,
     smallest_sign_flip_p,
     wilcoxon_p,
 )
-from secure_fedsa.sweep.spec import Cell, SweepSpec
-from secure_fedsa.sweep.stats import difference_stats, holm_adjusted
+from secure_fedsa.app.sweep.spec import Cell, SweepSpec
+from secure_fedsa.app.sweep.stats import difference_stats, holm_adjusted
+from secure_fedsa.config import RunConfig
+from secure_fedsa.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -346,7 +346,7 @@ def test_summary_states_the_accounting():
 
 
 def test_curve_draws_alone_as_a_reference_line():
-    from secure_fedsa.sweep.plot import build_figure
+    from secure_fedsa.app.sweep.plot import build_figure
 
     rows = _joining_rows()
     figure = build_figure(rows, title="t", methods=["fedsa"])
@@ -424,8 +424,8 @@ def test_committed_sweeps_keep_their_cells(path):
 
 
 def test_no_alone_option(tmp_path):
-    from secure_fedsa.cli import build_parser
-    from secure_fedsa.sweep.command import spec_from_args
+    from secure_fedsa.app.cli import build_parser
+    from secure_fedsa.app.sweep.command import spec_from_args
 
     parser = build_parser()
     sweep_parser = parser._subparsers._group_actions[0].choices["sweep"]
@@ -438,7 +438,7 @@ def test_no_alone_option(tmp_path):
 
 
 def test_a_sweep_from_before_the_alone_cells_is_named_as_such(tmp_path):
-    from secure_fedsa.sweep.runner import open_sweep_dir
+    from secure_fedsa.app.sweep.runner import open_sweep_dir
 
     spec = SweepSpec(RunConfig(), ("fedsa",), (8.0,), (0,), "cmd")
     old = dict(spec.to_dict(), version=1)
@@ -454,7 +454,7 @@ def test_a_sweep_from_before_the_alone_cells_is_named_as_such(tmp_path):
 
 
 def test_the_one_sided_sign_flip_test_of_a_margin():
-    from secure_fedsa.sweep.significance import sign_flip_p_above
+    from secure_fedsa.app.sweep.significance import sign_flip_p_above
 
     # ten seeds all 3 points ahead: d - 0.02 all positive, only the all-plus pattern reaches it
     assert sign_flip_p_above([0.03] * 10, 0.02) == pytest.approx(1 / 1024)

@@ -8,19 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secure_fedsa.config import RunConfig
-from secure_fedsa.errors import ConfigError
-from secure_fedsa.sweep.plot import build_figure
-from secure_fedsa.sweep.report import render_summary
-from secure_fedsa.sweep.results import parse_row, render_csv, row_from_summary
-from secure_fedsa.sweep.spec import (
+from secure_fedsa.app.sweep.plot import build_figure
+from secure_fedsa.app.sweep.report import render_summary
+from secure_fedsa.app.sweep.results import parse_row, render_csv, row_from_summary
+from secure_fedsa.app.sweep.spec import (
     Cell,
     SweepSpec,
     parse_epsilons,
     parse_methods,
     parse_seeds,
 )
-from secure_fedsa.sweep.stats import eta_seconds, format_duration, group_over_seeds, seed_stats
+from secure_fedsa.app.sweep.stats import eta_seconds, format_duration, group_over_seeds, seed_stats
+from secure_fedsa.config import RunConfig
+from secure_fedsa.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -151,7 +151,7 @@ def test_validation_columns_and_old_files_without_them():
     assert plain["accuracy_validation_mean"] == "" == plain["accuracy_validation_per_client"]
     # a results.csv written before the columns existed reads them as empty, and is rewritten
     # with them
-    from secure_fedsa.sweep.results import COLUMNS
+    from secure_fedsa.app.sweep.results import COLUMNS
 
     before = [c for c in COLUMNS if "validation" not in c]
     buffer = io.StringIO()
@@ -183,9 +183,9 @@ def test_a_full_disk_leaves_the_sweep_files_as_they_were(tmp_path, monkeypatch):
     import errno
     import os
 
-    from secure_fedsa.sweep.plot import save_curve
-    from secure_fedsa.sweep.results import write_rows
-    from secure_fedsa.sweep.runner import write_outputs
+    from secure_fedsa.app.sweep.plot import save_curve
+    from secure_fedsa.app.sweep.results import write_rows
+    from secure_fedsa.app.sweep.runner import write_outputs
 
     spec = SweepSpec(RunConfig(num_layers=1), METHODS, (math.inf, 2.0), (0, 1), "cmd")
     rows = _rows(METHODS, [math.inf, 2.0], [0, 1])
@@ -288,8 +288,8 @@ def _example_argv(path):
 def test_examples_are_valid_sweeps(script, cells):
     from pathlib import Path
 
-    from secure_fedsa.cli import build_parser
-    from secure_fedsa.sweep.command import spec_from_args
+    from secure_fedsa.app.cli import build_parser
+    from secure_fedsa.app.sweep.command import spec_from_args
 
     path = Path(__file__).resolve().parents[1] / "examples" / script
     argv = _example_argv(path)
@@ -303,7 +303,7 @@ def test_examples_are_valid_sweeps(script, cells):
 
 # --------------------------------------------------------------------------- statistics
 def test_confidence_interval_against_known_values():
-    from secure_fedsa.sweep.stats import seed_stats, t_critical
+    from secure_fedsa.app.sweep.stats import seed_stats, t_critical
 
     assert t_critical(4) == pytest.approx(2.776445, abs=1e-6)
     assert t_critical(1) == pytest.approx(12.706205, abs=1e-6)
@@ -316,7 +316,7 @@ def test_confidence_interval_against_known_values():
 
 
 def test_paired_difference_against_known_values():
-    from secure_fedsa.sweep.stats import paired_difference
+    from secure_fedsa.app.sweep.stats import paired_difference
 
     reference = {0: 0.80, 1: 0.82, 2: 0.81, 9: 0.5}  # seed 9 has no partner: left out
     other = {0: 0.78, 1: 0.80, 2: 0.80}
@@ -338,7 +338,7 @@ def test_t_interval_agrees_with_scipys_paired_t_test(pairs):
     p < 0.05."""
     from scipy.stats import ttest_rel
 
-    from secure_fedsa.sweep.stats import paired_difference
+    from secure_fedsa.app.sweep.stats import paired_difference
 
     reference = {i: a for i, (a, _) in enumerate(pairs)}
     other = {i: a + d for i, (a, d) in enumerate(pairs)}
@@ -352,8 +352,8 @@ def test_t_interval_agrees_with_scipys_paired_t_test(pairs):
 
 
 def test_method_variants_parse_and_label():
-    from secure_fedsa.sweep.plot import method_label
-    from secure_fedsa.sweep.spec import parse_variant
+    from secure_fedsa.app.sweep.plot import method_label
+    from secure_fedsa.app.sweep.spec import parse_variant
 
     assert parse_variant("fedit+head") == ("fedit", "shared", None)
     assert parse_variant("fedsa@vera") == ("fedsa", None, "vera")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from secure_fedsa.cli import main
+from secure_fedsa.app.cli import main
 from secure_fedsa.engine.record import PHASES, phase_seconds
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_metrics_summary_and_a_quiet_log_show_where_the_time_went(tmp_path, caps
         phase_seconds(metrics, final_evaluation=phases["final_evaluation"])
     )
     assert "train" not in phases and "seconds" not in summary  # both follow the batch sizes
-    from secure_fedsa.private_stats import read_rounds
+    from secure_fedsa.site.private_stats import read_rounds
 
     for cid in ("client-0", "client-1"):
         assert all(r["train_seconds"] > 0 for r in read_rounds(out / "clients" / cid))

@@ -74,7 +74,7 @@ def _sites(tmp: Path, keys: Path, config: RunConfig, flower: dict) -> dict[int, 
 
 
 def _keys(tmp: Path, config: RunConfig) -> Path:
-    from secure_fedsa.security import init_keys
+    from secure_fedsa.site.keys import init_keys
 
     ids = [f"client-{i}" for i in range(config.num_clients)]
     init_keys(tmp / "keys", max_clients=config.max_clients, client_ids=ids)
@@ -83,7 +83,7 @@ def _keys(tmp: Path, config: RunConfig) -> Path:
 
 def _flower(tmp: Path, config: RunConfig, keys: Path, **deployment: object) -> tuple[dict, Path]:
     """``config`` run on the Flower grid; (its summary, the server's run directory)."""
-    from secure_fedsa.flower.protocol import Deployment
+    from secure_fedsa.transports.flower.protocol import Deployment
 
     run_dir = tmp / "flower-server"
     flower = run_config(
@@ -114,7 +114,7 @@ def test_in_process_and_flower_write_the_same_summary_and_metrics(tmp_path):
     """Same configuration and seed, no DP (DP noise comes from the OS, never from the seed):
     summary.json and metrics.jsonl are the same on both transports, timings aside. With the
     evaluation released, so that every accuracy is compared too; CKKS and masking on."""
-    from secure_fedsa.federation import run_federation
+    from secure_fedsa.transports.federation import run_federation
 
     keys = _keys(tmp_path, RunConfig(**SMALL))
     config = RunConfig(**SMALL, dp=False, epsilon=None, release_evaluation=True)

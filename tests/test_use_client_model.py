@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from secure_fedsa.config import RunConfig
-from secure_fedsa.federation import run_federation
+from secure_fedsa.transports.federation import run_federation
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ def interrupt_then_resume(config, run_dir, after: int = 1) -> None:  # noqa: ANN
     the end (as a restarted process would, from the run directory only)."""
     import pytest
 
-    from secure_fedsa.federation import Progress, run_federation
+    from secure_fedsa.transports.federation import Progress, run_federation
 
     def stop(number: int) -> None:
         if number == after:

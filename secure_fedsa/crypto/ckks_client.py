@@ -24,7 +24,7 @@ from secure_fedsa.crypto import packing
 from secure_fedsa.crypto.chunks import CiphertextLayout
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.keys import ClientKeys, load_client_keys
-from secure_fedsa.crypto.masking import add_mod
+from secure_fedsa.crypto.packing import add_mod
 from secure_fedsa.crypto.seal_io import (
     SEED_BYTES,
     Scratch,

@@ -1,8 +1,8 @@
 """The server side of the CKKS codec: validate upload chunks and add ciphertexts. Never decrypts.
 
 Built from ``server.keys`` alone (parameters and fingerprint, no key material): adding two
-ciphertexts needs no key. This module imports no decryption code, and ``server.py`` imports
-nothing from ``ckks_client``.
+ciphertexts needs no key. This module imports no decryption code, and ``server/aggregator.py``
+imports nothing from ``ckks_client``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tenseal.sealapi as seal
 
 from secure_fedsa.crypto.chunks import CiphertextLayout
 from secure_fedsa.crypto.keys import ServerKeys, load_server_keys
-from secure_fedsa.crypto.masking import sub_mod
+from secure_fedsa.crypto.packing import sub_mod
 from secure_fedsa.crypto.seal_io import Scratch, ciphertext_file, make_context, read_coefficients
 from secure_fedsa.errors import CryptoError, UpdateRejected
 

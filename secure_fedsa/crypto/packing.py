@@ -123,3 +123,13 @@ def restore_coefficients(rounded: np.ndarray, drop: int) -> np.ndarray:
 def coefficient_width(modulus: int, drop: int) -> int:
     """Bits needed per rounded coefficient."""
     return max(1, (rounded_limit(drop, modulus) - 1).bit_length())
+
+
+def add_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
+    """``(a + b) mod modulus`` for uint64 arrays already reduced (modulus < 2^63)."""
+    return (a + b) % np.uint64(modulus)
+
+
+def sub_mod(a: np.ndarray, b: np.ndarray, modulus: int) -> np.ndarray:
+    """``(a - b) mod modulus`` for uint64 arrays already reduced (modulus < 2^63)."""
+    return (a + (np.uint64(modulus) - b)) % np.uint64(modulus)

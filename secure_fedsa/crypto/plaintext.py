@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from secure_fedsa.crypto import packing
+from secure_fedsa.crypto.wire import PLAINTEXT_FINGERPRINT
 from secure_fedsa.errors import CryptoError, UpdateRejected
-from secure_fedsa.wire import PLAINTEXT_FINGERPRINT
 
 __all__ = ["PLAINTEXT_FINGERPRINT", "PlaintextCodec", "PlaintextAccumulator"]
 FLOATS_PER_CHUNK = 4096

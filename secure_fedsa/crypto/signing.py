@@ -270,7 +270,7 @@ def create_identities(
 
     ``weights`` (one per client, positive) fixes each client's aggregation weight in the signed
     roster: clients then check every aggregate's total weight against it exactly
-    (:func:`secure_fedsa.aggregate_check.roster_weight_problem`). Refuses to overwrite
+    (:func:`secure_fedsa.site.aggregate_check.roster_weight_problem`). Refuses to overwrite
     anything. Returns the roster's path.
     """
     ids = list(client_ids)

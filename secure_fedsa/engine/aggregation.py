@@ -1,10 +1,10 @@
 """The server's side of one round: validate and add updates, remove the masks, sign the sum.
 
-:class:`ServerRound` holds one round's :class:`~secure_fedsa.server.Aggregator` and secure
-aggregation's :class:`~secure_fedsa.secagg.MaskingServer`. The server never decrypts (this module
-imports no decryption code, and its keys have none) and it remembers, across rounds and restarts,
-the last ledger head it accepted from each client (:class:`LedgerHeads`, rebuilt from its own
-metrics.jsonl), so that a client whose ledger went back is refused (P5).
+:class:`ServerRound` holds one round's :class:`~secure_fedsa.server.aggregator.Aggregator` and
+secure aggregation's :class:`~secure_fedsa.secagg.protocol.MaskingServer`. The server never decrypts
+(this module imports no decryption code, and its keys have none) and it remembers, across rounds and
+restarts, the last ledger head it accepted from each client (:class:`LedgerHeads`, rebuilt from its
+own metrics.jsonl), so that a client whose ledger went back is refused (P5).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from secure_fedsa.crypto.signing import (
     SigningKey,
     sign_roster,
 )
+from secure_fedsa.crypto.wire import LedgerHead
 from secure_fedsa.engine.messages import KeysRequest
 from secure_fedsa.errors import CryptoError, UpdateRejected
-from secure_fedsa.secagg import KeyAdvert, MaskingServer, Reveal
-from secure_fedsa.secagg import RoundFailed as MaskingFailed
-from secure_fedsa.server import Aggregator
-from secure_fedsa.sharing import Manifest
-from secure_fedsa.wire import LedgerHead
+from secure_fedsa.model.sharing import Manifest
+from secure_fedsa.secagg.protocol import KeyAdvert, MaskingServer, Reveal
+from secure_fedsa.secagg.protocol import RoundFailed as MaskingFailed
+from secure_fedsa.server.aggregator import Aggregator
 
 ROSTER_KIND = ROSTER_SIGNATURE_KIND  # what the server's signature over the roster is bound to
 

@@ -1,11 +1,11 @@
 """The round's messages: what the server asks each site, and what each site answers.
 
 Requests carry the round and the run's session; replies are the protocol's own objects
-(:class:`~secure_fedsa.secagg.KeyAdvert`, :class:`~secure_fedsa.secagg.Reveal`) or the typed
-reports below. Reports are the only plaintext a site sends about itself: training status, steps,
-ε, public DP parameters, and about the aggregate a status code (never why it was rejected: that is
-computed from decrypted values and stays on the site, P6). Accuracy is in a report only when the
-run releases its evaluation. A transport that moves bytes sends a report as its canonical JSON
+(:class:`~secure_fedsa.secagg.protocol.KeyAdvert`, :class:`~secure_fedsa.secagg.protocol.Reveal`) or
+the typed reports below. Reports are the only plaintext a site sends about itself: training status,
+steps, ε, public DP parameters, and about the aggregate a status code (never why it was rejected:
+that is computed from decrypted values and stays on the site, P6). Accuracy is in a report only when
+the run releases its evaluation. A transport that moves bytes sends a report as its canonical JSON
 (:func:`report_bytes`) and reads it back strictly (:func:`read_report`): a field of the wrong type
 or a name it does not know makes the reply malformed, never a crash of the server.
 """
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from secure_fedsa.errors import SecureFedsaError
-from secure_fedsa.secagg import KeyAdvert
+from secure_fedsa.secagg.protocol import KeyAdvert
 
 # a client's status in a round (metrics.jsonl)
 TRAINED = "trained"

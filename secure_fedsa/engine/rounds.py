@@ -44,11 +44,11 @@ from secure_fedsa.engine.aggregation import ServerKeys, ServerRound, ledger_head
 from secure_fedsa.engine.record import RoundRecord
 from secure_fedsa.engine.summary import completed_summary, failed_summary
 from secure_fedsa.errors import SecureFedsaError
-from secure_fedsa.rundir import RunDirectory
+from secure_fedsa.model.sharing import Manifest
 from secure_fedsa.sampling import sampled
-from secure_fedsa.secagg import KeyAdvert, Reveal, fixed_threshold
-from secure_fedsa.secagg import RoundFailed as MaskingFailed
-from secure_fedsa.sharing import Manifest
+from secure_fedsa.secagg.protocol import KeyAdvert, Reveal, fixed_threshold
+from secure_fedsa.secagg.protocol import RoundFailed as MaskingFailed
+from secure_fedsa.site.rundir import RunDirectory
 
 Address = Hashable  # a client id in-process, a node id in Flower
 

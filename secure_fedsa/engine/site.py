@@ -2,12 +2,11 @@
 
 :class:`Participant` answers the server's requests (:mod:`secure_fedsa.engine.messages`) for one
 client: it makes and keeps the round's masking secrets, trains (the ledger is charged inside
-:meth:`~secure_fedsa.client.Client.train`, before anything leaves), masks, encrypts and signs its
-update, checks and applies the aggregate, evaluates, and at the end exports and finishes its
+:meth:`~secure_fedsa.site.client.Client.train`, before anything leaves), masks, encrypts and signs
+its update, checks and applies the aggregate, evaluates, and at the end exports and finishes its
 model. Every message it sends is recorded in its egress log first; every statistic of its records
-that is not DP (loss, batch sizes, training time, accuracy, label counts) goes to its own
-directory (:mod:`secure_fedsa.private_stats`) and into a reply only when the run releases its
-evaluation.
+that is not DP (loss, batch sizes, training time, accuracy, label counts) goes to its own directory
+(:mod:`secure_fedsa.site.private_stats`) and into a reply only when the run releases its evaluation.
 
 The round's X25519 keys and self-mask seed live in a :class:`SecretStore` (memory only: a dict
 in-process, the SuperNode's ``Context.state`` in Flower) from the key advertisement until the
@@ -27,17 +26,28 @@ from typing import Any, Protocol
 
 import torch
 
-from secure_fedsa.client import Client, finish_export
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.codec import ChunkMask
-from secure_fedsa.crypto.masking import chunk_mask
 from secure_fedsa.crypto.signing import Identity, Roster, accept_roster, parse_roster
-from secure_fedsa.egress import EgressLog
 from secure_fedsa.engine import messages as m
 from secure_fedsa.errors import BudgetExhausted, CryptoError
-from secure_fedsa.private_stats import append_round, write_evaluation
-from secure_fedsa.secagg import KeyAdvert, MaskingClient, Reveal, RoundFailed, fixed_threshold
-from secure_fedsa.site_policy import PinnedPolicy, PolicyRefused, RoundPolicy, check_round_policy
+from secure_fedsa.secagg.masking import chunk_mask
+from secure_fedsa.secagg.protocol import (
+    KeyAdvert,
+    MaskingClient,
+    Reveal,
+    RoundFailed,
+    fixed_threshold,
+)
+from secure_fedsa.secagg.site_policy import (
+    PinnedPolicy,
+    PolicyRefused,
+    RoundPolicy,
+    check_round_policy,
+)
+from secure_fedsa.site.client import Client, finish_export
+from secure_fedsa.site.egress import EgressLog
+from secure_fedsa.site.private_stats import append_round, write_evaluation
 
 AGGREGATES_FILE = "aggregates.jsonl"  # the site's own log of aggregates and why it rejected any
 

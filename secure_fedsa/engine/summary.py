@@ -16,8 +16,8 @@ import numpy as np
 from secure_fedsa.config import RunConfig
 from secure_fedsa.engine.messages import FinalReport
 from secure_fedsa.engine.record import phase_seconds
+from secure_fedsa.model.sharing import get_policy
 from secure_fedsa.privacy.accounting import NEIGHBOURING_RELATION
-from secure_fedsa.sharing import get_policy
 
 KEPT_IN = "each client's own evaluation.json (clients/<id>/ in-process, a Flower site's state-dir)"
 

@@ -6,7 +6,7 @@ of the shared tensors (A under FedSA), where it is ``±GRADIENT_FACTOR · clip``
 drawn with probability 1/2 from the client's DP randomness (the OS CSPRNG in every run), picks
 the sign: +1 for b_j = 1, −1 for b_j = 0. The canaries are sampled by the same Poisson sampler as
 the client's records, clipped with them by the same joint per-sample clipping, summed into the
-same noisy sum (:func:`secure_fedsa.privacy.engine.train_dp`), so whatever the run's mechanism
+same noisy sum (:func:`secure_fedsa.site.training.train_dp`), so whatever the run's mechanism
 does to a record it does to a canary.
 
 Why a sign and not presence: every ε of this package is stated for replace-one neighbours
