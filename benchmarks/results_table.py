@@ -9,14 +9,18 @@ import json
 import sys
 from pathlib import Path
 
+from secure_fedsa.transports.federation import load_summary
+
 
 def row(run: Path) -> dict:
     config = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
+    # the operator holds every client's directory: accuracy comes from their evaluation.json
+    # unless the run released it (summary.json no longer carries it otherwise)
+    summary = load_summary(run)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     privacy = summary["privacy"]
     eps = max(p["epsilon"] for p in privacy.values()) if isinstance(privacy, dict) else None
-    acc = summary["accuracy"]
+    acc = summary["evaluation"]
     return {
         "run": run.name,
         "method": config["method"],
@@ -25,7 +29,11 @@ def row(run: Path) -> dict:
         "mean": acc["mean"],
         "weighted": acc["weighted_mean"],
         "clients": " / ".join(f"{v:.3f}" for v in acc["per_client"].values()),
-        "curve": " ".join(f"{m['mean_accuracy']:.2f}" for m in metrics),
+        # per-round accuracy is in metrics.jsonl only when the run released its evaluation
+        "curve": " ".join(
+            f"{m['mean_accuracy']:.2f}" for m in metrics if m.get("mean_accuracy") is not None
+        )
+        or "not released",
         "minutes": summary["seconds"] / 60,
     }
 
