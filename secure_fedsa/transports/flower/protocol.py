@@ -190,7 +190,7 @@ def app_config_block() -> str:
         'null: 0 or "" means "not set" where an option\'s default is none. Override any with'
     )
     lines = [APP_CONFIG_TABLE]
-    lines += [f"# {line}" for line in textwrap.wrap(intro, 98)]
+    lines += [f"# {line}" for line in textwrap.wrap(intro, 98, break_on_hyphens=False)]
     lines += ["#   flwr run . CONNECTION --run-config 'rounds=8 epsilon=3.0'", ""]
     lines += options.flower_toml_lines()
     lines += ["", "# -- deployment (Flower only)"]
