@@ -1,11 +1,11 @@
 """Check (P7): which aggregates the clients loaded, and which they rejected as impossible.
 
-Every client checks the aggregate it decrypts against what honest clients can produce (weights,
-finite values, how far honest training moves a shared value; see
-``secure_fedsa/site/aggregate_check.py``) and discards one that fails. The audit cannot see
-decrypted values; it reads what ``metrics.jsonl`` recorded per round and reports every rejected
-aggregate: the run completed, but those rounds taught the clients nothing shared (a sign of a
-misbehaving key holder, or of a corrupted or forged aggregate).
+Every client checks the aggregate it decrypts against what honest clients can produce (the
+contributors it names, whose roster weights are the divisor; finite values; how far honest training
+moves a shared value; see ``secure_fedsa/site/aggregate_check.py``) and discards one that fails. The
+audit cannot see decrypted values; it reads what ``metrics.jsonl`` recorded per round and reports
+every rejected aggregate: the run completed, but those rounds taught the clients nothing shared (a
+sign of a misbehaving key holder, or of a corrupted or forged aggregate).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from audits.result import CheckResult
 NAME = "aggregates"
 STATEMENT = (
     "Every aggregate a client loaded passed that client's check that honest clients could have "
-    "produced it (signed by the server, weights in range, finite values, shared values within "
-    "the bound honest training obeys); every rejected aggregate is listed with the clients that "
-    "rejected it."
+    "produced it (signed by the server, contributors named from the roster, finite values, shared "
+    "values within the bound honest training obeys); every rejected aggregate is listed with the "
+    "clients that rejected it."
 )
 
 

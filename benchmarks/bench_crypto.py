@@ -1,7 +1,8 @@
 """Bytes and seconds for one round of secure aggregation: our codec against two baselines.
 
-For each vector size, ``--clients`` clients each send ``weight * values`` and ``weight``; the
-server sums; one client decrypts and divides. Compared:
+For each vector size, ``--clients`` clients each send ``weight * values``; the server sums; one
+client decrypts and divides (for secure_fedsa, by the roster weights of the contributors the
+signed aggregate names: the weight is not sent). Compared:
 
 - ``secure_fedsa``: this library (seeded symmetric CKKS, both slot halves, rounded ``c0``,
   N=4096, primes (60, 49), scale 2^40), measured through the full signed message envelope and
@@ -135,6 +136,7 @@ def bench_ours(n: int, clients: int, *, masked: bool = False) -> Row:
     from secure_fedsa.crypto.signing import Roster, SigningKey
     from secure_fedsa.crypto.wire import decode_aggregate, encode_update
     from secure_fedsa.server.aggregator import Aggregator
+    from secure_fedsa.site.aggregate_check import roster_total_weight
 
     with tempfile.TemporaryDirectory() as directory:
         client_path, server_path = create_key_bundles(directory, CKKSParams(), max_clients=64)
@@ -142,7 +144,10 @@ def bench_ours(n: int, clients: int, *, masked: bool = False) -> Row:
         server = CKKSServerCodec.from_bundle(server_path)
     signers = {k: SigningKey.generate(f"client-{k}") for k in range(clients)}
     server_key = SigningKey.generate("server")
-    roster = Roster({s.owner: s.public_bytes for s in signers.values()}, server_key.public_bytes)
+    roster = Roster(
+        {s.owner: s.public_bytes for s in signers.values()}, server_key.public_bytes,
+        weights={s.owner: weight_of(k) for k, s in signers.items()},
+    )  # fmt: skip
     aggregator = Aggregator(
         server, manifest_hash=MANIFEST, round=0, n_values=n, session=SESSION, roster=roster,
         key=server_key,
@@ -153,7 +158,8 @@ def bench_ours(n: int, clients: int, *, masked: bool = False) -> Row:
             client, data, manifest_hash=MANIFEST, round=0, session=SESSION, n_values=n,
             server_key=server_key.public_bytes,
         )  # fmt: skip
-        return result.total / result.total_weight
+        # the divisor: the roster weights of the contributors the signed aggregate names
+        return result.total / roster_total_weight(result.contributor_ids, roster.weights)
 
     masks, result = {}, aggregator.result
     if masked:

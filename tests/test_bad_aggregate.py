@@ -1,7 +1,9 @@
 """A key-holding client sends impossible updates: the federation survives (promise P7).
 
 client-2 holds the federation's keys and its own valid signing key, and bypasses its own codec's
-bound. In round 2 it sends a valid ciphertext of 1e4 per value; in round 3 a weight of -10.
+bound. In round 2 it sends a valid ciphertext of 1e4 per value; in round 3 its update times -10
+instead of its roster weight (what a weight of -10 has become: no weight is sent, every client
+divides by the roster weights of the contributors the aggregate names).
 Both are accepted by the server (it cannot read ciphertexts), and every client rejects the
 aggregate, keeps the shared tensors it started the round with, and goes on. Round 4 is honest
 again and is loaded. The run is interrupted after round 3 and resumed, and the audit reports
@@ -32,13 +34,13 @@ class _Stop(Exception):
     pass
 
 
-def hostile_make_update(self: Client, round_number: int, session: str, mask=None) -> bytes:  # noqa: ANN001
-    """client-2's update: honest except in rounds 2 (huge values) and 3 (negative weight); it
-    follows secure aggregation's protocol (masks its ciphertexts) like everyone else."""
+def hostile_make_update(self: Client, round_number: int, session: str, mask=None, *, weight):  # noqa: ANN001
+    """client-2's update: honest except in rounds 2 (huge values) and 3 (negated, times 10);
+    it follows secure aggregation's protocol (masks its ciphertexts) like everyone else."""
     if self.client_id != "client-2" or round_number not in (2, 3):
-        return HONEST(self, round_number, session, mask)
+        return HONEST(self, round_number, session, mask, weight=weight)
+    assert weight == self.data.num_train / WEIGHT_UNIT  # its roster weight, in-process
     values = flatten(self.trained, self.manifest)
-    weight = self.data.num_train / WEIGHT_UNIT
     if round_number == 2:
         values = np.full_like(values, 1e4)
     else:
@@ -46,7 +48,7 @@ def hostile_make_update(self: Client, round_number: int, session: str, mask=None
     checked = packing.update_floats  # the codec's own checks: bypassed, as a hostile client can
 
     def unchecked(values, weight, *, bound):  # noqa: ANN001, ARG001
-        return np.concatenate([weight * values, [weight]])
+        return weight * values
 
     packing.update_floats = unchecked
     try:
@@ -119,7 +121,7 @@ def test_the_server_accepts_them_but_every_client_rejects_the_aggregate(hostile_
     for cid in round2["rejected_by"]:
         notes = [json.loads(x) for x in (run_dir / "clients" / cid / "aggregates.jsonl").open()]
         why = {n["round"]: n["problems"] for n in notes if n["status"] == "rejected"}
-        assert "moved" in why[2][0] and "total weight" in why[3][0]
+        assert "moved" in why[2][0] and "moved" in why[3][0]  # the drift bound, both times
     assert "moved" not in (run_dir / "metrics.jsonl").read_text()
     assert any("REJECTED the aggregate" in m for m in messages)
     assert [r["round"] for r in summary["rejected_aggregates"]] == [2, 3]

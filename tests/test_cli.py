@@ -205,7 +205,8 @@ def test_corrupted_keys_leave_nothing_and_a_rerun_with_good_keys_works(tmp_path,
     import shutil
 
     good = tmp_path / "keys"
-    assert main(["keys", "init", str(good), "--max-clients", "4"]) == 0
+    sizes = "client-0=300,client-1=300,client-2=1,client-3=1"
+    assert main(["keys", "init", str(good), "--max-clients", "4", "--client-sizes", sizes]) == 0
     bad = tmp_path / "bad-keys"
     shutil.copytree(good, bad)
     client = bad / "client.keys"
@@ -217,6 +218,17 @@ def test_corrupted_keys_leave_nothing_and_a_rerun_with_good_keys_works(tmp_path,
     code, err, out = _run(tmp_path, capsys, *TINY, "--keys", str(good))
     assert code == 0, err
     assert (out / "summary.json").exists()
+
+
+def test_keys_without_client_weights_are_refused_before_any_training(tmp_path, capsys):
+    """Keys made before roster weights (no --client-sizes) cannot aggregate: the weight no
+    longer travels, every site divides by the roster's. The run stops before anything is
+    written, saying how to make keys that work."""
+    old = tmp_path / "old-keys"
+    assert main(["keys", "init", str(old), "--max-clients", "4"]) == 0
+    code, err, out = _run(tmp_path, capsys, *TINY, "--keys", str(old))
+    _assert_refused(code, err, out, "roster fixes no client weights")
+    assert "secure-fedsa keys init DIR --client-ids a,b,... --client-sizes" in err[-1]
 
 
 def test_a_setup_failure_after_the_directory_was_made_removes_it(tmp_path, capsys, monkeypatch):

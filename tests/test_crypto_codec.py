@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto import chunks as chunkfmt
+from secure_fedsa.crypto import wire
 from secure_fedsa.crypto.ckks_client import CKKSClientCodec
 from secure_fedsa.crypto.ckks_server import CKKSServerCodec
 from secure_fedsa.crypto.keys import create_key_bundles
@@ -18,6 +20,7 @@ from secure_fedsa.crypto.plaintext import PlaintextCodec
 from secure_fedsa.crypto.signing import Roster, SigningKey
 from secure_fedsa.crypto.wire import decode_aggregate, encode_update
 from secure_fedsa.errors import CryptoError, UpdateRejected
+from secure_fedsa.model.encoder import DEFAULT_TARGET_MODULES
 from secure_fedsa.server.aggregator import Aggregator
 
 pytestmark = pytest.mark.unit
@@ -39,7 +42,9 @@ def ckks(tmp_path_factory):
 
 
 def federate(client, server, vectors, weights, n_values, round_number=0):
-    """Encode, aggregate and decode; returns (average, upload messages, aggregate message)."""
+    """Encode, aggregate and decode; returns (average, upload messages, aggregate message). The
+    weights are not sent: the aggregate names its contributors, and the divisor is their
+    weights (a roster's, in a federation)."""
     aggregator = Aggregator(
         server,
         manifest_hash=MANIFEST,
@@ -72,7 +77,8 @@ def federate(client, server, vectors, weights, n_values, round_number=0):
         n_values=n_values,
         server_key=SERVER.public_bytes,
     )
-    return result.total / result.total_weight, uploads, aggregate
+    assert result.contributor_ids == tuple(sorted(f"c{k}" for k in range(len(vectors))))
+    return result.total / sum(weights), uploads, aggregate
 
 
 def expected_average(vectors, weights):
@@ -118,6 +124,26 @@ def test_sizes_at_36864_values(ckks):
     assert np.max(np.abs(average - expected_average(vectors, weights))) < 1e-7
 
 
+def test_the_shipped_default_fills_three_ciphertexts_within_the_promised_bytes(ckks):
+    """The default job shares 12 288 values (top 2 layers x query/value x rank 8 x 384). With no
+    weight slot they fill exactly three 4096-value ciphertexts (the slot forced a fourth: 9.08
+    bytes per value up, 19.06 down), and the upload and the aggregate stay within the promised
+    8.1 and 16.1 bytes per value (docs/crypto.md). Bytes, not time."""
+    config = RunConfig()
+    n = config.adapter_layers * len(DEFAULT_TARGET_MODULES) * config.lora_r * 384
+    assert n == 12_288
+    client, server = ckks
+    rng = np.random.default_rng(5)
+    vectors = [rng.normal(0, 0.05, size=n) for _ in range(3)]
+    weights = [1.161, 0.279, 3.36]
+    average, uploads, aggregate = federate(client, server, vectors, weights, n)
+    assert [len(wire.unpack(u).chunks) for u in uploads] == [3, 3, 3]
+    assert len(wire.unpack(aggregate).chunks) == 3
+    assert max(len(u) for u in uploads) / n <= 8.1
+    assert len(aggregate) / n <= 16.1
+    assert np.max(np.abs(average - expected_average(vectors, weights))) < 1e-7
+
+
 def test_plaintext_codec_has_the_same_interface():
     codec = PlaintextCodec()
     rng = np.random.default_rng(1)
@@ -125,7 +151,7 @@ def test_plaintext_codec_has_the_same_interface():
     weights = [3.0, 1.0, 2.5]
     average, uploads, aggregate = federate(codec, codec, vectors, weights, 5000)
     assert np.allclose(average, expected_average(vectors, weights), atol=1e-12)
-    assert len(uploads[0]) >= 8 * 5001 and not codec.encrypted
+    assert len(uploads[0]) >= 8 * 5000 and not codec.encrypted
 
 
 @pytest.mark.parametrize(
@@ -153,7 +179,8 @@ def test_overflow_is_refused_before_encrypting(ckks):
     with pytest.raises(CryptoError, match="overflow"):
         client.encrypt(np.array([0.0, bound / 2 + 1]), 2.0)
     with pytest.raises(CryptoError, match="overflow"):
-        client.encrypt(np.array([0.0]), bound * 1.01)  # the weight itself rides in a slot
+        client.encrypt(np.array([1.0]), bound * 1.01)  # weight times value
+    client.encrypt(np.array([0.0, 1e-3]), bound * 1.01)  # the weight itself is not sent
 
 
 def test_decrypted_bound_sum_is_still_exact(ckks):

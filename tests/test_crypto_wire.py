@@ -64,6 +64,7 @@ def header_of(m: wire.Message) -> dict:
         wire.F_N_CHUNKS: len(m.chunks),
         wire.F_CHUNK_BYTES: [len(c) for c in m.chunks],
         wire.F_CONTRIBUTORS: m.contributors,
+        wire.F_CONTRIBUTOR_IDS: None if m.contributor_ids is None else list(m.contributor_ids),
         wire.F_LEDGER: None if m.ledger is None else m.ledger.to_json(),
     }
 
@@ -93,7 +94,8 @@ def test_round_trip():
     back = wire.unpack(pack(m))
     assert same(back, m) and len(back.digest) == 32
     wire.verify_sender(back, KEYS["client-1"].public_bytes)
-    aggregate = message(kind=wire.KIND_AGGREGATE, client_id=wire.SERVER_ID, contributors=5)
+    aggregate = message(kind=wire.KIND_AGGREGATE, client_id=wire.SERVER_ID, contributors=3,
+                        contributor_ids=("a", "b", "client-1"))  # fmt: skip
     assert same(wire.unpack(pack(aggregate)), aggregate)
     charged = message(ledger=wire.LedgerHead(3, "ab" * 32))  # an update of a DP federation
     assert same(wire.unpack(pack(charged)), charged)
@@ -168,13 +170,45 @@ def test_forge_helper_builds_valid_messages():
         forge_fields(
             kind=wire.KIND_AGGREGATE,
             client_id=wire.SERVER_ID,
+            contributor_ids=["client-1"],
             ledger={"entries": 1, "head": "ab" * 32},
         ),  # an aggregate carries no ledger head
+        forge_fields(contributor_ids=["client-1"]),  # an update names no contributors
+        *(
+            forge_fields(kind=wire.KIND_AGGREGATE, client_id=wire.SERVER_ID, **bad)
+            for bad in (
+                {"contributor_ids": None},  # an aggregate names its contributors
+                {"contributor_ids": "client-1"},
+                {"contributor_ids": []},
+                {"contributor_ids": ["a", "a"], "contributors": 2},  # named twice
+                {"contributor_ids": ["a", "b"]},  # counts 1, names 2
+                {"contributor_ids": ["a"], "contributors": 2},
+                {"contributor_ids": [wire.SERVER_ID]},
+                {"contributor_ids": ["a b"]},
+                {"contributor_ids": [1]},
+            )
+        ),
     ],
 )
 def test_malformed_messages_are_rejected(data):
     with pytest.raises(UpdateRejected, match="malformed"):
         wire.unpack(data)
+
+
+def test_messages_of_the_previous_release_are_refused_with_a_clear_reason():
+    """Wire version 2 carried the weight in an encrypted slot and protocol 3 named no
+    contributors: a message of either is refused, saying the releases differ."""
+    assert (wire.WIRE_VERSION, wire.PROTOCOL_VERSION) == (3, 4)
+    header = header_of(message())
+    with pytest.raises(UpdateRejected, match="wire version 4, .*same one"):
+        wire.unpack(forge(json.dumps(header).encode(), version=4))
+    del header[wire.F_CONTRIBUTOR_IDS]
+    with pytest.raises(UpdateRejected, match=r"wire version 2, .*older release.*keys init"):
+        wire.unpack(forge(json.dumps(header).encode(), version=2))
+    header[wire.F_CONTRIBUTOR_IDS] = None
+    header[wire.F_PROTOCOL] = 3
+    with pytest.raises(UpdateRejected, match="unsupported protocol version 3 .*speaks 4"):
+        wire.unpack(forge(json.dumps(header).encode()))
 
 
 def test_header_length_is_checked_before_allocating():
@@ -216,6 +250,7 @@ def test_decode_aggregate_checks_the_header():
     update = wire.encode_update(
         codec, np.arange(3.0), 2.0, manifest_hash=MANIFEST, round=1, session=SESSION, key=KEYS["a"]
     )
+    assert [len(c) for c in wire.unpack(update).chunks] == [3 * 8]  # no weight slot
     aggregate = pack(
         message(
             kind=wire.KIND_AGGREGATE,
@@ -224,14 +259,15 @@ def test_decode_aggregate_checks_the_header():
             encrypted=False,
             round=1,
             n_values=3,
+            contributor_ids=("a",),
             chunks=tuple(codec.encrypt(np.arange(3.0), 2.0)),
         )
     )
     server = KEYS[wire.SERVER_ID].public_bytes
     args = dict(manifest_hash=MANIFEST, round=1, session=SESSION, n_values=3, server_key=server)
     result = wire.decode_aggregate(codec, aggregate, **args)
-    assert np.allclose(result.total / result.total_weight, np.arange(3.0))
-    assert result.total_weight == 2.0 and result.contributors == 1
+    assert np.allclose(result.total, 2.0 * np.arange(3.0))  # the weighted sum, nothing more
+    assert result.contributors == 1 and result.contributor_ids == ("a",)
     with pytest.raises(UpdateRejected, match="aggregate comes from the server"):
         wire.decode_aggregate(codec, update, **args)
     for wrong, match in [

@@ -286,7 +286,9 @@ def _setup(
     from secure_fedsa.site.keys import init_keys
 
     keys = root / "keys"
-    init_keys(keys, max_clients=8, client_ids=list(names))  # `secure-fedsa keys init DIR ...`
+    sizes = dict.fromkeys(names, _train_size())  # each site's training records: its weight
+    # `secure-fedsa keys init DIR --client-ids ... --client-sizes ...`
+    init_keys(keys, max_clients=8, client_ids=list(names), sizes=sizes)
     files = _write_site_files(root, names)
     sites = {}
     for site, data in files.items():

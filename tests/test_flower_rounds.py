@@ -43,9 +43,10 @@ BASE = {
 
 def _make_sites(root: Path, names: tuple[str, ...]) -> tuple[Path, dict, dict]:
     from secure_fedsa.data import BUNDLED
+    from secure_fedsa.site.build import SiteSpec, site_data
     from secure_fedsa.site.keys import init_keys
+    from secure_fedsa.transports.flower.protocol import Deployment
 
-    keys = init_keys(root / "keys", max_clients=8, client_ids=list(names))
     dataset = BUNDLED["rotten_tomatoes"]()
     chosen = np.random.default_rng(3).choice(len(dataset), size=160 * len(names), replace=False)
     files = {}
@@ -57,6 +58,13 @@ def _make_sites(root: Path, names: tuple[str, ...]) -> tuple[Path, dict, dict]:
             for i in chosen[number * 160 : (number + 1) * 160]:
                 writer.writerow([dataset.texts[i], dataset.label_names[dataset.labels[i]]])
         files[site] = path
+    # `keys init --client-sizes`: each site's training records (public) fix its weight
+    config = Deployment.from_run_config(BASE).config
+    sizes = {
+        site: site_data(config, SiteSpec(state_dir=root / site, data_file=path))[0].num_train
+        for site, path in files.items()
+    }
+    keys = init_keys(root / "keys", max_clients=8, client_ids=list(names), sizes=sizes)
     return root, keys, files
 
 

@@ -6,14 +6,18 @@
    the protections switched off (the threshold floor and the consistency round: the code path
    before them), the same attack rebuilds both.
 3. It asks for a round with masking off or a threshold below the site's floor: the site refuses.
-4. A signed client claims weight 4096: every honest client's exact roster-weight check refuses it;
-   the old range check did not.
+4. No weight travels: the divisor is the roster weights of the contributors the server's signed
+   aggregate names, and those names are checked (roster members, none twice, the count, the
+   signed survivor set, the uploader itself). A client that multiplies its update by 4096 is
+   stopped by the drift bound; one that steers inside the bound is not (the known limit), nor is
+   a poison that the growing bound admits in round 3 after refusing it in round 1 (strict xfail).
 5. Rejection reasons that quote decrypted values never reach a shareable form (P6).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -53,6 +57,7 @@ from secure_fedsa.secagg.site_policy import (
     round_policy_problems,
 )
 from secure_fedsa.site.aggregate_check import (
+    CHECK_CONTRIBUTORS,
     CHECK_DRIFT,
     CHECK_WEIGHT,
     AggregateProblem,
@@ -149,6 +154,26 @@ def test_roster_files_keep_weights_and_lineage_and_reject_edits(federation):
         create_identities(directory / "y", ["a", "b"], weights={"a": 1.0})
     plain = Roster({"a": roster.server}, roster.server)
     assert "weights" not in plain.to_json() and "revocations" not in plain.to_json()
+
+
+def test_a_roster_without_weights_cannot_aggregate(tmp_path):
+    """Keys made before roster weights: refused before a run that shares anything starts (the
+    weight is no longer sent), with the command that makes keys that work; a revoked client's
+    weight is not a member's."""
+    from secure_fedsa.config import RunConfig
+    from secure_fedsa.site.keys import setup_identities
+
+    create_identities(tmp_path / "old", ["a", "b"])
+    old = load_roster(tmp_path / "old" / signing.ROSTER_FILE)
+    with pytest.raises(CryptoError, match="no client weights.*keys init .*--client-sizes"):
+        signing.require_weights(old, "roster.json")
+    with pytest.raises(CryptoError, match="--client-sizes"):
+        setup_identities(RunConfig(), tmp_path / "old", ["a", "b"])
+    assert setup_identities(RunConfig(method="local"), tmp_path / "old", ["a", "b"])  # no sums
+    create_identities(tmp_path / "new", ["a", "b"], weights={"a": 2.0, "b": 3.0})
+    revoke(tmp_path / "new", "b")
+    new = load_roster(tmp_path / "new" / signing.ROSTER_FILE)
+    assert signing.require_weights(new, "roster.json") == {"a": 2.0}
 
 
 # --------------------------------------------------------------------------- 2. dropout claims
@@ -349,57 +374,145 @@ def ckks(tmp_path_factory):
     return CKKSClientCodec.from_bundle(client_path), CKKSServerCodec.from_bundle(server_path)
 
 
-def test_a_client_claiming_weight_4096_is_refused_by_the_roster_weight_check(ckks):
+WEIGHTS = {"site-a": 11.61, "site-b": 2.79, "site-c": 33.6}
+
+
+@pytest.fixture(scope="module")
+def weighted(ckks):
+    """A roster fixing WEIGHTS (and site-d, revoked later), two honest clients near the
+    initial values, and ``aggregate(values, factor)``: the server-signed, decrypted aggregate of
+    the honest updates and site-c's ``factor * values`` (its roster weight: honest)."""
     from secure_fedsa.server.aggregator import Aggregator
 
     client_codec, server_codec = ckks
-    weights = {"site-a": 11.61, "site-b": 2.79, "site-c": 33.6}
-    keys = {cid: SigningKey.generate(cid) for cid in weights}
+    keys = {cid: SigningKey.generate(cid) for cid in [*WEIGHTS, "site-d"]}
     server = SigningKey.generate("server")
     roster = Roster({c: k.public_bytes for c, k in keys.items()}, server.public_bytes,
-                    weights=weights)  # fmt: skip
+                    weights={**WEIGHTS, "site-d": 1.0})  # fmt: skip
     rng = np.random.default_rng(3)
     initial = rng.normal(0, 0.05, 512)
-    bounds = Bounds(round_change=0.03, max_weight=client_codec.value_bound)
     honest = {c: initial + rng.uniform(-0.02, 0.02, initial.size) for c in ("site-a", "site-b")}
-    poison = initial + 0.029 * np.sign(rng.normal(size=initial.size))  # inside the drift bound
 
-    def aggregate(claimed: float, values: np.ndarray):
+    def aggregate(values: np.ndarray, factor: float = WEIGHTS["site-c"], extra: bool = False):
         agg = Aggregator(server_codec, manifest_hash="ab" * 8, round=1, n_values=initial.size,
                          session=SESSION, roster=roster, key=server)  # fmt: skip
         for cid, v in honest.items():
-            agg.add(wire.encode_update(client_codec, v, weights[cid], manifest_hash="ab" * 8,
+            agg.add(wire.encode_update(client_codec, v, WEIGHTS[cid], manifest_hash="ab" * 8,
                                        round=1, session=SESSION, key=keys[cid]))  # fmt: skip
-        agg.add(wire.encode_update(client_codec, values, claimed, manifest_hash="ab" * 8,
+        agg.add(wire.encode_update(client_codec, values, factor, manifest_hash="ab" * 8,
                                    round=1, session=SESSION, key=keys["site-c"]))  # fmt: skip
+        if extra:  # site-d, which the clients' roster no longer lists
+            agg.add(wire.encode_update(client_codec, initial, 1.0, manifest_hash="ab" * 8,
+                                       round=1, session=SESSION, key=keys["site-d"]))  # fmt: skip
         return wire.decode_aggregate(client_codec, agg.result(), manifest_hash="ab" * 8,
                                      round=1, session=SESSION, n_values=initial.size,
                                      server_key=server.public_bytes)  # fmt: skip
 
-    steering = aggregate(4096.0, poison)
-    named = sorted(weights)
-    exact = aggregate_problems(steering.total, steering.total_weight, steering.contributors,
-                               initial=initial, round=1, bounds=bounds, roster_weights=weights,
-                               contributor_ids=named)  # fmt: skip
-    assert [p.check for p in exact] == [CHECK_WEIGHT]
-    assert "4096" not in " ".join(shareable_reasons(exact))  # P6: no decrypted value shared
-    # the old range check (no roster weights) loads it: the poison dominates the average
-    loose = aggregate_problems(steering.total, steering.total_weight, steering.contributors,
-                               initial=initial, round=1, bounds=bounds)  # fmt: skip
-    assert loose == []
-    average = steering.total / steering.total_weight
-    assert np.max(np.abs(average - poison)) < 0.002
-    # the honest weight passes the exact check, within CKKS error
-    fair = aggregate(weights["site-c"], initial + rng.uniform(-0.02, 0.02, initial.size))
-    assert abs(fair.total_weight - sum(weights.values())) < 1e-6
-    assert aggregate_problems(fair.total, fair.total_weight, fair.contributors, initial=initial,
-                              round=1, bounds=bounds, roster_weights=weights,
-                              contributor_ids=named) == []  # fmt: skip
-    # a survivor set that does not match the aggregate's count is refused too
-    wrong = aggregate_problems(fair.total, fair.total_weight, fair.contributors, initial=initial,
-                               round=1, bounds=bounds, roster_weights=weights,
-                               contributor_ids=named[:2])  # fmt: skip
-    assert [p.check for p in wrong] == ["contributors"]
+    members = roster.without("site-d").member_weights()
+    return aggregate, initial, honest, members
+
+
+def _problems(result, initial, weights, *, round=1, survivors=None, own=None):  # noqa: ANN001
+    return aggregate_problems(result.total, result.contributor_ids, result.contributors,
+                              initial=initial, round=round, bounds=Bounds(round_change=0.03),
+                              roster_weights=weights, survivors=survivors, own=own)  # fmt: skip
+
+
+def test_a_client_inflating_its_contribution_is_stopped_by_the_drift_bound(weighted):
+    """site-c multiplies its update by 4096 instead of its roster weight 33.6 (what claiming
+    weight 4096 has become: no weight is sent). The divisor is the roster's, so its contribution
+    moves the average by 4096 · values / W, far outside the drift bound: every client refuses,
+    and no decrypted number reaches a shareable reason (P6)."""
+    aggregate, initial, honest, weights = weighted
+    poison = initial + 0.029 * np.sign(np.random.default_rng(4).normal(size=initial.size))
+    inflated = aggregate(poison, factor=4096.0)
+    problems = _problems(inflated, initial, weights, survivors=sorted(WEIGHTS), own="site-a")
+    assert [p.check for p in problems] == [CHECK_DRIFT]
+    assert not any(ch.isdigit() for ch in " ".join(shareable_reasons(problems)))
+    # power check: the same poison at its roster weight is inside the bound and is loaded; the
+    # divisor is exactly the roster total, no weight travels
+    fair = aggregate(poison)
+    assert _problems(fair, initial, weights, survivors=sorted(WEIGHTS), own="site-a") == []
+    expected = (sum(WEIGHTS[c] * v for c, v in honest.items()) + WEIGHTS["site-c"] * poison) / sum(
+        WEIGHTS.values()
+    )
+    assert np.max(np.abs(fair.total / sum(WEIGHTS.values()) - expected)) < 1e-7
+
+
+def test_the_limit_a_client_steers_the_average_anywhere_inside_the_drift_bound(weighted):
+    """What no check stops, with or without a weight slot: site-c sends
+    X = W · target − (W − w_c) · initial in place of w_c · A_c and the average lands next to its
+    target, which is inside the drift bound (docs/crypto.md, Known limits)."""
+    aggregate, initial, _, weights = weighted
+    total = sum(WEIGHTS.values())
+    target = initial + 0.02 * np.sign(np.random.default_rng(5).normal(size=initial.size))
+    steering = aggregate((total * target - (total - WEIGHTS["site-c"]) * initial), factor=1.0)
+    assert _problems(steering, initial, weights, survivors=sorted(WEIGHTS)) == []
+    # off only by the honest clients' own moves (at most 0.02, weighted by their share 0.3)
+    assert np.max(np.abs(steering.total / total - target)) < 0.02 * 14.4 / 48
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: the drift bound grows with the round "
+                   "(r · lr · Σ r_t from the initial values), it is not a ratchet")  # fmt: skip
+def test_the_drift_bound_does_not_admit_in_round_3_a_poison_it_rejected_in_round_1(weighted):
+    """The issue's requirement. The bound is measured from the initial values and grows by one
+    round's change every round, so a poison at twice the one-round bound is refused in round 1
+    and loaded in round 3. Strict xfail: it fails today; when the bound ratchets it passes, and
+    the marker must go."""
+    aggregate, initial, _, weights = weighted
+    poison = initial + 0.06 * np.sign(np.random.default_rng(6).normal(size=initial.size))
+    total = sum(WEIGHTS.values())
+    steering = aggregate((total * poison - (total - WEIGHTS["site-c"]) * initial), factor=1.0)
+    assert [p.check for p in _problems(steering, initial, weights, round=1)] == [CHECK_DRIFT]
+    assert [p.check for p in _problems(steering, initial, weights, round=3)] == [CHECK_DRIFT]
+
+
+def test_the_contributors_an_aggregate_names_are_checked(weighted):
+    """The divisor is the roster weights of the contributors the server's signed aggregate
+    names: a name outside the roster (site-d, revoked), twice, a count that disagrees, another
+    set than the survivor set this client signed, or a set without this client although it
+    uploaded: each is refused (check ``contributors``) before anything is divided."""
+    aggregate, initial, _, weights = weighted
+    fair = aggregate(initial)
+    assert _problems(fair, initial, weights, survivors=sorted(WEIGHTS), own="site-b") == []
+    outside = aggregate(initial, extra=True)
+    assert outside.contributor_ids == (*sorted(WEIGHTS), "site-d")
+    problems = _problems(outside, initial, weights)
+    assert [p.check for p in problems] == [CHECK_CONTRIBUTORS]
+    assert "outside the roster: site-d" in problems[0]
+    for named, count, survivors, own, match in [
+        (("site-a", "site-a", "site-c"), 3, None, None, "twice"),
+        (("site-a", "site-b"), 3, None, None, "counts 3 contributors but names 2"),
+        ((), 0, None, None, "names 0"),
+        (tuple(sorted(WEIGHTS)), 3, ["site-a", "site-b"], None, "not the survivor set"),
+        (("site-a", "site-c"), 2, None, "site-b", "site-b uploaded"),
+    ]:
+        problems = aggregate_problems(
+            fair.total, named, count, initial=initial, round=1, bounds=Bounds(0.03),
+            roster_weights=weights, survivors=survivors, own=own,
+        )  # fmt: skip
+        assert [p.check for p in problems] == [CHECK_CONTRIBUTORS], named
+        assert match in problems[0]
+    # keys made before roster weights: no divisor at all
+    (none,) = _problems(fair, initial, None)
+    assert none.check == CHECK_WEIGHT and "--client-sizes" in none
+
+
+def test_a_server_that_misnames_the_contributors(weighted):
+    """The server removes site-b's name (and count) from the signed header of a sum that holds
+    three updates. site-b, which uploaded, finds itself missing; a client that signed the
+    survivor set finds another set. A bystander (not drawn, no masking) divides by too little:
+    only the drift bound judges the rescaled average, as it judges the plaintext a server can
+    always add to a ciphertext without any key (the known limit): a small rescaling passes, a
+    large one is refused."""
+    aggregate, initial, _, weights = weighted
+    fair = aggregate(initial + 0.001)
+    renamed = dataclasses.replace(fair, contributors=2, contributor_ids=("site-a", "site-c"))
+    assert "site-b uploaded" in _problems(renamed, initial, weights, own="site-b")[0]
+    assert "survivor set" in _problems(renamed, initial, weights, survivors=sorted(WEIGHTS))[0]
+    assert _problems(renamed, initial, weights) == []  # 48 / 45.2: inside the bound
+    only_b = dataclasses.replace(fair, contributors=1, contributor_ids=("site-b",))
+    assert [p.check for p in _problems(only_b, initial, weights)] == [CHECK_DRIFT]  # 48 / 2.79
 
 
 def test_shareable_reasons_name_checks_never_decrypted_numbers():

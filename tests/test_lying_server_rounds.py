@@ -6,8 +6,10 @@ with the real crypto: each attack rides on the engine's own messages, rewritten 
 2. Different survivor sets told to different clients: the client shown the other set refuses to
    reveal, and no client reveals both kinds of share for V.
 3. A round weaker than the site's pinned policy: refused before training, the ledger unchanged.
-4. A signed client claiming weight 4096: every honest client rejects the aggregate, and the
-   server's files say only that it was rejected (P6).
+4. A signed client that multiplies its update by 4096 instead of its roster weight (what claiming
+   weight 4096 has become: no weight is sent, the divisor is the roster's): every honest client
+   rejects the aggregate (the drift bound), and the server's files say only that it was rejected
+   (P6).
 
 Each has its power check: with the protection disabled on purpose the attack gets through.
 """
@@ -161,8 +163,8 @@ def test_power_check_the_same_round_trains_when_the_site_pins_nothing(tmp_path):
 
 # --------------------------------------------------------------------------- 4. weight 4096
 def _steering(monkeypatch, weight: float) -> None:
-    """client-0 encrypts an update that moves every value by ~90 % of the drift bound, claiming
-    ``weight``."""
+    """client-0 encrypts an update that moves every value by ~90 % of the drift bound,
+    multiplied by ``weight`` instead of its roster weight."""
     from secure_fedsa.site import client as client_module
 
     real = client_module.encode_update
@@ -187,12 +189,14 @@ def test_a_client_claiming_weight_4096_is_rejected_by_every_honest_client(tmp_pa
     for cid in honest:  # the full reason stays in the client's own file
         notes = [json.loads(x) for x in (run_dir / "clients" / cid / "aggregates.jsonl").open()]
         assert notes[-1]["status"] == "rejected"
-        assert any("roster" in p or "weight" in p for p in notes[-1]["problems"])
+        assert any("moved" in p for p in notes[-1]["problems"])  # the drift bound
     server_side = (run_dir / "metrics.jsonl").read_text() + (run_dir / "summary.json").read_text()
-    assert "4096" not in server_side and "total weight" not in server_side  # P6
+    assert "4096" not in server_side and "moved" not in server_side  # P6
 
 
 def test_power_check_the_honest_weight_is_applied(tmp_path, monkeypatch):
+    """The roster fixes each client's public weight; the aggregate names its contributors and
+    every client divides by their roster weights: applied by all."""
     from secure_fedsa.site.client import WEIGHT_UNIT
 
     run_dir = tmp_path / "run"

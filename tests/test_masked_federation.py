@@ -57,9 +57,9 @@ def _captured_run(tmp_path, **overrides):
     return run_dir, received
 
 
-def _decrypt_alone(run_dir, payload: bytes) -> tuple[np.ndarray, float]:
+def _decrypt_alone(run_dir, payload: bytes) -> np.ndarray:
     """What a server holding client.keys reads from one upload: it sums it alone, unmasked,
-    and decrypts (weighted values, weight)."""
+    and decrypts (the weighted values: the weight itself is not sent)."""
     from secure_fedsa.crypto import wire
 
     setup = json.loads((run_dir / "setup.json").read_text())
@@ -94,12 +94,10 @@ def test_one_upload_decrypted_with_client_keys_is_uncorrelated_with_the_update(m
     run_dir, received = masked
     assert set(received) == {"client-0", "client-1", "client-2"}
     for cid, payload in received.items():
-        values, weight = _decrypt_alone(run_dir, payload)
+        values = _decrypt_alone(run_dir, payload)
         truth = _true_update(run_dir, cid)
         correlation = float(np.corrcoef(values, truth)[0, 1])
         assert abs(correlation) < 0.05, (cid, correlation)
-        assert not np.isclose(weight, json.loads((run_dir / "setup.json").read_text())[
-            "clients"][cid]["train"] / WEIGHT_UNIT, rtol=1e-3)  # fmt: skip
 
 
 def test_the_sum_is_still_exact(masked):
@@ -118,7 +116,7 @@ def test_the_sum_is_still_exact(masked):
 def test_without_masking_the_same_attack_recovers_the_update(tmp_path):
     """Power check: the collusion test above fails when the masks are switched off."""
     run_dir, received = _captured_run(tmp_path, masking=False)
-    values, _ = _decrypt_alone(run_dir, received["client-1"])
+    values = _decrypt_alone(run_dir, received["client-1"])
     truth = _true_update(run_dir, "client-1")
     assert float(np.max(np.abs(values - truth))) < 1e-6
     summary = json.loads((run_dir / "summary.json").read_text())

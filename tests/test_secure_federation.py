@@ -154,8 +154,9 @@ def test_a_run_uses_keys_made_with_keys_init(tmp_path):
     from secure_fedsa.crypto.keys import load_server_keys
     from secure_fedsa.site.keys import init_keys
 
-    paths = init_keys(tmp_path / "keys", max_clients=8)
     config = RunConfig(epsilon=8.0, keys_dir=str(tmp_path / "keys"), **dict(SMALL, rounds=1))
+    sizes = {f"client-{i}": 100 + i for i in range(8)}  # public; the weights in the roster
+    paths = init_keys(tmp_path / "keys", max_clients=8, sizes=sizes)
     summary = run_federation(config, tmp_path / "run")
     assert summary["key_fingerprint"] == load_server_keys(paths["server"]).fingerprint
     assert not (tmp_path / "run" / "keys").exists()  # no second key set was made

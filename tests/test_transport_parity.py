@@ -74,10 +74,12 @@ def _sites(tmp: Path, keys: Path, config: RunConfig, flower: dict) -> dict[int, 
 
 
 def _keys(tmp: Path, config: RunConfig) -> Path:
+    """One key set for both runs, each client's weight fixed by its training records."""
     from secure_fedsa.site.keys import init_keys
+    from secure_fedsa.site.prepare_data import prepare
 
-    ids = [f"client-{i}" for i in range(config.num_clients)]
-    init_keys(tmp / "keys", max_clients=config.max_clients, client_ids=ids)
+    sizes = {cid: data.num_train for cid, data in prepare(config).clients.items()}
+    init_keys(tmp / "keys", max_clients=config.max_clients, client_ids=list(sizes), sizes=sizes)
     return tmp / "keys"
 
 

@@ -58,8 +58,8 @@ class CiphertextLayout:
         )
 
     def chunk_count(self, n_values: int) -> int:
-        """Ciphertexts for an update of ``n_values`` values plus its weight."""
-        return packing.chunk_count(n_values + 1, self.poly_modulus_degree)
+        """Ciphertexts for an update of ``n_values`` values (the weight is not sent)."""
+        return packing.chunk_count(n_values, self.poly_modulus_degree)
 
     @property
     def width(self) -> int:

@@ -76,8 +76,8 @@ class CKKSClientCodec:
 
     @property
     def value_bound(self) -> float:
-        """The largest magnitude one client may encrypt (each weighted value and the weight):
-        above it the sum of ``max_clients`` updates could overflow CKKS silently."""
+        """The largest magnitude one client may encrypt (each weighted value): above it the
+        sum of ``max_clients`` updates could overflow CKKS silently."""
         return self._bound
 
     def update_chunk_sizes(self, n_values: int) -> list[int]:
@@ -90,7 +90,8 @@ class CKKSClientCodec:
     def encrypt(
         self, values: np.ndarray, weight: float, mask: ChunkMask | None = None
     ) -> list[bytes]:
-        """Upload chunks for ``concat(weight * values, [weight])``; checks the overflow bound.
+        """Upload chunks for ``weight * values`` (the weight itself is not sent: every client
+        knows it from the signed roster); checks the overflow bound.
 
         ``mask(chunk, count, modulus)``, when given, is added to each chunk's ``c0``
         coefficients modulo the data prime before rounding (secure aggregation's masks)."""
@@ -133,8 +134,8 @@ class CKKSClientCodec:
         return self.layout.encode_upload(seed, c0)
 
     # -- decryption ---------------------------------------------------------------------------
-    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> tuple[np.ndarray, float]:
-        """``(Σ weight·values, Σ weight)`` from aggregate chunks."""
+    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> np.ndarray:
+        """``Σ weight·values`` from aggregate chunks."""
         if len(chunks) != self.layout.chunk_count(n_values):
             raise UpdateRejected("aggregate has the wrong number of chunks")
         rows = []
@@ -146,8 +147,7 @@ class CKKSClientCodec:
                 raise UpdateRejected("aggregate ciphertext does not load under the keys") from None
             self._evaluator.transform_to_ntt_inplace(ciphertext)
             rows.append(self._decode(ciphertext))
-        floats = packing.from_slots(np.stack(rows), n_values + 1)
-        return floats[:n_values], float(floats[n_values])
+        return packing.from_slots(np.stack(rows), n_values)
 
     def _decode(self, ciphertext: seal.Ciphertext) -> np.ndarray:
         plain = seal.Plaintext()

@@ -3,9 +3,9 @@
 Two sides, two protocols, so that the server never holds an object able to decrypt:
 
 - :class:`ClientCodec` (holds the secret key, or nothing for plaintext): ``encrypt`` packs
-  ``concat(weight * values, [weight])`` into chunks; ``decrypt_sum`` turns aggregate chunks back
-  into ``(sum of weight * values, sum of weights)``. The weight rides in the last slot, so the
-  server never learns it.
+  ``weight * values`` into chunks; ``decrypt_sum`` turns aggregate chunks back into the sum of
+  ``weight * values``. The weights are not sent: each is fixed in the signed roster (client
+  sizes are public), and every client divides by the roster weights of the contributors.
 - :class:`ServerCodec` (built from ``server.keys`` alone): ``validate_chunk`` checks one upload
   chunk and returns it ready to add; an :class:`Accumulator` adds validated updates chunk by
   chunk (ciphertext + ciphertext only) and serializes the sum.
@@ -39,7 +39,7 @@ class ClientCodec(Protocol):
         self, values: np.ndarray, weight: float, mask: ChunkMask | None = None
     ) -> list[bytes]: ...
 
-    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> tuple[np.ndarray, float]: ...
+    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> np.ndarray: ...
 
 
 class Accumulator(Protocol):

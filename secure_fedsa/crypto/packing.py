@@ -1,8 +1,9 @@
 """Pure functions that lay values out in ciphertext slots and squeeze coefficients into bytes.
 
-Layout: a client sends ``concat(weight * values, [weight])``. Floats are taken two at a time as
-``real + 1j * imag`` of one complex CKKS slot, ``floats_per_chunk`` floats per ciphertext; the
-last ciphertext is padded with zeros.
+Layout: a client sends ``weight * values`` and nothing else: its weight is fixed in the signed
+roster, so every client knows the divisor without it (:mod:`secure_fedsa.site.aggregate_check`).
+Floats are taken two at a time as ``real + 1j * imag`` of one complex CKKS slot,
+``floats_per_chunk`` floats per ciphertext; the last ciphertext is padded with zeros.
 
 Coefficient compression: a coefficient ``x`` in ``[0, q)`` is sent as ``round(x / 2^d)``, which
 needs ``bits(q) - d`` bits. Rounding a public ciphertext is post-processing: it cannot weaken the
@@ -24,7 +25,7 @@ def chunk_count(n_floats: int, floats_per_chunk: int) -> int:
 
 
 def update_floats(values: np.ndarray, weight: float, *, bound: float | None) -> np.ndarray:
-    """The floats a client sends: ``weight * values``, then ``weight`` in the last position.
+    """The floats a client sends: ``weight * values`` (the weight itself is not sent).
 
     Refuses (CryptoError) non-finite input, a weight that is not positive, and, when ``bound`` is
     given, any float above it in magnitude: CKKS would overflow silently.
@@ -37,13 +38,13 @@ def update_floats(values: np.ndarray, weight: float, *, bound: float | None) -> 
     weight = float(weight)
     if not math.isfinite(weight) or weight <= 0:
         raise CryptoError(f"weight must be finite and positive, got {weight!r}")
-    floats = np.concatenate([weight * values.astype(np.float64), np.array([weight])])
+    floats = weight * values.astype(np.float64)
     if not np.all(np.isfinite(floats)):
         raise CryptoError("update contains NaN or infinite values; refusing to encode it")
-    largest = float(np.max(np.abs(floats)))
+    largest = float(np.max(np.abs(floats))) if floats.size else 0.0
     if bound is not None and largest > bound:
         raise CryptoError(
-            f"update too large for CKKS: max |weight * value| (or weight) is {largest:.6g}, above "
+            f"update too large for CKKS: max |weight * value| is {largest:.6g}, above "
             f"the overflow bound {bound:.6g} (2^(q0_bits - scale_bits - 2) / max_clients). CKKS "
             "overflow is silent, so nothing was encrypted. Clip the update, use smaller weights "
             "(e.g. thousands of examples rather than examples), or create keys with a smaller "

@@ -83,7 +83,7 @@ class CKKSParams:
         return max(0, self.scale_bits - PRECISION_BITS)
 
     def value_bound(self, max_clients: int) -> float:
-        """Largest ``|weight * value|`` (and weight) one of ``max_clients`` clients may send."""
+        """Largest ``|weight * value|`` one of ``max_clients`` clients may send."""
         if type(max_clients) is not int or max_clients < 1:
             raise CryptoError(f"max_clients must be a positive integer, got {max_clients!r}")
         return self.sum_bound / max_clients

@@ -1,7 +1,8 @@
 """The plaintext codec for ``--no-encryption`` runs: same interface, float64 little-endian bytes.
 
-It serves both sides (there is nothing secret). The server sees every update in the clear,
-weights included; configurations that choose it must say so loudly.
+It serves both sides (there is nothing secret). The server sees every update in the clear;
+configurations that choose it must say so loudly. Like the CKKS codec it sends ``weight * values``
+only (the weights are in the signed roster); an empty update is sent as one zero float.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class PlaintextCodec:
         return "PlaintextCodec()"
 
     def update_chunk_sizes(self, n_values: int) -> list[int]:
-        total = n_values + 1
+        total = max(n_values, 1)
         starts = range(0, total, FLOATS_PER_CHUNK)
         return [min(FLOATS_PER_CHUNK, total - i) * _DTYPE.itemsize for i in starts]
 
@@ -41,7 +42,8 @@ class PlaintextCodec:
     def encrypt(self, values: np.ndarray, weight: float, mask: object = None) -> list[bytes]:
         if mask is not None:
             raise CryptoError("masks are added to ciphertexts: secure aggregation needs encryption")
-        return _split(packing.update_floats(values, weight, bound=None))
+        floats = packing.update_floats(values, weight, bound=None)
+        return _split(floats if floats.size else np.zeros(1))
 
     def validate_chunk(self, data: bytes) -> np.ndarray:
         if len(data) % _DTYPE.itemsize or not 0 < len(data) <= FLOATS_PER_CHUNK * _DTYPE.itemsize:
@@ -52,13 +54,12 @@ class PlaintextCodec:
         return floats
 
     def new_accumulator(self, n_values: int) -> PlaintextAccumulator:
-        return PlaintextAccumulator(n_values + 1)
+        return PlaintextAccumulator(max(n_values, 1))
 
-    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> tuple[np.ndarray, float]:
+    def decrypt_sum(self, chunks: Sequence[bytes], n_values: int) -> np.ndarray:
         if [len(c) for c in chunks] != self.aggregate_chunk_sizes(n_values):
             raise UpdateRejected("aggregate has the wrong number or size of chunks")
-        floats = np.concatenate([self.validate_chunk(c) for c in chunks])
-        return floats[:n_values], float(floats[n_values])
+        return np.concatenate([self.validate_chunk(c) for c in chunks])[:n_values]
 
 
 class PlaintextAccumulator:

@@ -141,6 +141,13 @@ class Roster:
             return None
         return self.weights.get(client_id)
 
+    def member_weights(self) -> dict[str, float] | None:
+        """The fixed weight of every current member (revoked clients left out); None for a
+        roster without weights, which cannot aggregate (:func:`require_weights`)."""
+        if self.weights is None:
+            return None
+        return {cid: self.weights[cid] for cid in sorted(self.clients)}
+
     def _record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
             "format": ROSTER_FORMAT,
@@ -187,6 +194,25 @@ class Roster:
             )
             lineage.append(current)
         return lineage
+
+
+NO_WEIGHTS = (
+    "the roster fixes no client weights: it was made before weights were fixed in the roster. "
+    "Aggregates no longer carry an encrypted weight (every site divides by the roster weights of "
+    "the contributors), so these keys cannot aggregate. Make a new key set, with each client's "
+    "number of training records: `secure-fedsa keys init DIR --client-ids a,b,... "
+    "--client-sizes a=N,b=N,...` (an in-process run without --keys makes its own), and hand it "
+    "out again"
+)
+
+
+def require_weights(roster: Roster, where: str) -> dict[str, float]:
+    """The fixed weights of the roster's current members; CryptoError saying how to make new
+    keys when the roster has none (keys made before roster weights cannot aggregate)."""
+    weights = roster.member_weights()
+    if weights is None:
+        raise CryptoError(f"{where}: {NO_WEIGHTS}")
+    return weights
 
 
 def roster_lineage_problem(roster: Roster, pinned_digest: str) -> str | None:
@@ -269,9 +295,10 @@ def create_identities(
     """Write ``roster.json`` and one 0600 identity file per client and for the server.
 
     ``weights`` (one per client, positive) fixes each client's aggregation weight in the signed
-    roster: clients then check every aggregate's total weight against it exactly
-    (:func:`secure_fedsa.site.aggregate_check.roster_weight_problem`). Refuses to overwrite
-    anything. Returns the roster's path.
+    roster: each client encrypts its update times its weight, and every client divides the
+    aggregate by the weights of the contributors it names
+    (:mod:`secure_fedsa.site.aggregate_check`). A roster without weights cannot aggregate. Refuses
+    to overwrite anything. Returns the roster's path.
     """
     ids = list(client_ids)
     checked = None if weights is None else check_weights(weights, ids)

@@ -8,10 +8,15 @@ Layout (integers little-endian)::
 
 The header names the protocol version, message kind, key fingerprint (or ``"plaintext"``),
 manifest hash, round, the run's session, client id (``"server"`` on aggregates), encrypted flag,
-number of values, number and byte size of each chunk, the number of contributing clients, and on
-an update of a DP federation the head of the client's privacy ledger (entries and the hash of the
-entry that paid for the update; ``null`` otherwise): the server keeps the last head it accepted
-from each client and refuses one that goes back (a client whose ledger was rolled back).
+number of values, number and byte size of each chunk, the number of contributing clients, on an
+aggregate the ids of those clients (``null`` on an update), and on an update of a DP federation
+the head of the client's privacy ledger (entries and the hash of the entry that paid for the
+update; ``null`` otherwise): the server keeps the last head it accepted from each client and
+refuses one that goes back (a client whose ledger was rolled back). The chunks hold
+``weight * values`` only: each client's weight is fixed in the signed roster, and every client
+divides the aggregate by the roster weights of the contributors the aggregate names (wire
+version 3, protocol 4; version 2 carried the weight in an extra encrypted slot and named no
+contributors, and is refused with a message saying so).
 The digest catches corruption in transit; the signature (by the client named in the header, or by
 the server for an aggregate; :mod:`secure_fedsa.crypto.signing`) authenticates the header and
 every ciphertext byte, so a message altered in any way, relabelled with another client, round,
@@ -40,8 +45,10 @@ from secure_fedsa.crypto.signing import SIGNATURE_BYTES, SigningKey, verify
 from secure_fedsa.errors import ConfigError, UpdateRejected
 
 MAGIC = b"SFSA"
-WIRE_VERSION = 2
-PROTOCOL_VERSION = 3
+# 3: no weight slot (weights are fixed in the signed roster); 2 carried it encrypted
+WIRE_VERSION = 3
+# 4: aggregates name their contributors (F_CONTRIBUTOR_IDS)
+PROTOCOL_VERSION = 4
 PLAINTEXT_FINGERPRINT = "plaintext"
 SERVER_ID = "server"
 KIND_UPDATE = "update"
@@ -60,6 +67,7 @@ F_N_VALUES = "n_values"
 F_N_CHUNKS = "n_chunks"
 F_CHUNK_BYTES = "chunk_bytes"
 F_CONTRIBUTORS = "contributors"
+F_CONTRIBUTOR_IDS = "contributor_ids"
 F_LEDGER = "ledger"
 LEDGER_FIELDS = frozenset({"entries", "head"})
 HEADER_FIELDS = frozenset(
@@ -76,6 +84,7 @@ HEADER_FIELDS = frozenset(
         F_N_CHUNKS,
         F_CHUNK_BYTES,
         F_CONTRIBUTORS,
+        F_CONTRIBUTOR_IDS,
         F_LEDGER,
     }
 )
@@ -122,6 +131,8 @@ class Message:
     contributors: int
     chunks: tuple[bytes, ...]
     ledger: LedgerHead | None = None  # on updates of a DP federation
+    # on aggregates: the clients whose updates were added (sorted; None on updates)
+    contributor_ids: tuple[str, ...] | None = None
     digest: bytes = b""  # set by unpack: SHA-256 of header and chunks
     signature: bytes = b""  # set by unpack: the sender's signature of the digest
 
@@ -145,6 +156,9 @@ def pack(message: Message, key: SigningKey) -> bytes:
         F_N_CHUNKS: len(message.chunks),
         F_CHUNK_BYTES: [len(c) for c in message.chunks],
         F_CONTRIBUTORS: message.contributors,
+        F_CONTRIBUTOR_IDS: (
+            None if message.contributor_ids is None else list(message.contributor_ids)
+        ),
         F_LEDGER: None if message.ledger is None else message.ledger.to_json(),
     }
     problem = _header_problem(header)
@@ -164,8 +178,14 @@ def unpack(data: bytes) -> Message:
     if len(view) < _PREFIX.size + DIGEST_BYTES + SIGNATURE_BYTES:
         raise UpdateRejected("malformed message: too short")
     magic, version, header_len = _PREFIX.unpack_from(view)
-    if magic != MAGIC or version != WIRE_VERSION:
-        raise UpdateRejected("malformed message: not a secure_fedsa message of this version")
+    if magic != MAGIC:
+        raise UpdateRejected("malformed message: not a secure_fedsa message")
+    if version != WIRE_VERSION:
+        raise UpdateRejected(
+            f"malformed message: wire version {version}, but this secure_fedsa reads only "
+            f"version {WIRE_VERSION}{_OLDER if version < WIRE_VERSION else ''}: the sender runs "
+            "another release; the server and every site must run the same one"
+        )
     digest_end = len(view) - SIGNATURE_BYTES
     body_end = digest_end - DIGEST_BYTES
     header_end = _PREFIX.size + header_len
@@ -197,9 +217,18 @@ def unpack(data: bytes) -> Message:
         contributors=header[F_CONTRIBUTORS],
         chunks=tuple(chunks),
         ledger=None if header[F_LEDGER] is None else LedgerHead(**header[F_LEDGER]),
+        contributor_ids=(
+            None if header[F_CONTRIBUTOR_IDS] is None else tuple(header[F_CONTRIBUTOR_IDS])
+        ),
         digest=digest,
         signature=bytes(view[digest_end:]),
     )
+
+
+_OLDER = (
+    " (an older release, which sent each weight in an encrypted slot: weights are now fixed in "
+    "the signed roster, made with `secure-fedsa keys init --client-sizes`)"
+)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -238,7 +267,10 @@ def _header_problem(h: Any) -> str | None:
     if not isinstance(h, dict) or set(h) != HEADER_FIELDS:
         return "unexpected or missing header fields"
     if h[F_PROTOCOL] != PROTOCOL_VERSION or type(h[F_PROTOCOL]) is not int:
-        return "unsupported protocol version"
+        return (
+            f"unsupported protocol version {json.dumps(h[F_PROTOCOL])[:16]} (this release speaks "
+            f"{PROTOCOL_VERSION}: the sender runs another release)"
+        )
     if h[F_KIND] not in (KIND_UPDATE, KIND_AGGREGATE):
         return "unknown message kind"
     if type(h[F_ENCRYPTED]) is not bool:
@@ -272,6 +304,9 @@ def _header_problem(h: Any) -> str | None:
         return "an update comes from one client, never from the server"
     if h[F_KIND] == KIND_AGGREGATE and not is_server:
         return "an aggregate comes from the server"
+    problem = _contributor_ids_problem(h)
+    if problem:
+        return problem
     ledger = h[F_LEDGER]
     if ledger is not None:
         if h[F_KIND] != KIND_UPDATE:
@@ -282,6 +317,23 @@ def _header_problem(h: Any) -> str | None:
             return "ledger entries out of range"
         if not _matches(HEAD_PATTERN, ledger["head"]):
             return "ledger head must be 64 lowercase hex characters"
+    return None
+
+
+def _contributor_ids_problem(h: dict[str, Any]) -> str | None:
+    """An aggregate names its contributors: distinct client ids, as many as it counts; an
+    update names none (its sender is its client id)."""
+    ids = h[F_CONTRIBUTOR_IDS]
+    if h[F_KIND] == KIND_UPDATE:
+        return None if ids is None else "an update names no contributors"
+    if not isinstance(ids, list) or not all(
+        _matches(CLIENT_ID_PATTERN, c) and c != SERVER_ID for c in ids
+    ):
+        return "contributor_ids must list client ids"
+    if len(set(ids)) != len(ids):
+        return "contributor_ids names a client twice"
+    if len(ids) != h[F_CONTRIBUTORS]:
+        return "contributor_ids does not name as many clients as contributors counts"
     return None
 
 
@@ -350,7 +402,8 @@ def encode_update(
     mask: ChunkMask | None = None,
     ledger: LedgerHead | None = None,
 ) -> bytes:
-    """The bytes a client sends: ``weight * values`` and ``weight``, encoded by ``codec`` (with
+    """The bytes a client sends: ``weight * values`` (``weight``: the client's weight in the
+    signed roster, which is not sent), encoded by ``codec`` (with
     secure aggregation's ``mask`` added to the ciphertexts, if given), with the head of the
     privacy ``ledger`` entry that paid for it (DP federations), signed with the client's ``key``
     (whose owner is the client id in the header)."""
@@ -375,11 +428,13 @@ def encode_update(
 
 @dataclass(frozen=True)
 class Aggregate:
-    """A decrypted aggregate: the weighted sum, the summed weight, and how many contributed."""
+    """A decrypted aggregate: the weighted sum and the clients the server says it added (their
+    number and ids, both signed by the server). The divisor is the sum of the contributors'
+    roster weights (:mod:`secure_fedsa.site.aggregate_check`)."""
 
     total: np.ndarray
-    total_weight: float
     contributors: int
+    contributor_ids: tuple[str, ...]
 
 
 def decode_aggregate(
@@ -414,5 +469,5 @@ def decode_aggregate(
         n_values=n_values,
         chunk_sizes=codec.aggregate_chunk_sizes(n_values),
     )
-    total, total_weight = codec.decrypt_sum(message.chunks, n_values)
-    return Aggregate(np.asarray(total), float(total_weight), message.contributors)
+    total = codec.decrypt_sum(message.chunks, n_values)
+    return Aggregate(np.asarray(total), message.contributors, tuple(message.contributor_ids or ()))

@@ -121,9 +121,13 @@ class ServerRound:
     def accepted(self) -> list[str]:
         return list(self.aggregator.accepted) if self.aggregator is not None else []
 
+    def signed_roster(self) -> tuple[bytes, bytes]:
+        """The roster and the server's signature of it, as every request that needs it carries
+        them (key adverts; training and the aggregate: the roster fixes each client's weight)."""
+        return signed_roster(self.keys.roster, self.keys.identity.key)
+
     def keys_request(self) -> KeysRequest:
-        roster, signature = signed_roster(self.keys.roster, self.keys.identity.key)
-        return KeysRequest(self.number, self.session, roster, signature)
+        return KeysRequest(self.number, self.session, *self.signed_roster())
 
     def collect_adverts(self, adverts: Iterable[KeyAdvert]) -> list[KeyAdvert]:
         """U1, the adverts that verify against the roster (MaskingFailed if too few)."""

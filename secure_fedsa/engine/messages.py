@@ -62,12 +62,15 @@ class SharesRequest:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """Train and upload; ``masked_with`` (U2) is None with masking off. Reply:
-    :class:`TrainReply`."""
+    """Train and upload; ``masked_with`` (U2) is None with masking off. The roster, signed by
+    the server, fixes the site's weight (its update is multiplied by it; the weight is not
+    sent). Reply: :class:`TrainReply`."""
 
     round: int
     session: str
     masked_with: tuple[str, ...] | None
+    roster: bytes = b""  # the roster's canonical JSON
+    roster_signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,15 @@ class RevealRequest:
 
 @dataclass(frozen=True)
 class EvaluateRequest:
-    """Check and apply the aggregate (None: the round has none), evaluate. Reply:
-    :class:`ApplyReport`."""
+    """Check and apply the aggregate (None: the round has none), evaluate. The roster, signed
+    by the server, gives the weights of the contributors the aggregate names: its divisor.
+    Reply: :class:`ApplyReport`."""
 
     round: int
     session: str
     aggregate: bytes | None
+    roster: bytes = b""  # the roster's canonical JSON
+    roster_signature: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ Round r, as the server drives it (each phase one exchange of typed messages with
 1. **mask set-up** (masking on): key adverts from the sites drawn this round, then their
    encrypted shares among those whose adverts verify (U1); U2, those whose shares arrived;
 2. **train and upload**: each site of U2 (or every site drawn, masking off) trains with DP,
-   charges its ledger, and sends its masked, encrypted, signed update with a report;
+   charges its ledger, and sends its masked, encrypted, signed update (its shared tensors times
+   the weight the signed roster fixes for it) with a report;
 3. **aggregate**: the server validates and adds every update (rejections are recorded);
 4. **consistency and unmask**: the sites whose update was added sign the survivor set (who was
    added, who masked and was not); with t valid signatures of that one set, relayed to each,
    they reveal the shares the server needs to remove the masks from the sum; the server signs
    the aggregate;
 5. **check, apply and evaluate**: every site still connected verifies, decrypts and checks the
-   aggregate, loads it (or keeps its round-start shared tensors), evaluates, reports;
+   aggregate (divided by the roster weights of the contributors it names), loads it (or keeps
+   its round-start shared tensors), evaluates, reports;
 6. **record**: one line of metrics.jsonl (:mod:`secure_fedsa.engine.record`).
 
 A site forgets the round's masking secrets at its last use of them (its reveal, or the round's
@@ -208,7 +210,8 @@ class RoundEngine:
         if not senders:
             return
         masked_with = tuple(record.masking["masked_with"]) if server.masking else None
-        request = m.TrainRequest(server.number, server.session, masked_with)
+        request = m.TrainRequest(server.number, server.session, masked_with,
+                                 *server.signed_roster())  # fmt: skip
         replies = self._exchange(state, {a: request for a in senders}, "train", (m.TrainReply,))
         for address, reply in sorted(replies.items(), key=lambda item: item[1].report.client):
             cid = self.names.setdefault(address, reply.report.client)
@@ -278,7 +281,8 @@ class RoundEngine:
         """Every site still in the round checks, applies and evaluates; the aggregate's
         status is what they report (a status code, never a reason)."""
         record, server = state.record, state.server
-        request = m.EvaluateRequest(server.number, server.session, aggregate)
+        request = m.EvaluateRequest(server.number, server.session, aggregate,
+                                    *server.signed_roster())  # fmt: skip
         targets = {a: request for a in addresses if a not in state.out}
         if aggregate is not None:
             record.download_bytes += len(aggregate) * len(targets)

@@ -28,7 +28,13 @@ import torch
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.crypto.codec import ChunkMask
-from secure_fedsa.crypto.signing import Identity, Roster, accept_roster, parse_roster
+from secure_fedsa.crypto.signing import (
+    Identity,
+    Roster,
+    accept_roster,
+    parse_roster,
+    require_weights,
+)
 from secure_fedsa.engine import messages as m
 from secure_fedsa.errors import BudgetExhausted, CryptoError
 from secure_fedsa.secagg.masking import chunk_mask
@@ -127,19 +133,22 @@ class MemorySecrets:
         self.state = {}
 
 
-def received_roster(request: m.KeysRequest, identity: Identity) -> Roster:
+def received_roster(roster: bytes, signature: bytes, identity: Identity) -> Roster:
     """The roster the server sent, accepted only if the server signed it and it is the roster
     the site's identity pins or a revocation descendant of it (:func:`accept_roster`): a server
-    that swaps peers' keys for its own is refused whatever it signs."""
+    that swaps peers' keys for its own is refused whatever it signs. Every roster in that
+    lineage fixes the same client weights."""
     try:
-        roster = parse_roster(json.loads(bytes(request.roster)), "the server's roster")
+        parsed = parse_roster(json.loads(bytes(roster)), "the server's roster")
     except (ValueError, TypeError, CryptoError):
-        raise CryptoError("the server sent no readable roster for secure aggregation") from None
-    return accept_roster(roster, bytes(request.roster_signature), identity)
+        raise CryptoError("the server sent no readable roster") from None
+    return accept_roster(parsed, bytes(signature), identity)
 
 
-# what a site keeps from its reveal to the round's evaluate: the survivor set it signed (the
-# aggregate's contributors) and the pinned roster's weights; public values, memory only
+# what a site keeps within a round, from its upload to the round's evaluate (public values,
+# memory only): that it uploaded (the aggregate must then name it) and the survivor set it
+# signed (with masking: the aggregate must name exactly that set)
+UPLOADED = "uploaded"
 SURVIVORS = "survivors"
 
 
@@ -184,7 +193,7 @@ class Participant:
                 self.client.check_budget()
             except BudgetExhausted as exc:
                 return m.TrainReport(self.name, m.BUDGET_EXHAUSTED, reason=str(exc))
-        roster = received_roster(request, self.identity)
+        roster = received_roster(request.roster, request.roster_signature, self.identity)
         masking = MaskingClient(self.name, self.identity.key, roster, request.session,
                                 request.round)  # fmt: skip
         advert = masking.advertise()
@@ -207,50 +216,63 @@ class Participant:
         masking = self._restore(request.round, request.session)
         signature = masking.sign_survivors(present=request.present, dropped=request.dropped)
         self._keep(masking)
+        signed = json.dumps(sorted(request.present))
+        self._note(request.round, request.session, **{SURVIVORS: signed})
         self._sent(request.round, "secagg-survivors", signature)
         return m.SurvivorSignature(self.name, signature)
 
     def reveal(self, request: m.RevealRequest) -> Reveal:
         """Unmasking: the shares the server needs (never both kinds for one client), only for
         the survivor set this site signed and with t present clients' signatures of it; then
-        the round's secrets are forgotten (a second request finds none and is refused). The
-        signed set is kept to check the aggregate's weight against."""
+        the round's secrets are forgotten (a second request finds none and is refused)."""
         masking = self._restore(request.round, request.session)
         self.secrets.clear()
         reveal = masking.reveal(request.shares, present=request.present,
                                 dropped=request.dropped, signatures=request.signatures)  # fmt: skip
-        weights = masking.roster.weights
-        self.kept.save({
-            "round": request.round,
-            "session": request.session,
-            SURVIVORS: sorted(request.present),
-            "weights": json.dumps(weights if weights is not None else None, sort_keys=True),
-        })  # fmt: skip
         self._sent(request.round, "secagg-reveal",
                    b"".join([*reveal.b_shares.values(), *reveal.s_shares.values()]))  # fmt: skip
         return reveal
 
-    def _contributors(self, request: m.EvaluateRequest) -> tuple[dict | None, list[str] | None]:
-        """The roster's fixed weights and the survivor set this site signed for the round of
-        ``request`` ((None, None): it signed none, and the aggregate's weight is range-checked)."""
+    def _note(self, number: int, session: str, **values: Any) -> None:
+        """Remember ``values`` for the rest of round ``number`` (what an earlier round left is
+        dropped)."""
+        kept = dict(self.kept.load())
+        if (kept.get("round"), kept.get("session")) != (number, session):
+            kept = {"round": number, "session": session}
+        self.kept.save({**kept, **values})
+
+    def _round_notes(self, request: m.EvaluateRequest) -> tuple[list[str] | None, bool]:
+        """The survivor set this site signed in the round of ``request`` (None: it signed
+        none) and whether it uploaded an update in it; forgotten once read."""
         kept = self.kept.load()
         self.kept.clear()
         if (kept.get("round"), kept.get("session")) != (request.round, request.session):
-            return None, None
-        weights = json.loads(str(kept["weights"]))
-        if weights is None:
-            return None, None
-        return {str(c): float(w) for c, w in weights.items()}, [str(c) for c in kept[SURVIVORS]]
+            return None, False
+        signed = kept.get(SURVIVORS)
+        survivors = None if signed is None else [str(c) for c in json.loads(str(signed))]
+        return survivors, bool(kept.get(UPLOADED, False))
+
+    def _weights(self, roster: bytes, signature: bytes) -> dict[str, float]:
+        """The members' weights of the roster the server sent, once accepted (CryptoError for
+        a roster this site does not accept, or one without weights)."""
+        accepted = received_roster(roster, signature, self.identity)
+        return require_weights(accepted, "the server's roster")
 
     # -- training and upload -------------------------------------------------------------
     def train(self, request: m.TrainRequest) -> m.TrainReply:
         """Train (or find the round trained before a restart), then send the masked, encrypted,
-        signed update. A site that cannot mask as asked refuses before training."""
+        signed update, weighted by the weight the signed roster fixes for this site. A site that
+        cannot mask as asked, or finds no weight for itself, refuses before training."""
         client = self._client()
         refusal = self.settings.refusal() if client.manifest.size else None
         if refusal is not None:  # before any DP step: the ledger is not touched
             return m.TrainReply(m.TrainReport(self.name, m.REFUSED, reason=refusal), None)
-        mask = self._mask(request) if client.manifest.size else None
+        mask, weight = None, 0.0
+        if client.manifest.size:
+            mask = self._mask(request)
+            # before any DP step: the weight the signed roster fixes for this site (a roster
+            # this site does not accept, or one without weights, stops here with nothing spent)
+            weight = self._weights(request.roster, request.roster_signature)[self.name]
         try:
             result = client.train(request.round, on_step=self.on_step)
         except BudgetExhausted as exc:
@@ -258,7 +280,7 @@ class Participant:
         update, seconds = None, 0.0
         if client.manifest.size:
             started = time.perf_counter()
-            update = client.make_update(request.round, request.session, mask)
+            update = client.make_update(request.round, request.session, mask, weight=weight)
             seconds = time.perf_counter() - started
             self.egress.record(
                 self.name,
@@ -272,6 +294,7 @@ class Participant:
                 manifest_hash=client.manifest.digest,
                 ledger_entry=client.trained_entry,
             )
+            self._note(request.round, request.session, **{UPLOADED: True})
         steps = None if result.stats is None else int(result.stats.steps)
         report = m.TrainReport(self.name, m.TRAINED, result.resumed, steps, result.clamped,
                                encrypt_seconds=seconds)  # fmt: skip
@@ -297,17 +320,23 @@ class Participant:
         round's starting shared tensors); evaluate on the per-round samples. The reason for a
         rejection and the accuracies stay here unless the run releases its evaluation."""
         self.secrets.clear()  # the round is over for this site
-        weights, contributors = self._contributors(request)
+        survivors, uploaded = self._round_notes(request)
         client, config = self._client(), self.settings.config
         status, decrypt, problems = m.NONE, 0.0, []
         if request.aggregate is None:
             client.keep_round_start(request.round)
         else:
             started = time.perf_counter()
-            problems = client.apply_aggregate(
-                request.aggregate, request.round, request.session,
-                roster_weights=weights, contributor_ids=contributors,
-            )  # fmt: skip
+            try:
+                weights = self._weights(request.roster, request.roster_signature)
+            except CryptoError as exc:  # not this federation's roster: no divisor to trust
+                client.keep_round_start(request.round)
+                problems = [str(exc)]
+            else:
+                problems = client.apply_aggregate(
+                    request.aggregate, request.round, request.session,
+                    roster_weights=weights, survivors=survivors, uploaded=uploaded,
+                )  # fmt: skip
             decrypt = time.perf_counter() - started
             status = m.REJECTED if problems else m.APPLIED
             note = {"round": request.round, "status": status, "problems": problems}

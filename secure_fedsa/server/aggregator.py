@@ -8,7 +8,8 @@ and every chunk's ciphertext parameters; in a DP federation also the head of the
 ledger, which must move forward from the last head this server accepted from that client (a client
 whose ledger was rolled back to an older copy, or rewritten, is refused). A rejected update leaves
 the sum exactly as it was and is recorded in ``rejections``. Updates are added as they arrive, so
-memory does not grow with the number of clients. The aggregate is signed with the server's identity.
+memory does not grow with the number of clients. The aggregate is signed with the server's identity
+and names the clients whose updates it holds: every client divides it by their roster weights.
 
 This module imports no decryption code: it works with any ``ServerCodec`` (``CKKSServerCodec``
 from ``server.keys``, or ``PlaintextCodec``).
@@ -179,6 +180,7 @@ class Aggregator:
                 encrypted=self.codec.encrypted,
                 n_values=self.n_values,
                 contributors=len(self.accepted),
+                contributor_ids=tuple(sorted(self.accepted)),
                 chunks=tuple(self._sum.result(offsets)),
             ),
             self._key,

@@ -2,16 +2,18 @@
 
 A client holding the federation's CKKS key can encrypt anything within the codec's range, so a
 validly signed, well-formed update can still carry values no honest training produces (1e5 per
-value, a negative weight). Every client checks the decrypted aggregate before loading it; one that
+value, a negated update). Every client checks the decrypted aggregate before loading it; one that
 fails is discarded (the client keeps the shared tensors it started the round with) and the
 federation goes on. The checks, all pure functions of public quantities:
 
-1. **Weights.** Each client's weight is fixed at set-up in the signed roster (client sizes are
-   public), so the summed weight of the named contributors is known exactly: the decrypted total
-   weight must equal it within CKKS error (:func:`roster_weight_problem`). A client claiming
-   any other weight (4 096, −10) is caught. Without roster weights (keys made before them) the
-   old range check applies: each weight n_k / 100 with n_k ≥ 1, at most the codec's bound, so the
-   summed weight W of c contributors lies in [c / 100, c · bound].
+1. **Contributors and the divisor.** Each client's weight w_k is fixed at set-up in the signed
+   roster (client sizes are public) and is not sent: a client encrypts w_k · A_k and nothing
+   else. The server's signed aggregate names the clients whose updates it added
+   (:func:`contributor_problem`): a client that signed the round's survivor set (masking) requires
+   exactly that set, which t clients signed; any client requires every name to be a roster member,
+   none twice, as many as the aggregate counts, and its own name among them if it uploaded this
+   round. The divisor is W = Σ w_k over the named contributors, from the roster
+   (:func:`roster_total_weight`). Keys made before roster weights existed cannot aggregate.
 2. **Finite values.**
 3. **How far honest training can move a shared tensor.** Clients train with AdamW (β1 = 0.9,
    β2 = 0.999, no weight decay) from a fresh optimizer every round. The step of one coordinate at
@@ -32,8 +34,28 @@ federation goes on. The checks, all pure functions of public quantities:
    (:func:`clamp_round_change`), and the bound holds by construction. Honest training rarely
    reaches it (docs/results.md, "A DP recipe for the default job", gives the counts).
 
-What this does not catch: a wrong update that stays inside these bounds (a key-holding client can
-still steer the average within them); DP bounds what one record can do, nothing more.
+**Why the weight need not travel encrypted.** Until wire version 3 each client also sent its
+weight in an extra encrypted slot, and clients divided by the decrypted sum of weights. That slot
+never bounded what a client puts in its value slots: a client chooses its whole vector X, and X
+changes the sum by X and the average by X / W. What the slot protected was the denominator: a
+client that claimed more weight than its own could grow W and outweigh everyone (the range check
+of keys without roster weights let a client claim up to 4096 and put the average within 0.002 of
+its poison), which the exact check against the roster then refused. With W computed from the
+public roster the denominator is not anyone's to choose, so nothing the slot guarded is left
+unguarded; what one client controls is X, as it always was. Against the server the slot never
+protected anything: CKKS ciphertexts are malleable without any key (a plaintext can be added, a
+ciphertext multiplied by a constant), so a server could always set every slot, the weight's
+included, to anything; naming other contributors only rescales the average, which it could do
+anyway, and with masking the names must be the survivor set t clients signed.
+
+**The limit, stated plainly.** A client's influence on an aggregate it contributes to is bounded
+by check 3 alone. A key-holding client that knows the initial tensors can send
+X = W · target − (W − w_k) · initial (about what the honest clients' sum will be) and move the
+average close to any target within r · lr · Σ r_t of the initial values; nothing here stops
+that, with or without the weight slot. Nor is the bound a ratchet: it grows with the round, so a
+poison that is too far from the initial values in round 1 can be admitted in round 3
+(``tests/test_lying_server.py`` pins this as an expected failure). DP bounds what one record can
+do, nothing more; it does not bound what one client can do.
 
 **Reasons and rule P6.** Every problem is an :class:`AggregateProblem`: its text quotes decrypted
 quantities and belongs in the client's own files only; its :attr:`~AggregateProblem.check` names
@@ -44,7 +66,7 @@ the failed check and nothing decrypted, and is all a file the server side reads 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,13 +74,8 @@ import numpy as np
 # torch.optim.AdamW defaults, as the engine uses them (weight decay 0)
 ADAM_BETA1 = 0.9
 ADAM_BETA2 = 0.999
-# Each honest weight is n_k / WEIGHT_UNIT with n_k >= 1 (see client.WEIGHT_UNIT).
-MIN_WEIGHT = 1 / 100
 # CKKS decryption error of an average, far above the measured ~1e-9 and far below any step.
 VALUE_SLACK = 1e-6
-# CKKS decryption error of a summed weight: ~1e-9 measured per value, the same slack as above
-# (relative to the expected total, so that weights in thousands and in units both work).
-WEIGHT_SLACK = 1e-6
 
 # the checks, by name: what shared (server-side) files may say about a rejected aggregate
 CHECK_WEIGHT = "total weight"
@@ -102,27 +119,50 @@ def roster_total_weight(contributors: Iterable[str], weights: Mapping[str, float
     return float(sum(weights[c] for c in sorted(set(contributors))))
 
 
-def roster_weight_problem(
-    total_weight: float, contributors: Iterable[str], weights: Mapping[str, float]
+def contributor_problem(
+    named: Sequence[str],
+    count: int,
+    weights: Mapping[str, float],
+    *,
+    survivors: Iterable[str] | None = None,
+    own: str | None = None,
 ) -> AggregateProblem | None:
-    """Why ``total_weight`` (decrypted) is not the roster weight of the named ``contributors``
-    (pure; None: equal within CKKS error). The contributors are the survivor set this client
-    signed in the consistency round, which at least t clients signed too."""
-    named = sorted(set(contributors))
-    unknown = [c for c in named if c not in weights]
-    if not named or unknown:
+    """Why the contributors an aggregate names cannot be its divisor (pure; None: they can).
+
+    ``named`` and ``count`` are the ids and the number the server's signed header gives,
+    ``weights`` the roster's fixed weights of its current members. Every name must be a member,
+    none twice, as many as ``count`` (at least one); with ``survivors`` (the survivor set this
+    client signed in the consistency round, which t clients signed) the names must be exactly
+    that set; with ``own`` (this client's id, when it uploaded in this round) its name must be
+    among them: a server that drops an honest update and names the others does not get the
+    uploader to load the result.
+    """
+    names = list(named)
+    if count < 1 or not names:
+        return AggregateProblem(CHECK_CONTRIBUTORS, f"the aggregate names {count} contributors")
+    if len(set(names)) != len(names):
+        return AggregateProblem(CHECK_CONTRIBUTORS, "the aggregate names a contributor twice")
+    if len(names) != count:
         return AggregateProblem(
             CHECK_CONTRIBUTORS,
-            f"the aggregate names contributors without a roster weight: {unknown or 'none'}",
+            f"the aggregate counts {count} contributors but names {len(names)}",
         )
-    expected = roster_total_weight(named, weights)
-    if not math.isfinite(total_weight) or abs(total_weight - expected) > WEIGHT_SLACK * max(
-        1.0, expected
-    ):
+    unknown = sorted(c for c in names if c not in weights)
+    if unknown:
         return AggregateProblem(
-            CHECK_WEIGHT,
-            f"total weight {total_weight:.9g}, but the roster fixes {expected:.9g} for the "
-            f"{len(named)} contributor(s): a client claimed a weight other than its own",
+            CHECK_CONTRIBUTORS,
+            f"the aggregate names contributors outside the roster: {', '.join(unknown)}",
+        )
+    if survivors is not None and set(survivors) != set(names):
+        return AggregateProblem(
+            CHECK_CONTRIBUTORS,
+            f"the aggregate names {len(names)} contributors that are not the survivor set this "
+            "client signed",
+        )
+    if own is not None and own not in names:
+        return AggregateProblem(
+            CHECK_CONTRIBUTORS,
+            f"{own} uploaded an update this round, but the aggregate does not name it",
         )
     return None
 
@@ -163,58 +203,46 @@ class Bounds:
     """What honest clients' aggregates obey in one federation."""
 
     round_change: float  # per coordinate per round (round_change_bound)
-    max_weight: float  # largest weight one honest client can send (the codec's bound)
 
 
 def aggregate_problems(
     total: np.ndarray,
-    total_weight: float,
+    contributor_ids: Sequence[str],
     contributors: int,
     *,
     initial: np.ndarray,
     round: int,
     bounds: Bounds,
-    roster_weights: Mapping[str, float] | None = None,
-    contributor_ids: Iterable[str] | None = None,
+    roster_weights: Mapping[str, float] | None,
+    survivors: Iterable[str] | None = None,
+    own: str | None = None,
 ) -> list[str]:
     """Why this decrypted aggregate cannot come from honest clients (empty: it can); each
     problem is an :class:`AggregateProblem`.
 
-    ``total`` is the decrypted weighted sum, ``initial`` the shared tensors every client started
-    the federation with, ``round`` the round the aggregate belongs to (1-based). With
-    ``roster_weights`` (the signed roster's fixed weights) and ``contributor_ids`` (the survivor
-    set this client signed), the total weight must equal theirs exactly; otherwise only the
-    range [c / 100, c · bound] is checked.
+    ``total`` is the decrypted weighted sum; ``contributor_ids`` and ``contributors`` are the
+    ids and the number the server's signed header names; ``roster_weights`` the signed roster's
+    fixed weights of its current members (None: a roster without weights, which cannot
+    aggregate); ``survivors`` and ``own`` as in :func:`contributor_problem`. ``initial`` is the
+    shared tensors every client started the federation with, ``round`` the round the aggregate
+    belongs to (1-based). The average is ``total`` divided by
+    ``roster_total_weight(contributor_ids, roster_weights)``.
     """
-    if contributors < 1:
+    if roster_weights is None:
         return [
-            AggregateProblem(CHECK_CONTRIBUTORS, f"the aggregate names {contributors} contributors")
+            AggregateProblem(
+                CHECK_WEIGHT,
+                "the roster fixes no client weights, so the aggregate has no divisor (keys made "
+                "before roster weights): make new keys with `secure-fedsa keys init "
+                "--client-sizes`",
+            )
         ]
-    if roster_weights is not None:
-        named = list(contributor_ids or [])
-        if len(set(named)) != contributors:
-            return [
-                AggregateProblem(
-                    CHECK_CONTRIBUTORS,
-                    f"the aggregate counts {contributors} contributors, the survivor set names "
-                    f"{len(set(named))}",
-                )
-            ]
-        problem = roster_weight_problem(total_weight, named, roster_weights)
-        if problem is not None:
-            return [problem]  # dividing by it would tell nothing
-        total_weight = roster_total_weight(named, roster_weights)
-    else:
-        low, high = contributors * MIN_WEIGHT, contributors * bounds.max_weight
-        if not math.isfinite(total_weight) or not low * (1 - 1e-9) <= total_weight <= high:
-            return [
-                AggregateProblem(
-                    CHECK_WEIGHT,
-                    f"total weight {total_weight:.6g} outside [{low:g}, {high:g}], the range "
-                    f"{contributors} honest contributor(s) can have",
-                )
-            ]
-    average = total / total_weight
+    problem = contributor_problem(
+        contributor_ids, contributors, roster_weights, survivors=survivors, own=own
+    )
+    if problem is not None:
+        return [problem]
+    average = total / roster_total_weight(contributor_ids, roster_weights)
     if not np.all(np.isfinite(average)):
         return [AggregateProblem(CHECK_FINITE, "the average has non-finite values")]
     allowed = round * bounds.round_change + VALUE_SLACK

@@ -55,6 +55,7 @@ from secure_fedsa.site.aggregate_check import (
     Bounds,
     aggregate_problems,
     clamp_round_change,
+    roster_total_weight,
     round_change_bound,
 )
 from secure_fedsa.site.training import (
@@ -68,10 +69,11 @@ from secure_fedsa.site.training import (
 STATE_FILE = "state.pt"
 # the record sets a client evaluates on
 SPLITS = ("test", "validation")
-# Aggregation weight = training-set size / WEIGHT_UNIT. The unit keeps weighted values inside the
-# range CKKS can add without (silent) overflow (|n_k/100 * value| <= 4096 for 64 clients) while the
-# summed weight stays large enough that the CKKS error of the average (~1e-9 / summed weight)
-# stays far below 1e-7; clients divide by the summed weight, so the unit cancels.
+# Aggregation weight = training-set size / WEIGHT_UNIT, fixed at set-up in the signed roster. The
+# unit keeps weighted values inside the range CKKS can add without (silent) overflow
+# (|n_k/100 * value| <= 4096 for 64 clients) while the summed weight stays large enough that the
+# CKKS error of the average (~1e-9 / summed weight) stays far below 1e-7; clients divide by the
+# roster's summed weight of the contributors, so the unit cancels.
 WEIGHT_UNIT = 100.0
 
 
@@ -171,10 +173,7 @@ class Client:
                 f"{client_id} was given the signing identity of {identity.key.owner}"
             )
         self.identity = identity
-        self.bounds = Bounds(
-            round_change=round_change_bound(lr=plan.lr, steps=plan.local_steps),
-            max_weight=codec.value_bound if codec.value_bound is not None else float("inf"),
-        )
+        self.bounds = Bounds(round_change=round_change_bound(lr=plan.lr, steps=plan.local_steps))
         # not private: shuffling without DP; DP noise and sampling come from ``randomness``
         self.generator = torch.Generator().manual_seed(seed)
         self.randomness = randomness if randomness is not None else OSRandom()
@@ -340,15 +339,18 @@ class Client:
         return None if self.privacy is None else self.privacy.ledger.epsilon_spent
 
     # -- exchange with the server --------------------------------------------------------
-    def make_update(self, round_number: int, session: str, mask: ChunkMask | None = None) -> bytes:
-        """The only bytes that leave this client: its shared tensors, weighted, encrypted (with
+    def make_update(
+        self, round_number: int, session: str, mask: ChunkMask | None = None, *, weight: float
+    ) -> bytes:
+        """The only bytes that leave this client: its shared tensors times its ``weight`` (the
+        one the signed roster fixes for it; the weight itself is not sent), encrypted (with
         secure aggregation's ``mask`` added to the ciphertexts, if given) and signed for this
         round of the run ``session``."""
         values = flatten(self.trained, self.manifest)
         return encode_update(
             self.codec,
             values,
-            self.data.num_train / WEIGHT_UNIT,
+            weight,
             manifest_hash=self.manifest.digest,
             round=round_number,
             session=session,
@@ -376,13 +378,18 @@ class Client:
         round_number: int,
         session: str,
         *,
-        roster_weights: Mapping[str, float] | None = None,
-        contributor_ids: Sequence[str] | None = None,
+        roster_weights: Mapping[str, float] | None,
+        survivors: Sequence[str] | None = None,
+        uploaded: bool = False,
     ) -> list[str]:
         """Verify, decrypt and check the server's aggregate; load it as the shared tensors if
         honest clients could have produced it. Returns why it was rejected (empty: loaded).
-        With ``roster_weights`` (the signed roster's fixed weights) and ``contributor_ids``
-        (the survivor set this client signed) the total weight is checked exactly.
+
+        ``roster_weights`` are the signed roster's fixed weights of its members (None: a roster
+        without weights, which cannot aggregate); the aggregate is divided by those of the
+        contributors it names. ``survivors`` is the survivor set this client signed this round
+        (masking), which the names must equal; ``uploaded`` says this client sent an update this
+        round, so its own name must be among them.
 
         A rejected aggregate is not loaded: the shared tensors go back to what this client
         started the round with, its B and head keep their training. Nothing here raises for a
@@ -400,20 +407,23 @@ class Client:
             )
             problems = aggregate_problems(
                 aggregate.total,
-                aggregate.total_weight,
+                aggregate.contributor_ids,
                 aggregate.contributors,
                 initial=self.initial_shared,
                 round=round_number,
                 bounds=self.bounds,
                 roster_weights=roster_weights,
-                contributor_ids=contributor_ids,
+                survivors=survivors,
+                own=self.client_id if uploaded else None,
             )
         except SecureFedsaError as exc:
             problems = [str(exc)]
         if problems:
             self.keep_round_start(round_number)
             return problems
-        shared = unflatten(aggregate.total / aggregate.total_weight, self.manifest)
+        assert roster_weights is not None  # aggregate_problems refuses an aggregate without
+        divisor = roster_total_weight(aggregate.contributor_ids, roster_weights)
+        shared = unflatten(aggregate.total / divisor, self.manifest)
         # a client that did not train this round (not drawn) receives the new shared tensors
         # too; its own tensors are those of its last training either way
         own = self.trained if self.trained_round == round_number else self.state

@@ -26,6 +26,7 @@ from secure_fedsa.crypto.signing import (
     identity_path,
     load_identity,
     load_roster,
+    require_weights,
 )
 from secure_fedsa.errors import CryptoError
 
@@ -51,9 +52,17 @@ def default_client_ids(count: int) -> list[str]:
     return [f"client-{i}" for i in range(count)]
 
 
+def check_aggregation_roster(config: RunConfig, roster: Roster, where: str) -> None:
+    """A run that shares tensors needs a roster that fixes every client's weight (keys made
+    before roster weights cannot aggregate): CryptoError saying how to make new keys."""
+    if config.method != "local":
+        require_weights(roster, where)
+
+
 def check_keys_dir(config: RunConfig, client_ids: list[str] | None = None) -> None:
     """A user-given key directory must hold both bundles (with encryption) and a roster with
-    an identity for every client; checked before a run starts."""
+    an identity for every client, and, when the run shares tensors, a weight for every client;
+    checked before a run starts."""
     if config.keys_dir is None:
         return
     directory = Path(config.keys_dir)
@@ -65,6 +74,7 @@ def check_keys_dir(config: RunConfig, client_ids: list[str] | None = None) -> No
                 f"{directory}` or leave out --keys to make fresh keys for this run"
             )
     roster = load_roster(directory / ROSTER_FILE)
+    check_aggregation_roster(config, roster, str(directory / ROSTER_FILE))
     for cid in client_ids or default_client_ids(config.num_clients):
         if roster.key_of(cid) is None or not identity_path(directory, cid).is_file():
             raise CryptoError(
@@ -114,12 +124,16 @@ def setup_identities(
     weights: Mapping[str, float] | None = None,
 ) -> Identities:
     """The run's signing identities: from ``config.keys_dir``, or made in ``keys_dir`` with each
-    client's aggregation ``weights`` (public: its training-set size) fixed in the signed roster."""
+    client's aggregation ``weights`` (public: its training-set size) fixed in the signed roster.
+    A roster without weights (a run resumed from keys made before them) is refused when the run
+    shares tensors."""
     if config.keys_dir is not None:
         keys_dir = Path(config.keys_dir)
     elif not (keys_dir / ROSTER_FILE).exists():
         create_identities(keys_dir, client_ids, weights=weights)
-    return load_identities(keys_dir, client_ids)
+    identities = load_identities(keys_dir, client_ids)
+    check_aggregation_roster(config, identities.roster, str(keys_dir / ROSTER_FILE))
+    return identities
 
 
 def load_identities(keys_dir: Path, client_ids: list[str]) -> Identities:

@@ -215,7 +215,6 @@ class Federation:
                 "session": self.session,
                 "aggregate_bounds": {
                     "round_change": next(iter(self.clients.values())).bounds.round_change,
-                    "max_weight": self.codecs.client.value_bound,
                 },
                 "protections_off": config.protections,
                 "warnings": self.warnings,

@@ -61,8 +61,19 @@ def _bytes(content: RecordDict, key: str) -> bytes | None:
 Settings = dict[str, Any]
 
 
-def _keys_request(request: m.KeysRequest, settings: Settings, content: RecordDict) -> None:
+RosterRequest = m.KeysRequest | m.TrainRequest | m.EvaluateRequest
+
+
+def _roster(request: RosterRequest, settings: Settings) -> None:
     settings.update({"roster": request.roster, "roster-signature": request.roster_signature})
+
+
+def _roster_of(settings: Any) -> tuple[bytes, bytes]:
+    return bytes(settings.get("roster", b"")), bytes(settings.get("roster-signature", b""))
+
+
+def _keys_request(request: m.KeysRequest, settings: Settings, content: RecordDict) -> None:
+    _roster(request, settings)
 
 
 def _shares_request(request: m.SharesRequest, settings: Settings, content: RecordDict) -> None:
@@ -70,6 +81,7 @@ def _shares_request(request: m.SharesRequest, settings: Settings, content: Recor
 
 
 def _train_request(request: m.TrainRequest, settings: Settings, content: RecordDict) -> None:
+    _roster(request, settings)
     if request.masked_with is not None:
         settings["masked-with"] = list(request.masked_with)
 
@@ -87,6 +99,7 @@ def _reveal_request(request: m.RevealRequest, settings: Settings, content: Recor
 
 
 def _evaluate_request(request: m.EvaluateRequest, settings: Settings, content: RecordDict) -> None:
+    _roster(request, settings)
     if request.aggregate is not None:
         content[p.AGGREGATE] = _array(p.AGGREGATE, request.aggregate)
 
@@ -119,12 +132,7 @@ def read_request(message: Message) -> m.Request:
     number, session = int(settings["round"]), str(settings["session"])
     kind = message.metadata.message_type
     readers: dict[str, Callable[[], m.Request]] = {
-        sr.KEYS: lambda: m.KeysRequest(
-            number,
-            session,
-            bytes(settings.get("roster", b"")),
-            bytes(settings.get("roster-signature", b"")),
-        ),  # fmt: skip
+        sr.KEYS: lambda: m.KeysRequest(number, session, *_roster_of(settings)),
         sr.SHARES: lambda: m.SharesRequest(
             number, session, tuple(sr.adverts_from(content.config_records[p.SECAGG]))
         ),
@@ -132,6 +140,7 @@ def read_request(message: Message) -> m.Request:
             number,
             session,
             tuple(settings["masked-with"]) if "masked-with" in settings else None,
+            *_roster_of(settings),
         ),
         sr.SURVIVORS: lambda: m.SurvivorsRequest(
             number, session, tuple(settings["present"]), tuple(settings["dropped"])
@@ -145,7 +154,7 @@ def read_request(message: Message) -> m.Request:
             sr.shares_from(content.config_records.get(SIGNATURES) or {}),
         ),  # fmt: skip
         MessageType.EVALUATE: lambda: m.EvaluateRequest(
-            number, session, _bytes(content, p.AGGREGATE)
+            number, session, _bytes(content, p.AGGREGATE), *_roster_of(settings)
         ),
         FINISH: lambda: m.FinishRequest(number, session),
         FORGET: lambda: m.ForgetRequest(number, session),

@@ -36,6 +36,7 @@ from secure_fedsa.crypto.signing import (
     identity_path,
     load_identity,
     load_roster,
+    require_weights,
 )
 from secure_fedsa.engine import messages as m
 from secure_fedsa.engine.aggregation import ServerKeys, new_session
@@ -170,6 +171,8 @@ class FlowerFederation:
         identity = load_identity(identity_path(keys, SERVER_IDENTITY))
         if identity.key.public_bytes != roster.server:
             raise SecureFedsaError(f"{keys}: identities/server.key does not belong to roster.json")
+        if config.method != "local":  # before any round: keys made before roster weights
+            require_weights(roster, str(keys / ROSTER_FILE))
         self.keys = ServerKeys(_server_codec(deployment), roster, identity)
         self.manifest = server_manifest(config)
         if deployment.resume_dir:
