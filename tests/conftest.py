@@ -31,7 +31,8 @@ def own_anchors(tmp_path_factory, monkeypatch):
     return mine
 
 
-torch.set_num_threads(2)
+# one thread per xdist worker (make test runs two workers), two in a plain run
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 TIERS = ("unit", "integration", "e2e")
 

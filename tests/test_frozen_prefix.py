@@ -232,6 +232,8 @@ def test_the_top_refuses_a_depth_it_cannot_start_at():
         EncoderTop(_model(layers=2), 0)
 
 
+# two whole federations compared: on demand (the cache's unit tests check each forward pass)
+@pytest.mark.e2e
 def test_a_federation_is_the_same_with_and_without_the_cache(tmp_path, monkeypatch):
     """A DP + CKKS federation with test-only reproducible noise, once cached (the default) and
     once with the cache off: the same accuracies and the same trained state of every client."""

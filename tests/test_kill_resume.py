@@ -76,6 +76,8 @@ def _check(report: dict, run_dir, delay: float) -> None:
         assert privacy["epsilon"] <= 8.0
 
 
+# a kill -9 trial (an end-to-end federation in a subprocess): on demand, with its 8 siblings
+@pytest.mark.e2e
 def test_kill_9_at_a_random_moment_then_resume(tmp_path):
     delay = random.SystemRandom().uniform(0.0, 6.0)
     print(f"killing {delay:.3f}s after the first ledger entry")

@@ -96,6 +96,8 @@ def test_server_files_hold_no_secret(secure_run):
             assert secret[:64] not in path.read_text()
 
 
+# two whole federations compared: on demand (the codec's own tests check CKKS against plaintext)
+@pytest.mark.e2e
 def test_encrypted_run_matches_plaintext_run(tmp_path):
     base = dict(SMALL, rounds=2)
     plain = run_federation(

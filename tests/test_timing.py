@@ -34,6 +34,8 @@ def test_phase_seconds_sums_every_round_client_and_the_server():
     }  # fmt: skip
 
 
+# a whole federation for its timing lines: on demand
+@pytest.mark.e2e
 def test_metrics_summary_and_a_quiet_log_show_where_the_time_went(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--quiet", *FLAGS]) == 0
