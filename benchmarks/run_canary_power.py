@@ -1,7 +1,8 @@
 """The run-level canary audit's power and false-positive rate, and the utility cost of canaries.
 
 ``power`` (default): tiny federations (tests/tiny_runs.py TINY_AUDIT: the encoder cut to one layer,
-2 clients of about 80 training records, q = 1, 2 rounds of 2 steps, 2 000 canaries per client)
+LoRA rank 16, 2 clients of about 80 training records, q = 1, 2 rounds of 2 steps, the default
+10 000 canaries per client)
 trained in this process with each privacy bug of tests/planted_bugs.py planted ``--bug-repeats``
 times per ε, and ``--honest`` honest runs per ε; each is audited by ``audits.runner.audit_run``
 and the run-canary-audit check's result, both analyses' ε lower bounds and ceilings are kept per
@@ -12,7 +13,7 @@ the false-positive rate (a client's FAIL counts as a false positive).
 split and initialisation; the DP noise comes from the OS CSPRNG and differs between runs), each
 client's accuracy on its own test split.
 
-    python benchmarks/run_canary_power.py power --honest 20 --bug-repeats 3 --no-encryption \
+    python benchmarks/run_canary_power.py power --honest 20 --bug-repeats 5 --no-encryption \
         --out benchmarks/results/run-canary/power.json
     python benchmarks/run_canary_power.py utility --repeats 2 --no-encryption \
         --out benchmarks/results/run-canary/utility.json
@@ -32,16 +33,20 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# this checkout's code and test helpers, whatever else is installed
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / d) for d in ("", "tests")]
 
 from planted_bugs import PLANTED  # noqa: E402
 from tiny_runs import TINY_AUDIT  # noqa: E402
 
 BUGS = ("sigma/7", "sigma/2", "no-clip", "accountant/2")
 # the utility comparison: large enough that accuracy means something (about 1 200 training and
-# 300 test records per client), small enough for a loaded 2-core machine
+# 300 test records per client), small enough for a loaded 2-core machine; LoRA rank 16 gives the
+# shared A tensors 12 288 values, as many as the default job's, so that the default 10 000
+# canaries take the same share of them
 UTILITY = dict(
     num_layers=1,
+    lora_r=16,
     max_examples=3000,
     num_clients=2,
     partition="iid",
