@@ -75,14 +75,29 @@ def _audited(run_dir: Path) -> dict[str, Any]:
     started = time.time()
     report = audit_run(run_dir)
     check = next(c for c in report["checks"] if c["name"] == "run-canary-audit")
-    return {
-        "result": check["result"],
-        "clients": {
-            cid: {k: v for k, v in entry.items() if k != "tried"}
-            for cid, entry in check["evidence"].get("clients", {}).items()
-        },
-        "audit_seconds": round(time.time() - started, 2),
+    seconds = round(time.time() - started, 2)
+    clients = {
+        cid: {k: v for k, v in entry.items() if k != "tried"}
+        for cid, entry in check["evidence"].get("clients", {}).items()
     }
+    for cid, entry in clients.items():
+        entry["released_updates_lower_bound"] = _released_bound(run_dir / "clients" / cid, entry)
+    return {"result": check["result"], "clients": clients, "audit_seconds": seconds}
+
+
+def _released_bound(directory: Path, entry: dict[str, Any]) -> float:
+    """For comparison only: the bound the same guesses give when the canaries are scored on the
+    client's released (post-AdamW) updates instead of the noisy sums."""
+    from audits.canary_audit import audit_scores
+    from audits.check_run_canary import ANALYSES, canary_scores
+
+    doc = json.loads((directory / "canaries.json").read_text())
+    delta = json.loads((directory / "privacy_ledger.json").read_text())["identity"]["delta"]
+    releases = [r["update"] for r in sorted(doc["releases"], key=lambda r: r["round"])]
+    scores = canary_scores(releases, len(doc["bits"]))
+    fractions = [tuple(f) for f in entry["guesses"]]
+    audit = audit_scores(scores, doc["bits"], delta=delta, fractions=fractions, analyses=ANALYSES)
+    return audit.lower_bound
 
 
 def _save(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
