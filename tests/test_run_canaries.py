@@ -364,6 +364,21 @@ def test_missing_or_damaged_canary_evidence_cannot_pass(canary_run, tmp_path, da
     assert any("client-1" in f for f in check["findings"])
 
 
+def test_a_version_1_canary_file_is_still_audited_on_its_released_updates(canary_run, tmp_path):
+    run = _copy(canary_run, tmp_path)
+    for cid in ("client-0", "client-1"):
+        path = run / "clients" / cid / "canaries.json"
+        doc = json.loads(path.read_text())
+        del doc["noisy_sums"]
+        path.write_text(json.dumps({**doc, "format_version": 1}))
+    check = _canary_check(run)
+    assert check["result"] == "pass", check["findings"]
+    assert {e["scored_on"] for e in check["evidence"]["clients"].values()} == {"released updates"}
+    # the client itself does not resume from a version 1 file
+    with pytest.raises(PrivacyError, match="version 1"):
+        core.CanarySet.load(run / "clients" / "client-0")
+
+
 def test_a_resumed_client_keeps_the_canaries_its_ledger_committed_to(canary_run, tmp_path):
     run = _copy(canary_run, tmp_path)
     path = run / "clients" / "client-0" / "canaries.json"
