@@ -288,6 +288,149 @@ def canaries_needed(
     return low if enough(low) else high
 
 
+# --------------------------------------------------------------------------- chosen guesses
+# The run-level audit tests one set of guesses, chosen before any score is read from public
+# numbers (m, the claimed ε and δ, the ledger's DP events) among these candidates: the one whose
+# bound is highest at the counts likely from the leak the audit is designed to see, DESIGN_LEAK
+# times the claimed ε.
+CANDIDATE_GUESSES: tuple[tuple[float, float], ...] = (
+    (0.025, 0.025),
+    (0.05, 0.05),
+    (0.1, 0.1),
+    (0.15, 0.15),
+    (0.2, 0.2),
+    (0.25, 0.25),
+    (0.05, 0.0),
+    (0.1, 0.0),
+    (0.25, 0.0),
+)
+DESIGN_LEAK = 2.0
+
+History = Sequence[tuple[float, float, int]]  # (noise multiplier σ, sampling rate q, steps)
+
+
+def _history_mu(history: History, scale: float) -> float:
+    """μ of the ledger's events with every σ multiplied by ``scale``, for a replace-one pair
+    (sensitivity 2 clips): exactly 2·√steps/σ per event without subsampling (q = 1), the central
+    limit approximation q·√(steps·(e^{4/σ²} − 1)) of Dong, Roth & Su (2022, Cor. 3.5.1) with it;
+    the events compose as √(Σ μ²)."""
+    total = 0.0
+    for sigma, rate, steps in history:
+        inverse = 2.0 / (sigma * scale)
+        if rate >= 1:
+            total += steps * inverse**2
+        else:
+            total += rate**2 * steps * math.expm1(min(inverse**2, 700.0))
+    return math.sqrt(total)
+
+
+@dataclass(frozen=True)
+class ScoreModel:
+    """A model of a canary's score (the sum of the noisy clipped sums on its coordinate, in units
+    of the clip) when the ledger's events ran with all their noise multipliers scaled so that
+    the run is μ-GDP (:func:`_history_mu`): b·K + N(0, s²) for its sign b = ±1, K the number of
+    steps that sampled it (a sum of binomials) and s² = Σ steps·σ². Where every step samples
+    every canary (q = 1) it is exact and does not depend on the ledger's σ. Pure; used only to
+    choose the guesses, never to bound ε."""
+
+    counts: np.ndarray  # P[K = k], k = 0, 1, …
+    scale: float
+
+    @classmethod
+    def of(cls, history: History, mu: float) -> ScoreModel:
+        from scipy import optimize, stats
+
+        if not (math.isfinite(mu) and mu > 0):
+            raise ValueError(f"mu must be a finite number > 0, got {mu!r}")
+        pmf = np.ones(1)
+        for sigma, rate, steps in history:
+            if not (
+                math.isfinite(sigma) and sigma > 0 and 0 < rate <= 1
+                and isinstance(steps, int) and steps >= 0
+            ):  # fmt: skip
+                raise ValueError(f"not a noisy DP-SGD event: σ={sigma!r}, q={rate!r}, {steps!r}")
+            pmf = np.convolve(pmf, stats.binom.pmf(np.arange(steps + 1), steps, rate))
+        if len(pmf) < 2:
+            raise ValueError("no step: nothing to model")
+        # the noise scale at which the events are μ-GDP (μ falls as the scale grows)
+        low = high = 1.0
+        while _history_mu(history, high) > mu and high < 1e12:
+            high *= 2
+        while _history_mu(history, low) < mu and low > 1e-12:
+            low /= 2
+        if not _history_mu(history, high) <= mu <= _history_mu(history, low):
+            raise ValueError(f"no noise scale makes these events {mu}-GDP")
+        scale = optimize.brentq(
+            lambda c: _history_mu(history, c) - mu, low, high, xtol=1e-12 * low, rtol=1e-10
+        )
+        spread = math.sqrt(sum(steps * (sigma * scale) ** 2 for sigma, _, steps in history))
+        return cls(pmf, spread)
+
+    def cdf(self, x: float, sign: float) -> float:
+        from scipy.special import ndtr
+
+        k = np.arange(len(self.counts))
+        return float(np.sum(self.counts * ndtr((x - sign * k) / self.scale)))
+
+    def _threshold(self, below: float) -> float:
+        """The score below which a fraction ``below`` of all canaries (half + and half −) lie."""
+        from scipy import optimize
+
+        reach = len(self.counts) + 40 * self.scale + 1
+
+        def gap(x: float) -> float:
+            return (self.cdf(x, 1.0) + self.cdf(x, -1.0)) / 2 - below
+
+        return float(optimize.brentq(gap, -reach, reach, xtol=1e-9 * reach))
+
+    def likely_correct(self, m: int, k_in: int, k_out: int, z: float = 1.645) -> int:
+        """A number of right guesses reached with probability about Φ(z) (95 % by default) among
+        the k_in highest scores guessed "in" (+) and the k_out lowest guessed "out" (−) of m
+        canaries, each + with probability 1/2: the expected number less z standard deviations
+        (each side's right guesses counted as a binomial)."""
+        mean = variance = 0.0
+        for k, below, sign in ((k_in, 1 - k_in / m, 1.0), (k_out, k_out / m, -1.0)):
+            if k:
+                at = self._threshold(below)
+                share = 1 - self.cdf(at, 1.0) if sign > 0 else self.cdf(at, -1.0)
+                p = min(1.0, m / 2 * share / k)  # the chance that one of the k guesses is right
+                mean += k * p
+                variance += k * p * (1 - p)
+        return max(0, min(k_in + k_out, math.floor(mean - z * math.sqrt(variance))))
+
+
+def chosen_guesses(
+    m: int,
+    history: History,
+    *,
+    claimed: float,
+    delta: float,
+    confidence: float = CONFIDENCE,
+    analyses: Sequence[Analysis] = ANALYSES,
+    candidates: Sequence[tuple[float, float]] = CANDIDATE_GUESSES,
+    leak: float = DESIGN_LEAK,
+) -> tuple[float, float]:
+    """The one set of guesses (fractions of m guessed "in" and "out") the run-level audit tests:
+    among ``candidates``, the one whose Gaussian f-DP bound, with the error split over
+    ``analyses``, is highest at the number of right guesses reached with 95 % probability
+    (:meth:`ScoreModel.likely_correct`) when the canaries leak ``leak`` times the ``claimed`` ε
+    (the ledger's events ``history`` with their noise scaled to make them μ-GDP at that ε and δ:
+    :class:`ScoreModel`). A function of public numbers only, fixed before any score is read, so
+    that testing it alone keeps the stated confidence."""
+    _check_analyses(analyses)
+    if not (math.isfinite(claimed) and claimed > 0):
+        raise ValueError(f"the claimed ε must be a finite number > 0, got {claimed!r}")
+    model = ScoreModel.of(history, one_run_fdp.gaussian_mu(leak * claimed, delta))
+    per_test = _per_test_confidence(confidence, len(analyses))
+    best, best_bound = candidates[0], -1.0
+    for fractions, (k_in, k_out) in zip(candidates, guess_sizes(m, candidates), strict=True):
+        right = model.likely_correct(m, k_in, k_out)
+        bound = _gaussian_fdp(m, k_in + k_out, right, delta, per_test)
+        if bound > best_bound:
+            best, best_bound = fractions, bound
+    return best
+
+
 def verdict(claimed: float, lower_bound: float, ceiling: float) -> AuditVerdict:
     """FAIL when the lower bound exceeds the claim; INCONCLUSIVE when the claim is above what the
     audit can certify; PASS otherwise."""

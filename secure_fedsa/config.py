@@ -54,10 +54,11 @@ HEADS = ("local", "shared")
 ADAPTERS = ("lora", "rslora", "vera")
 OPTIMIZER_STATES = ("fresh", "kept")
 LR_SCHEDULES = ("constant", "linear", "cosine")  # secure_fedsa.schedule computes them
-# `--canaries` alone: the run-level audit's canaries per client, enough for the audit to certify
-# ε = 8 at δ = 1e-5 (1 748 are; docs/audit.md, "Canaries in the run": the power at this M and the
-# measured utility cost)
-DEFAULT_CANARIES = 2000
+# `--canaries` alone: the run-level audit's canaries per client: enough for the audit to refute a
+# claim of ε = 1 or ε = 8 at δ = 1e-5 when the run leaks twice that, and to certify ε = 8, yet
+# fewer than the default job's 12 288 shared values (one canary per coordinate); docs/audit.md,
+# "Canaries in the run": the power at this M and the measured utility cost
+DEFAULT_CANARIES = 10_000
 
 
 # -- the option table -----------------------------------------------------------------------

@@ -16,9 +16,12 @@ from hypothesis.extra import numpy as hnp
 
 from audits.canary_audit import (
     ANALYSES,
+    CANDIDATE_GUESSES,
+    ScoreModel,
     audit_scores,
     canaries_needed,
     certifiable_epsilon,
+    chosen_guesses,
     count_correct,
     guess_sizes,
     guesses,
@@ -222,3 +225,80 @@ def test_bad_audit_parameters_are_refused(kwargs):
     args = {"delta": DELTA, **kwargs}
     with pytest.raises(ValueError):
         audit_scores(np.arange(10.0), np.arange(10) % 2 == 0, **args)
+
+
+# --------------------------------------------------------------------------- the chosen guesses
+# the run-level audit's tiny run: q = 1, 2 rounds of 2 steps (tests/tiny_runs.py TINY_AUDIT)
+FULL = ((4.0, 1.0, 2), (4.0, 1.0, 2))
+FDP = ("gaussian-fdp",)
+
+
+def test_the_chosen_guesses_are_a_candidate_fixed_by_public_numbers_alone():
+    chosen = {
+        claimed: chosen_guesses(10000, FULL, claimed=claimed, delta=DELTA, analyses=FDP)
+        for claimed in (1.0, 8.0)
+    }
+    assert chosen == {1.0: (0.05, 0.05), 8.0: (0.15, 0.15)}
+    # where every step samples every canary the choice does not depend on the ledger's σ (a
+    # ledger whose accountant under-counts records a smaller σ for the same claim)
+    assert chosen_guesses(10000, [(1.3, 1.0, 4)], claimed=8.0, delta=DELTA, analyses=FDP) == (
+        0.15,
+        0.15,
+    )
+    subsampled = ((1.0, 0.2, 8),) * 3
+    assert chosen_guesses(10000, subsampled, claimed=1.0, delta=DELTA) in CANDIDATE_GUESSES
+
+
+def test_the_score_model_is_the_gaussian_mechanism_at_full_participation():
+    # q = 1: scores ±4 + N(0, s²) with 2·4/s = μ; its likely count of right guesses is about the
+    # 5 % quantile of a simulation's
+    mu = gaussian_mu(2.0, DELTA)
+    model = ScoreModel.of(FULL, mu)
+    assert model.counts.tolist() == pytest.approx([0, 0, 0, 0, 1])
+    assert 8 / model.scale == pytest.approx(mu)
+    rng = np.random.default_rng(0)
+    counted = []
+    for _ in range(200):
+        bits = rng.random(10000) < 0.5
+        scores = np.where(bits, 4.0, -4.0) + rng.normal(0, model.scale, 10000)
+        counted.append(count_correct(guesses(scores, 500, 500), bits)[1])
+    assert model.likely_correct(10000, 500, 500) == pytest.approx(np.quantile(counted, 0.05), abs=8)
+
+
+@pytest.mark.parametrize("claimed", [1.0, 8.0])
+def test_an_honest_mechanism_is_refuted_by_the_chosen_guesses_at_most_5_percent_of_the_time(
+    claimed,
+):
+    m = 10000
+    fractions = (chosen_guesses(m, FULL, claimed=claimed, delta=DELTA, analyses=FDP),)
+    refuted = 0
+    for seed in range(100):
+        scores, bits = simulated(m, gaussian_mu(claimed, DELTA), seed)
+        audit = audit_scores(scores, bits, delta=DELTA, fractions=fractions, analyses=FDP)
+        refuted += verdict(claimed, audit.lower_bound, audit.ceiling) == "FAIL"
+    assert refuted <= 5  # measured: 0 (benchmarks/results/run-canary/power.json for real runs)
+
+
+@pytest.mark.parametrize(("claimed", "leak"), [(1.0, 1.99), (1.0, 2.14), (8.0, 16.0), (8.0, 19.1)])
+def test_the_chosen_guesses_refute_a_leak_of_twice_the_claim_with_the_default_canaries(
+    claimed, leak
+):
+    # the leaks of the halved accountant and of σ/2 in the tiny run (docs/audit.md)
+    m = 10000
+    fractions = (chosen_guesses(m, FULL, claimed=claimed, delta=DELTA, analyses=FDP),)
+    refuted = 0
+    for seed in range(40):
+        scores, bits = simulated(m, gaussian_mu(leak, DELTA), seed)
+        audit = audit_scores(scores, bits, delta=DELTA, fractions=fractions, analyses=FDP)
+        refuted += audit.lower_bound > claimed
+    assert refuted >= 38
+
+
+def test_chosen_guesses_refuse_what_has_no_leak_to_design_for():
+    for bad in (dict(claimed=math.inf), dict(claimed=0.0)):
+        with pytest.raises(ValueError):
+            chosen_guesses(1000, FULL, delta=DELTA, **bad)
+    with pytest.raises(ValueError):
+        chosen_guesses(1000, [(0.0, 1.0, 4)], claimed=1.0, delta=DELTA)
+    with pytest.raises(ValueError):
+        chosen_guesses(1000, [(1.0, 1.0, 0)], claimed=1.0, delta=DELTA)

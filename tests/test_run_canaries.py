@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from audits import check_run_canary as audit_side
-from audits.canary_audit import audit_scores, certifiable_epsilon
+from audits.canary_audit import audit_scores, certifiable_epsilon, chosen_guesses
 from audits.runner import audit_run
 from secure_fedsa.config import DEFAULT_CANARIES, RunConfig
 from secure_fedsa.errors import ConfigError, PrivacyError
@@ -80,6 +80,20 @@ def test_scores_are_minus_the_summed_releases_in_the_client_and_the_audit(case):
     assert ours == pytest.approx([-sum(r[j] for r in rows) for j in range(m)])
 
 
+@given(
+    st.integers(1, 8).flatmap(
+        lambda m: st.lists(
+            st.lists(st.floats(-1e3, 1e3), min_size=m, max_size=m), min_size=0, max_size=4
+        ).map(lambda rows: (m, rows))
+    )
+)
+def test_noisy_sum_scores_are_the_summed_rows_in_the_client_and_the_audit(case):
+    m, rows = case
+    ours, theirs = core.noisy_sum_scores(rows, m), audit_side.noisy_sum_scores(rows, m)
+    assert ours == pytest.approx(theirs)
+    assert ours == pytest.approx([sum(r[j] for r in rows) for j in range(m)])
+
+
 def _released(bits: list[bool], signal: float, noise: list[float]) -> list[list[float]]:
     """One round's releases on the canary coordinates: descent turns the + canary (bit 1) into
     a negative update, the − canary into a positive one."""
@@ -107,6 +121,15 @@ def test_releases_that_ignore_the_bits_certify_almost_nothing():
 def test_the_default_canaries_can_certify_epsilon_8_at_the_default_delta():
     ceilings = certifiable_epsilon(DEFAULT_CANARIES, delta=RunConfig.delta)
     assert ceilings["gaussian-fdp"] >= 8.0 > ceilings["epsilon-delta"]
+    # and so can the one set of guesses the run-level audit chooses for a claim of 8
+    history = [(4.0, 1.0, 2), (4.0, 1.0, 2)]  # the tiny run: q = 1, 2 rounds of 2 steps
+    chosen = chosen_guesses(
+        DEFAULT_CANARIES, history, claimed=8.0, delta=RunConfig.delta, analyses=("gaussian-fdp",)
+    )
+    one = certifiable_epsilon(
+        DEFAULT_CANARIES, delta=RunConfig.delta, fractions=(chosen,), analyses=("gaussian-fdp",)
+    )
+    assert one["gaussian-fdp"] > 10.0
 
 
 @settings(max_examples=200)
@@ -179,6 +202,35 @@ def test_a_canary_is_clipped_summed_and_scaled_like_a_record():
     expected = torch.zeros(10)
     expected[1], expected[6], expected[8] = -0.1, 0.1, -0.1
     torch.testing.assert_close(effect, expected, atol=1e-6, rtol=0)
+
+
+def test_the_noisy_sums_are_each_canarys_sign_plus_the_records_in_units_of_the_clip():
+    # σ = 0: the noisy sum on a canary's coordinate is the records' clipped sum there plus the
+    # canary's clipped gradient (its sign times the clip), divided here by the clip
+    data, model, start, gradients = _setup()
+    _one_step(model, data)
+    records = [-(p.detach() - start[name]).flatten() * 5 for name, p in model.named_parameters()]
+    model.load_state_dict(start)
+    ran = _one_step(model, data, gradients)
+    flat = torch.cat(records)  # SGD at lr 1: the update is −(clipped sum) / (q·n = 5)
+    expected = [flat[1] / 0.5 + 1.0, flat[6] / 0.5 - 1.0, flat[8] / 0.5 + 1.0]
+    assert ran.canary_sums == pytest.approx([float(v) for v in expected], abs=1e-5)
+    assert _one_step(model, data).canary_sums is None
+
+
+def test_many_canaries_are_clipped_in_pieces_like_all_at_once(monkeypatch):
+    from secure_fedsa.site import training as engine
+
+    data, model, start, gradients = _setup()
+    _one_step(model, data, gradients)
+    at_once = torch.cat([p.detach().flatten() for p in model.parameters()])
+    model.load_state_dict(start)
+    monkeypatch.setattr(engine, "CANARY_PIECE", 1)  # one canary per piece
+    ran = _one_step(model, data, gradients)
+    torch.testing.assert_close(
+        torch.cat([p.detach().flatten() for p in model.parameters()]), at_once
+    )
+    assert len(ran.canary_sums) == 3
 
 
 def test_without_clipping_a_canary_moves_its_coordinate_ten_times_more():
@@ -260,6 +312,8 @@ def test_an_honest_run_passes_with_its_commitment_and_releases_verified(canary_r
         ledger = json.loads((canary_run / "clients" / cid / "privacy_ledger.json").read_text())
         assert ledger["identity"]["canary_commitment"] == doc["commitment"]
         assert len(doc["bits"]) == 300 and 0 < sum(doc["bits"]) < 300
+        assert entry["scored_on"] == "noisy sums" and len(entry["guesses"]) == 1
+        assert [r["round"] for r in doc["noisy_sums"]] == [1, 2]
 
 
 def test_the_bits_and_releases_stay_in_the_clients_own_directory(canary_run):
@@ -283,7 +337,10 @@ def test_bits_changed_after_training_fail_the_audit(canary_run, tmp_path):
     assert any("commitment" in f and "client-0" in f for f in check["findings"])
 
 
-@pytest.mark.parametrize("damage", ["missing", "release-removed", "coordinates", "not-a-number"])
+@pytest.mark.parametrize(
+    "damage",
+    ["missing", "release-removed", "sums-removed", "coordinates", "not-a-number", "nan-sum"],
+)
 def test_missing_or_damaged_canary_evidence_cannot_pass(canary_run, tmp_path, damage):
     run = _copy(canary_run, tmp_path)
     path = run / "clients" / "client-1" / "canaries.json"
@@ -293,6 +350,10 @@ def test_missing_or_damaged_canary_evidence_cannot_pass(canary_run, tmp_path, da
     else:
         if damage == "release-removed":
             doc["releases"].pop()
+        elif damage == "sums-removed":
+            doc["noisy_sums"].pop()
+        elif damage == "nan-sum":
+            doc["noisy_sums"][1]["sums"][3] = "NaN"
         elif damage == "coordinates":
             doc["coordinates"][0] += 1
         else:
@@ -301,6 +362,21 @@ def test_missing_or_damaged_canary_evidence_cannot_pass(canary_run, tmp_path, da
     check = _canary_check(run)
     assert check["result"] == "error"
     assert any("client-1" in f for f in check["findings"])
+
+
+def test_a_version_1_canary_file_is_still_audited_on_its_released_updates(canary_run, tmp_path):
+    run = _copy(canary_run, tmp_path)
+    for cid in ("client-0", "client-1"):
+        path = run / "clients" / cid / "canaries.json"
+        doc = json.loads(path.read_text())
+        del doc["noisy_sums"]
+        path.write_text(json.dumps({**doc, "format_version": 1}))
+    check = _canary_check(run)
+    assert check["result"] == "pass", check["findings"]
+    assert {e["scored_on"] for e in check["evidence"]["clients"].values()} == {"released updates"}
+    # the client itself does not resume from a version 1 file
+    with pytest.raises(PrivacyError, match="version 1"):
+        core.CanarySet.load(run / "clients" / "client-0")
 
 
 def test_a_resumed_client_keeps_the_canaries_its_ledger_committed_to(canary_run, tmp_path):

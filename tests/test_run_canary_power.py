@@ -1,15 +1,16 @@
 """The run-level canary audit has power (issue 34.4): privacy bugs planted in the run's own
 process FAIL it, honest runs do not. Marked ``e2e`` (a tiny federation per case, with the
-default encryption and the default 2 000 canaries per client: minutes in all); run with
+default encryption and the default 10 000 canaries per client: minutes in all); run with
 ``pytest -m e2e tests/test_run_canary_power.py``. benchmarks/run_canary_power.py measures the
-same cases, each bug three times per ε, and the false-positive rate over 20 honest runs per ε
+same cases, each bug several times per ε, and the false-positive rate over 20 honest runs per ε
 (docs/audit.md).
 
-The audit (audits/canary_audit.py) takes the larger of two one-run analyses: Steinke, Nasr &
-Jagielski 2023 and the Gaussian f-DP analysis of Mahloujifar, Melis & Chaudhuri 2025. Where
-they still cannot reach the requirement, the case is a strict xfail stating the measured
-numbers: the requirement stays written down, and a stronger audit turns the xfail into a failure
-that asks for the marker to go.
+The audit (audits/check_run_canary.py) scores each canary on the noisy sums the client's DP-SGD
+released on its coordinate and tests one set of guesses, chosen from public numbers before the
+scores are read, with the Gaussian f-DP analysis of Mahloujifar, Melis & Chaudhuri 2025. Every
+planted bug here leaks at least twice the claimed ε, the leak the guesses are chosen for; each
+client fails with probability about 0.995 or more (docs/audit.md), so a case below fails by
+chance about once in a hundred runs.
 """
 
 from __future__ import annotations
@@ -19,32 +20,14 @@ from planted_bugs import PLANTED
 from tiny_runs import TINY_AUDIT
 
 from audits.runner import audit_run
-from secure_fedsa.config import RunConfig
+from secure_fedsa.config import DEFAULT_CANARIES, RunConfig
 from secure_fedsa.transports.federation import Progress, run_federation
 
 pytestmark = pytest.mark.e2e
 
-# measured over 3 runs each, 6 client audits (benchmarks/results/run-canary/power.json)
-SIGMA_2_EPS_1 = (
-    "σ/2 at ε = 1 (true ε 2.14): ε_LB 0.32-0.81 against the claim of 0.99 (a preliminary run "
-    "had one client at 1.06, its other at 0.58): a leak of twice the claim is at the edge of "
-    "what 2 000 canaries see in AdamW's released updates"
-)
-SIGMA_2_EPS_8 = "σ/2 at ε = 8 (true ε 19.1): ε_LB 5.70-6.40 against the claim of 8 (ceiling 8.19)"
-ACCOUNTANT = (
-    "the accountant reporting ε/2 (true ε 1.99 at claim 1, 16.0 at claim 8): ε_LB 0.45-0.94 at "
-    "ε = 1 and 4.75-6.29 at ε = 8, below the claims"
-)
-EXPECTED = {
-    ("sigma/7", 1.0): "fail",
-    ("no-clip", 1.0): "fail",
-    ("sigma/7", 8.0): "fail",
-    ("no-clip", 8.0): "fail",
-    ("sigma/2", 1.0): pytest.mark.xfail(strict=True, reason=SIGMA_2_EPS_1),
-    ("sigma/2", 8.0): pytest.mark.xfail(strict=True, reason=SIGMA_2_EPS_8),
-    ("accountant/2", 1.0): pytest.mark.xfail(strict=True, reason=ACCOUNTANT),
-    ("accountant/2", 8.0): pytest.mark.xfail(strict=True, reason=ACCOUNTANT),
-}
+# tests/planted_bugs.py; true ε of what ran at the claims of 1 and 8: σ/7 9.18 and 116.8, σ/2
+# 2.14 and 19.1, the halved accountant 1.99 and 16.0, no clipping ∞ (docs/audit.md)
+BUGS = ("sigma/7", "sigma/2", "no-clip", "accountant/2")
 
 
 def _audited(tmp_path, planted: str, epsilon: float) -> dict:  # noqa: ANN001
@@ -58,10 +41,7 @@ def _audited(tmp_path, planted: str, epsilon: float) -> dict:  # noqa: ANN001
 
 @pytest.mark.parametrize(
     ("planted", "epsilon"),
-    [
-        pytest.param(bug, eps, marks=[] if mark == "fail" else [mark], id=f"{bug}-eps{eps:g}")
-        for (bug, eps), mark in EXPECTED.items()
-    ],
+    [pytest.param(bug, eps, id=f"{bug}-eps{eps:g}") for bug in BUGS for eps in (1.0, 8.0)],
 )
 def test_a_planted_privacy_bug_fails_the_run_level_audit(tmp_path, planted, epsilon):
     check = _audited(tmp_path, planted, epsilon)
@@ -82,7 +62,8 @@ def test_an_honest_run_passes_at_epsilon_8_with_the_default_canaries(tmp_path):
     assert check["result"] == "pass", check["findings"]
     for entry in check["evidence"]["clients"].values():
         assert entry["epsilon_lower_bound"] < entry["claimed_epsilon"] < 8.0
-        assert entry["max_certifiable_epsilon"] > 8.0  # 2 000 canaries can certify the claim
+        assert entry["max_certifiable_epsilon"] > 8.0  # the default canaries certify the claim
+        assert entry["canaries"] == DEFAULT_CANARIES and entry["scored_on"] == "noisy sums"
     assert all(
         "this run's releases are consistent with its claim at 95 % confidence" in f
         for f in check["findings"]

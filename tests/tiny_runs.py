@@ -40,9 +40,11 @@ def interrupt_then_resume(config, run_dir, after: int = 1) -> None:  # noqa: ANN
 # The run-level canary audit's tiny run (tests/test_run_canary_power.py,
 # benchmarks/run_canary_power.py): the encoder cut to one layer, 2 clients of about 80 training
 # records, each client's whole training set in every batch (q = 1: no subsampling hides a
-# canary), 2 rounds of 2 steps, the default number of canaries.
+# canary), 2 rounds of 2 steps, the default number of canaries (10 000), on LoRA of rank 16 so
+# that the shared A tensors have the room (12 288 values, as many as the default job's).
 TINY_AUDIT = dict(
     num_layers=1,
+    lora_r=16,
     max_examples=200,
     num_clients=2,
     partition="iid",
@@ -53,5 +55,5 @@ TINY_AUDIT = dict(
     max_length=16,
     eval_examples_per_round=10,
     seed=0,
-    canaries=2000,
+    canaries=10_000,
 )

@@ -25,14 +25,23 @@ Before the first round the bits are committed: the SHA-256 of a random salt and 
 the ledger's identity (:attr:`~secure_fedsa.privacy.ledger.LedgerIdentity.canary_commitment`),
 and the bits, the salt and the canary coordinates stay in ``canaries.json`` in the client's own
 directory (like ``state.pt``: never in a shared file, never sent). After each trained round the
-client appends its own plaintext update (after − before) on the M canary coordinates: the values
-it released, encrypted, in that round. ``secure-fedsa audit`` reads the file, checks the
-commitment against the ledger and turns the releases into one score per canary
-(:func:`scores`), which it gives to a one-run bound with the bits.
+client appends, on the M canary coordinates, its own plaintext update (after − before: the values
+it released, encrypted, in that round) and the noisy sums its DP steps released there (the
+noisy clipped sum of each step, read from the gradient the optimizer consumed, summed over the
+round's steps, in units of the clip). ``secure-fedsa audit`` reads the file, checks the
+commitment against the ledger and turns the noisy sums into one score per canary
+(:func:`noisy_sum_scores`), which it gives to a one-run bound with the bits.
 
-What the file reveals: the bits say nothing about any real record; the M released values are M
-coordinates of the client's individual updates, which are DP (promise P4) but which secure
-aggregation otherwise hides from the server (P8). Give the file to the auditor, not the server.
+Why the noisy sums and not the update: the sequence of noisy sums is the DP mechanism's output,
+the thing the accountant's ε is about; AdamW (and the round clamp) turn it into the update, which
+is post-processing and can only lose signal. In the audit's tiny run the noisy sums give the
+full Gaussian signal (each canary's score is ±steps + N(0, steps·σ²)); docs/audit.md measures
+what scoring the AdamW update lost.
+
+What the file reveals: the bits say nothing about any real record; the M released values and the
+M noisy sums per round are coordinates of the client's individual updates and of its DP-SGD
+outputs, which are DP (promise P4) but which secure aggregation otherwise hides from the server
+(P8). Give the file to the auditor, not the server.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ from secure_fedsa.privacy.randomness import RandomSource, uniforms
 
 FILE = "canaries.json"
 FORMAT = "secure_fedsa.canaries"
-FORMAT_VERSION = 1
+# 2: adds each round's noisy sums on the canary coordinates (version 1 had the releases only)
+FORMAT_VERSION = 2
 # A canary's gradient before clipping has norm GRADIENT_FACTOR · clip: clipped to exactly the clip
 # by an honest run, GRADIENT_FACTOR times larger in a run whose clipping does not act.
 GRADIENT_FACTOR = 10.0
@@ -95,6 +105,19 @@ def scores(releases: Sequence[Sequence[float]], m: int) -> list[float]:
         if row.shape != (m,) or not np.all(np.isfinite(row)):
             raise ValueError(f"a release must hold {m} finite values")
         total -= row
+    return total.tolist()
+
+
+def noisy_sum_scores(sums: Sequence[Sequence[float]], m: int) -> list[float]:
+    """One score per canary from the noisy sums on the canary coordinates, one row per round: a
+    canary with bit 1 adds +1 (in units of the clip) at every step that samples it, one with bit
+    0 adds −1, so the score is the sum of its rows, high for "bit 1"."""
+    total = np.zeros(m, dtype=np.float64)
+    for values in sums:
+        row = np.asarray(values, dtype=np.float64)
+        if row.shape != (m,) or not np.all(np.isfinite(row)):
+            raise ValueError(f"a row of noisy sums must hold {m} finite values")
+        total += row
     return total.tolist()
 
 
@@ -144,6 +167,44 @@ class CanaryGradients:
             out[where[id(param)]].view(len(chosen), -1)[row, index] = self.signs[j] * self.norm
         return out
 
+    def accumulator(self, params: Sequence[torch.nn.Parameter]) -> NoisySums:
+        """A :class:`NoisySums` over the canary coordinates of ``params``."""
+        self.check_trainable(params)
+        return NoisySums(self)
+
+
+class NoisySums:
+    """Sums, over the steps of a round, of the noisy gradient on each canary's coordinate.
+
+    :meth:`add` is called after each DP step with the factor that turns the gradient the
+    optimizer consumed (the noisy clipped sum divided by the expected batch) back into the noisy
+    clipped sum in units of the clip. That noisy sum is the DP mechanism's output; the optimizer
+    (AdamW) and everything after it are post-processing, which can only lose signal."""
+
+    def __init__(self, canaries: CanaryGradients) -> None:
+        groups: dict[int, tuple[torch.nn.Parameter, list[int], list[int]]] = {}
+        for j, (param, index) in enumerate(canaries.targets):
+            groups.setdefault(id(param), (param, [], []))
+            groups[id(param)][1].append(j)
+            groups[id(param)][2].append(index)
+        self._groups = [
+            (param, torch.tensor(js), torch.tensor(indices))
+            for param, js, indices in groups.values()
+        ]
+        self._total = torch.zeros(canaries.count, dtype=torch.float64)
+
+    def add(self, factor: float) -> None:
+        for param, js, indices in self._groups:
+            if param.grad is None:
+                raise PrivacyError("a canary's parameter has no gradient after a DP step")
+            values = param.grad.detach().reshape(-1)[indices].to(torch.float64)
+            self._total[js] += values * factor
+
+    def values(self) -> tuple[float, ...]:
+        if not torch.all(torch.isfinite(self._total)):
+            raise PrivacyError("the noisy sums on the canary coordinates are not finite")
+        return tuple(self._total.tolist())
+
 
 # --------------------------------------------------------------------------- the client's file
 @dataclass
@@ -157,6 +218,8 @@ class CanarySet:
     shared_size: int
     gradient_factor: float = GRADIENT_FACTOR
     releases: dict[int, list[float]] = field(default_factory=dict)  # round -> after − before
+    # round -> per canary, the round's noisy clipped sums on its coordinate, in units of the clip
+    noisy_sums: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -203,6 +266,7 @@ class CanarySet:
             shared_size=doc["shared_size"],
             gradient_factor=float(doc["gradient_factor"]),
             releases={int(r["round"]): list(r["update"]) for r in doc["releases"]},
+            noisy_sums={int(r["round"]): list(r["sums"]) for r in doc.get("noisy_sums", [])},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -217,6 +281,7 @@ class CanarySet:
             "shared_size": self.shared_size,
             "gradient_factor": self.gradient_factor,
             "releases": [{"round": r, "update": v} for r, v in sorted(self.releases.items())],
+            "noisy_sums": [{"round": r, "sums": v} for r, v in sorted(self.noisy_sums.items())],
         }
 
     def save(self) -> None:
@@ -245,16 +310,28 @@ class CanarySet:
             norm=self.gradient_factor * clip,
         )
 
-    def record(self, round_number: int, before: np.ndarray, after: np.ndarray) -> None:
-        """Keep round ``round_number``'s released update on the canary coordinates (a round
-        trained again replaces its earlier, never released, record) and write the file."""
+    def record(
+        self,
+        round_number: int,
+        before: np.ndarray,
+        after: np.ndarray,
+        noisy_sums: Sequence[float],
+    ) -> None:
+        """Keep round ``round_number``'s released update on the canary coordinates and the noisy
+        sums its DP steps released there (:attr:`~secure_fedsa.site.training.DPRound.
+        canary_sums`; a round trained again replaces its earlier, never released, record) and
+        write the file."""
         if before.shape != (self.shared_size,) or after.shape != (self.shared_size,):
             raise PrivacyError("the shared vectors do not match the canaries' shared size")
         index = np.asarray(self.coordinates, dtype=np.int64)
         update = (after[index] - before[index]).astype(np.float64)
-        if not np.all(np.isfinite(update)):
+        sums = np.asarray(noisy_sums, dtype=np.float64)
+        if sums.shape != (self.count,):
+            raise PrivacyError(f"round {round_number}: need one noisy sum per canary")
+        if not (np.all(np.isfinite(update)) and np.all(np.isfinite(sums))):
             raise PrivacyError(f"round {round_number}: the update is not finite")
         self.releases[round_number] = update.tolist()
+        self.noisy_sums[round_number] = sums.tolist()
         self.save()
 
 
@@ -282,7 +359,10 @@ def document_problems(doc: Any) -> list[str]:
     if not isinstance(doc, dict):
         return ["not a JSON object"]
     if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
-        return [f"not a {FORMAT} version {FORMAT_VERSION} document"]
+        return [
+            f"not a {FORMAT} version {FORMAT_VERSION} document (a run made with version 1 "
+            "canaries cannot be resumed by this release; `secure-fedsa audit` still reads it)"
+        ]
     problems = []
     bits, coords = doc.get("bits"), doc.get("coordinates")
     size = doc.get("shared_size")
@@ -302,21 +382,26 @@ def document_problems(doc: Any) -> list[str]:
     factor = doc.get("gradient_factor")
     if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor > 0:
         problems.append("gradient_factor must be > 0")
-    releases = doc.get("releases")
-    if not isinstance(releases, list):
-        problems.append("releases must be a list")
-    elif isinstance(bits, list):
-        for r in releases:
-            ok = (
-                isinstance(r, dict)
-                and isinstance(r.get("round"), int)
-                and isinstance(r.get("update"), list)
-                and len(r["update"]) == len(bits)
-                and all(isinstance(v, (int, float)) for v in r["update"])
-            )
-            if not ok:
-                problems.append("each release needs a round and one value per canary")
-                break
+    for key, values, what in (("releases", "update", "release"), ("noisy_sums", "sums", "sum")):
+        rows = doc.get(key)
+        if not isinstance(rows, list):
+            problems.append(f"{key} must be a list")
+        elif isinstance(bits, list):
+            for r in rows:
+                ok = (
+                    isinstance(r, dict)
+                    and isinstance(r.get("round"), int)
+                    and isinstance(r.get(values), list)
+                    and len(r[values]) == len(bits)
+                    and all(isinstance(v, (int, float)) for v in r[values])
+                )
+                if not ok:
+                    problems.append(f"each {what} needs a round and one value per canary")
+                    break
+    if not problems and sorted(r["round"] for r in doc["releases"]) != sorted(
+        r["round"] for r in doc["noisy_sums"]
+    ):
+        problems.append("releases and noisy sums must be recorded for the same rounds")
     return problems
 
 

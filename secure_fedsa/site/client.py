@@ -41,7 +41,7 @@ from secure_fedsa.atomic import atomic_write
 from secure_fedsa.crypto.codec import ChunkMask
 from secure_fedsa.crypto.signing import Identity
 from secure_fedsa.crypto.wire import LedgerHead, decode_aggregate, encode_update
-from secure_fedsa.errors import BudgetExhausted, LedgerError, SecureFedsaError
+from secure_fedsa.errors import BudgetExhausted, LedgerError, PrivacyError, SecureFedsaError
 from secure_fedsa.model.encoder import LoraClassifier
 from secure_fedsa.model.frozen_prefix import FrozenPrefix
 from secure_fedsa.model.sharing import Manifest, SharingPolicy, flatten, unflatten
@@ -244,6 +244,7 @@ class Client:
         self.model.set_trainable(self.policy.trained)
         module, train = self.prefix.module(self.data.train), self.prefix.data(self.data.train)
         self.prefix.check_trainable(module)
+        canary_sums = None
         if self.privacy is None:
             stats = train_plain(
                 module,
@@ -273,7 +274,7 @@ class Client:
                 lr_factors=self.plan.lr_factors(round_number),
                 canaries=self._canary_gradients(),
             )
-            stats = ran.stats
+            stats, canary_sums = ran.stats, ran.canary_sums
             # Privacy is spent the moment training ran: record what the mechanism executed
             # (not what was planned) before anything else, and above all before anything
             # computed in this round can leave the client.
@@ -293,8 +294,11 @@ class Client:
             self.start_shared, flatten(trained, self.manifest), self.bounds.round_change
         )
         if self.privacy is not None and self.privacy.canaries is not None:
-            # what this round releases on the canary coordinates, kept for the audit only
-            self.privacy.canaries.record(round_number, self.start_shared, shared)
+            # what this round releases on the canary coordinates, and the noisy sums its DP
+            # steps released there, kept in this client's own directory for the audit only
+            if canary_sums is None:
+                raise PrivacyError(f"{self.client_id}: the canaries' noisy sums were not read")
+            self.privacy.canaries.record(round_number, self.start_shared, shared, canary_sums)
         self.state = {**trained, **unflatten(shared, self.manifest)}
         self.trained = self.state
         self.trained_round = round_number

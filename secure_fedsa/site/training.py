@@ -128,6 +128,9 @@ class DPRound:
 
     stats: RoundStats
     event: DPEvent | None
+    # with canaries: per canary, the sum over the round's steps of the noisy clipped gradient sum
+    # on its coordinate, in units of the clip (private to the client, for the audit only)
+    canary_sums: tuple[float, ...] | None = None
 
 
 def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -245,6 +248,9 @@ class _DPStepper:
     # they are clipped; None where the mode has no per-sample gradients to append to
     add_rows: Callable[[list[torch.nn.Parameter], list[torch.Tensor]], None] | None = None
 
+
+# The most canary rows clipped at once (memory: rows × trainable values × 4 bytes).
+CANARY_PIECE = 1024
 
 # Called with the names of the trainable parameters that got per-sample gradients (or, with
 # ghost clipping, per-sample norms) for a piece, before anything of it is clipped or applied;
@@ -401,7 +407,11 @@ def train_dp(
     With ``canaries`` (the run-level audit, :mod:`secure_fedsa.privacy.canaries`), the sampler
     draws from the n records and the canaries together; each sampled canary's gradient row joins
     the last piece's per-sample gradients before clipping, so it is clipped, summed and noised
-    with the records. The noisy sum is still divided by the records' expected batch q·n.
+    with the records. The noisy sum is still divided by the records' expected batch q·n. After
+    each step the noisy gradient the optimizer consumed is read on the canary coordinates and
+    multiplied back by q·n and divided by the clip: the mechanism's own output there (a canary
+    sampled in a step adds its sign, the noise N(0, σ²)); their sum over the round's steps is
+    :attr:`DPRound.canary_sums`.
 
     Returns the statistics and the DP event executed (:class:`DPRound`): what to charge.
     """
@@ -446,6 +456,7 @@ def train_dp(
     try:
         _refuse_hazards(hazards(None))
         total_loss, examples, executed = 0.0, 0, 0
+        sums = None if canaries is None else canaries.accumulator(params)
         model.train()
         schedule = _scheduler(base)
         for factor in factors:
@@ -470,8 +481,18 @@ def train_dp(
                     dp_optimizer.step()
                     dp_optimizer.zero_grad(set_to_none=True)  # keeps the summed clipped gradients
             if canaries is not None and stepper.add_rows is not None:
-                stepper.add_rows(params, canaries.rows(params, chosen))
+                # The sampled canaries' rows are clipped and summed in pieces (each row holds
+                # every trainable value); the first joins the records' last piece.
+                for number, piece in enumerate(torch.split(chosen, CANARY_PIECE)):
+                    if number:
+                        dp_optimizer.signal_skip_step(do_skip=True)
+                        dp_optimizer.step()
+                        dp_optimizer.zero_grad(set_to_none=True)
+                        stepper.empty(params)
+                    stepper.add_rows(params, canaries.rows(params, piece))
             dp_optimizer.step()
+            if sums is not None:  # the noisy sum that step released, back in units of the clip
+                sums.add(dp_optimizer.expected_batch_size / dp.clip)
             executed += 1
             examples += size
             if on_step is not None:
@@ -488,7 +509,8 @@ def train_dp(
         )
         mean_loss = total_loss / max(examples, 1)
         stats = RoundStats(steps=executed, examples=examples, mean_loss=mean_loss)
-        return DPRound(stats=stats, event=event)
+        noisy = None if sums is None else sums.values()
+        return DPRound(stats=stats, event=event, canary_sums=noisy)
     finally:
         stepper.close()
         for p in params:
