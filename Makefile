@@ -35,11 +35,10 @@ lint: install-test
 	$(BIN)/ruff format --check secure_fedsa tests audits benchmarks examples
 
 # unit and integration tests (markers in pyproject.toml; docs/architecture.md, "Tests"), on
-# TEST_WORKERS processes (pytest-xdist; each test file stays in one worker, so module fixtures are
-# made once)
+# TEST_WORKERS processes (pytest-xdist; an idle worker takes tests from the other's queue)
 TEST_WORKERS ?= 2
 test: install-test lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 # on demand (and in CI after test): long federations, kill -9 trials, the Flower deployment over TLS
 test-e2e: install-test

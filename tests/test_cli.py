@@ -423,6 +423,8 @@ def test_the_final_block_names_the_next_steps_and_dp_warnings_go_to_stderr(tmp_p
     assert len(steps.strip().splitlines()) == 4
 
 
+# a whole federation in a subprocess interrupted by SIGINT: on demand
+@pytest.mark.e2e
 def test_ctrl_c_names_the_run_directory_to_resume(tmp_path, capsys, monkeypatch):
     import re
 

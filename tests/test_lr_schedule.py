@@ -137,6 +137,8 @@ def test_wrong_factors_are_refused_before_any_parameter_changes(
         assert torch.equal(b, a)
 
 
+# a whole federation interrupted and resumed: on demand (the schedule's own tests are unit tests)
+@pytest.mark.e2e
 # -- a federation hands each round its own factors, also after an interruption ----------------
 def test_every_round_trains_with_its_own_factors_across_an_interruption(tmp_path, monkeypatch):
     from secure_fedsa.site import client as client_module
