@@ -66,13 +66,15 @@ def test_the_commitment_binds_every_bit_and_the_audit_recomputes_it(bits, salt):
         assert core.commitment(flipped, salt) != committed
 
 
-@given(
-    st.integers(1, 8).flatmap(
-        lambda m: st.lists(
-            st.lists(st.floats(-1e3, 1e3), min_size=m, max_size=m), min_size=0, max_size=4
-        ).map(lambda rows: (m, rows))
-    )
+# m canaries and up to 4 rounds of m values each (released updates or noisy sums)
+ROUND_ROWS = st.integers(1, 8).flatmap(
+    lambda m: st.lists(
+        st.lists(st.floats(-1e3, 1e3), min_size=m, max_size=m), min_size=0, max_size=4
+    ).map(lambda rows: (m, rows))
 )
+
+
+@given(ROUND_ROWS)
 def test_scores_are_minus_the_summed_releases_in_the_client_and_the_audit(case):
     m, rows = case
     ours, theirs = core.scores(rows, m), audit_side.canary_scores(rows, m)
@@ -80,13 +82,7 @@ def test_scores_are_minus_the_summed_releases_in_the_client_and_the_audit(case):
     assert ours == pytest.approx([-sum(r[j] for r in rows) for j in range(m)])
 
 
-@given(
-    st.integers(1, 8).flatmap(
-        lambda m: st.lists(
-            st.lists(st.floats(-1e3, 1e3), min_size=m, max_size=m), min_size=0, max_size=4
-        ).map(lambda rows: (m, rows))
-    )
-)
+@given(ROUND_ROWS)
 def test_noisy_sum_scores_are_the_summed_rows_in_the_client_and_the_audit(case):
     m, rows = case
     ours, theirs = core.noisy_sum_scores(rows, m), audit_side.noisy_sum_scores(rows, m)

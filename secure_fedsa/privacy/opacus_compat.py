@@ -18,6 +18,7 @@ Imports are lazy: importing this module does not import Opacus (``secure-fedsa -
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -53,18 +54,23 @@ def ghost_classes() -> tuple[type, type, type]:
     )
 
 
+@functools.cache
+def _processed_flags() -> tuple[Any, Any]:
+    """Opacus' private ``(_check_processed_flag, _mark_as_processed)``, looked up once: they are
+    called for every parameter of every noisy step."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    return _check_processed_flag, _mark_as_processed
+
+
 def check_not_processed(summed_grad: torch.Tensor) -> None:
     """Raise (Opacus' own error) if noise was already added to this summed gradient."""
-    from opacus.optimizers.optimizer import _check_processed_flag
-
-    _check_processed_flag(summed_grad)
+    _processed_flags()[0](summed_grad)
 
 
 def mark_processed(summed_grad: torch.Tensor) -> None:
     """Mark a summed gradient as noised, so that a second ``add_noise`` refuses it."""
-    from opacus.optimizers.optimizer import _mark_as_processed
-
-    _mark_as_processed(summed_grad)
+    _processed_flags()[1](summed_grad)
 
 
 def close_hooks(wrapped: Any) -> None:
