@@ -43,8 +43,8 @@ def _tensor_bytes(value) -> int:  # noqa: ANN001
 def _held(clients: dict) -> dict[str, float]:
     """What the clients hold, in MB: their records (token ids and masks); the hidden states the
     frozen-layer cache keeps (once per distinct record) and what it would keep per client (as
-    each client's datasets ask for them); their adapter tensors (state, trained, start, and the
-    initial shared vector, counted once per distinct array)."""
+    each client's datasets ask for them); their adapter tensors (state, trained, the round's
+    start and what the last aggregate was judged against, counted once per distinct array)."""
     from secure_fedsa.model.frozen_prefix import CachedData
 
     records = per_client = adapters = 0
@@ -59,7 +59,8 @@ def _held(clients: dict) -> dict[str, float]:
         adapters += _tensor_bytes(client.state)
         if client.trained is not client.state:
             adapters += _tensor_bytes(client.trained)
-        for array in (client.start_shared, client.initial_shared):
+        judged = () if client.judged_against is None else (client.judged_against[1],)
+        for array in (client.start_shared, *judged):
             arrays[id(array)] = array
     adapters += sum(a.nbytes for a in arrays.values())
     for cached in datasets.values():

@@ -145,10 +145,12 @@ def test_no_file_of_the_run_holds_dp_randomness(victims):
     saved = torch.load(run / "clients/client-0/state.pt", weights_only=True)
     # "optimizer": AdamW's moments with --optimizer-state kept (computed from the noisy
     # gradients, so no source of the noise), None by default; "clamped": a count;
-    # "train_seconds": how long its last round trained (private, like the loss in "stats")
+    # "train_seconds": how long its last round trained (private, like the loss in "stats");
+    # "judged_round", "judged_against": the drift bound's ratchet (a round number, and the
+    # shared tensors the last aggregate was checked against)
     assert set(saved) == {
         "state", "trained", "trained_round", "stats", "generator", "trained_entry", "start_shared",
-        "clamped", "optimizer", "train_seconds",
+        "clamped", "optimizer", "train_seconds", "judged_round", "judged_against",
     }  # fmt: skip
     assert saved["optimizer"] is None and isinstance(saved["clamped"], int)
     for path in run.rglob("*.json*"):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.integration
 
@@ -522,7 +524,13 @@ def test_different_survivor_sets_over_flower_unmask_nobody_and_the_round_complet
     assert s_shares_of_d == []  # site-d's mask key was never revealed
     assert any("signed the survivor set" in r for r in refused)
     (record,) = _metrics(run_dir)
-    assert summary["status"] == "completed" and record["aggregate"]["status"] == "applied"
+    assert summary["status"] == "completed"
+    # the three that agreed load the sum; site-c, shown another set, refuses it at the evaluate
+    # (the aggregate names a set it did not sign) and would sit the next round out
+    assert record["aggregate"]["rejected_by"] == {"site-c": "rejected"}
+    assert {c: e["aggregate"] for c, e in record["clients"].items()} == {
+        "site-a": "applied", "site-b": "applied", "site-c": "rejected", "site-d": "applied"
+    }  # fmt: skip
     assert record["masking"]["revealed_by"] == ["site-a", "site-b", "site-d"]
     assert [(d["client"], d["phase"]) for d in record["dropouts"]] == [("site-c", "secagg-reveal")]
 
@@ -607,3 +615,28 @@ def test_clients_per_round_trains_only_the_drawn_sites_and_all_apply_and_finish(
     for site in SITES:
         assert float(np.max(np.abs(_shared(tmp_path / site, "state") - expected))) < 1e-7
     assert not list(run_dir.rglob("finished-adapter")) and not list(run_dir.rglob("*.safetensors"))
+
+
+@given(
+    last=st.integers(min_value=0, max_value=10_000),
+    masked=st.none() | st.lists(st.sampled_from(FOUR), unique=True).map(tuple),
+)
+# the autouse identity fixture sets constants: sharing it across examples is harmless
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_last_applied_round_travels_with_keys_and_train_requests(last, masked):
+    """What a site needs to know it is behind (the drift bound's ratchet) survives the trip
+    through a Flower message; a server that says nothing means 0."""
+    from secure_fedsa.engine import messages as m
+    from secure_fedsa.transports.flower import messages as fm
+
+    for request in (
+        m.KeysRequest(3, "ab" * 16, b"{}", b"sig", last),
+        m.TrainRequest(3, "ab" * 16, masked, b"{}", b"sig", last),
+    ):
+        message = Message(fm.request_content(request), dst_node_id=1,
+                          message_type=fm.MESSAGE_TYPES[type(request)], ttl=10)  # fmt: skip
+        assert fm.read_request(message) == request
+        del message.content[fm.p.CONFIG]["last-applied"]
+        assert fm.read_request(message).last_applied == 0

@@ -9,8 +9,9 @@
 4. No weight travels: the divisor is the roster weights of the contributors the server's signed
    aggregate names, and those names are checked (roster members, none twice, the count, the
    signed survivor set, the uploader itself). A client that multiplies its update by 4096 is
-   stopped by the drift bound; one that steers inside the bound is not (the known limit), nor is
-   a poison that the growing bound admits in round 3 after refusing it in round 1 (strict xfail).
+   stopped by the drift bound; one that steers inside the bound is not (the known limit). The
+   bound ratchets: a poison refused in round 1 is refused in round 3 by a client in step (the
+   bound it replaced, grown from the initial values, loads it: the power check).
 5. Rejection reasons that quote decrypted values never reach a shareable form (P6).
 """
 
@@ -59,11 +60,14 @@ from secure_fedsa.secagg.site_policy import (
 from secure_fedsa.site.aggregate_check import (
     CHECK_CONTRIBUTORS,
     CHECK_DRIFT,
+    CHECK_OWN_VIEW,
     CHECK_WEIGHT,
     AggregateProblem,
     Bounds,
     aggregate_problems,
+    rounds_since,
     shareable_reasons,
+    still_in_step,
 )
 
 pytestmark = pytest.mark.integration
@@ -412,9 +416,9 @@ def weighted(ckks):
     return aggregate, initial, honest, members
 
 
-def _problems(result, initial, weights, *, round=1, survivors=None, own=None):  # noqa: ANN001
+def _problems(result, held, weights, *, rounds=1, survivors=None, own=None):  # noqa: ANN001
     return aggregate_problems(result.total, result.contributor_ids, result.contributors,
-                              initial=initial, round=round, bounds=Bounds(round_change=0.03),
+                              reference=held, rounds=rounds, bounds=Bounds(round_change=0.03),
                               roster_weights=weights, survivors=survivors, own=own)  # fmt: skip
 
 
@@ -452,26 +456,48 @@ def test_the_limit_a_client_steers_the_average_anywhere_inside_the_drift_bound(w
     assert np.max(np.abs(steering.total / total - target)) < 0.02 * 14.4 / 48
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: the drift bound grows with the round "
-                   "(r · lr · Σ r_t from the initial values), it is not a ratchet")  # fmt: skip
 def test_the_drift_bound_does_not_admit_in_round_3_a_poison_it_rejected_in_round_1(weighted):
-    """The issue's requirement. The bound is measured from the initial values and grows by one
-    round's change every round, so a poison at twice the one-round bound is refused in round 1
-    and loaded in round 3. Strict xfail: it fails today; when the bound ratchets it passes, and
-    the marker must go."""
+    """The issue's requirement. site-c steers the average to a poison at twice the one-round
+    bound from the initial values, every round. A client in step refused rounds 1 and 2 (it
+    still holds the initial values) and judges round 3 against them with one round's bound:
+    refused again. The power check is the bound the ratchet replaced, measured from the initial
+    values and grown by one round's change per round: it loads the same poison in round 3."""
     aggregate, initial, _, weights = weighted
     poison = initial + 0.06 * np.sign(np.random.default_rng(6).normal(size=initial.size))
     total = sum(WEIGHTS.values())
     steering = aggregate((total * poison - (total - WEIGHTS["site-c"]) * initial), factor=1.0)
-    assert [p.check for p in _problems(steering, initial, weights, round=1)] == [CHECK_DRIFT]
-    assert [p.check for p in _problems(steering, initial, weights, round=3)] == [CHECK_DRIFT]
+    assert [p.check for p in _problems(steering, initial, weights)] == [CHECK_DRIFT]  # round 1
+    in_step = rounds_since(3, judged_round=2)
+    assert in_step == 1
+    assert [p.check for p in _problems(steering, initial, weights, rounds=in_step)] == [CHECK_DRIFT]
+    grown = 3  # the old bound in round 3: 3 rounds' change from the initial values
+    assert _problems(steering, initial, weights, rounds=grown) == []
+
+
+def test_a_client_that_missed_rounds_catches_up_with_its_own_wider_bound(weighted):
+    """A site that judged round 1 last and comes back for round 3 holds tensors two rounds
+    behind: it checks round 3's aggregate with two rounds' bound (an honest federation may have
+    moved that far), and the rounds it passed cannot be judged again."""
+    aggregate, initial, _, weights = weighted
+    moved = aggregate(initial + 0.05)  # between one and two rounds' change from what it holds
+    assert rounds_since(3, judged_round=1) == 2
+    assert _problems(moved, initial, weights, rounds=2) == []
+    assert [p.check for p in _problems(moved, initial, weights, rounds=1)] == [CHECK_DRIFT]
+    for judged in (3, 4):
+        with pytest.raises(ValueError, match="after round"):
+            rounds_since(3, judged_round=judged)
+    assert rounds_since(3, judged_round=None) == 3  # a state saved before the ratchet
+    with pytest.raises(ValueError, match="rounds must be"):
+        _problems(moved, initial, weights, rounds=0)
 
 
 def test_the_contributors_an_aggregate_names_are_checked(weighted):
     """The divisor is the roster weights of the contributors the server's signed aggregate
     names: a name outside the roster (site-d, revoked), twice, a count that disagrees, another
     set than the survivor set this client signed, or a set without this client although it
-    uploaded: each is refused (check ``contributors``) before anything is divided."""
+    uploaded: each is refused before anything is divided. The first three are the same for
+    every site in step (check ``contributors``: it stays in step); the last two are about what
+    only this site saw (check ``contributors this site saw``: it sits the next round out)."""
     aggregate, initial, _, weights = weighted
     fair = aggregate(initial)
     assert _problems(fair, initial, weights, survivors=sorted(WEIGHTS), own="site-b") == []
@@ -480,19 +506,24 @@ def test_the_contributors_an_aggregate_names_are_checked(weighted):
     problems = _problems(outside, initial, weights)
     assert [p.check for p in problems] == [CHECK_CONTRIBUTORS]
     assert "outside the roster: site-d" in problems[0]
-    for named, count, survivors, own, match in [
-        (("site-a", "site-a", "site-c"), 3, None, None, "twice"),
-        (("site-a", "site-b"), 3, None, None, "counts 3 contributors but names 2"),
-        ((), 0, None, None, "names 0"),
-        (tuple(sorted(WEIGHTS)), 3, ["site-a", "site-b"], None, "not the survivor set"),
-        (("site-a", "site-c"), 2, None, "site-b", "site-b uploaded"),
-    ]:
+    assert still_in_step(problems)
+    for named, count, survivors, own, match, check in [
+        (("site-a", "site-a", "site-c"), 3, None, None, "twice", CHECK_CONTRIBUTORS),
+        (("site-a", "site-b"), 3, None, None, "counts 3 contributors but names 2",
+         CHECK_CONTRIBUTORS),
+        ((), 0, None, None, "names 0", CHECK_CONTRIBUTORS),
+        (tuple(sorted(WEIGHTS)), 3, ["site-a", "site-b"], None, "not the survivor set",
+         CHECK_OWN_VIEW),
+        (("site-a", "site-c"), 2, None, "site-b", "site-b uploaded", CHECK_OWN_VIEW),
+    ]:  # fmt: skip
         problems = aggregate_problems(
-            fair.total, named, count, initial=initial, round=1, bounds=Bounds(0.03),
+            fair.total, named, count, reference=initial, rounds=1, bounds=Bounds(0.03),
             roster_weights=weights, survivors=survivors, own=own,
         )  # fmt: skip
-        assert [p.check for p in problems] == [CHECK_CONTRIBUTORS], named
+        assert [p.check for p in problems] == [check], named
         assert match in problems[0]
+        assert still_in_step(problems) == (check == CHECK_CONTRIBUTORS)
+    assert not still_in_step(["the server's signature does not verify"])  # before decryption
     # keys made before roster weights: no divisor at all
     (none,) = _problems(fair, initial, None)
     assert none.check == CHECK_WEIGHT and "--client-sizes" in none

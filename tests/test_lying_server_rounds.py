@@ -11,6 +11,12 @@ with the real crypto: each attack rides on the engine's own messages, rewritten 
    rejects the aggregate (the drift bound), and the server's files say only that it was rejected
    (P6).
 
+5. The drift bound ratchets: a client that steers the average to a poison at 1.8 rounds' change
+   from the initial values, every round, is refused in rounds 1, 2 and 3 by every honest client,
+   which stays in step and trains every round (the bound it replaced, grown from the initial
+   values, loads round 3's aggregate). A site whose aggregate never arrived sits the next round
+   out, judges that round's aggregate with its own wider bound, and is back in step after it.
+
 Each has its power check: with the protection disabled on purpose the attack gets through.
 """
 
@@ -65,13 +71,13 @@ def _ledger_entries(run_dir) -> dict[str, int]:
 def test_a_server_signed_roster_that_swaps_peers_keys_is_refused_by_the_site(tmp_path, monkeypatch):
     real = ServerRound.keys_request
 
-    def swapped(self):  # noqa: ANN001
+    def swapped(self, last_applied=0):  # noqa: ANN001
         honest = self.keys.roster
         own = SigningKey.generate("server-in-disguise").public_bytes
         keys = {c: own for c in honest.clients}
         roster = Roster(keys, honest.server, weights=honest.weights)
         return m.KeysRequest(
-            self.number, self.session, *signed_roster(roster, self.keys.identity.key)
+            self.number, self.session, *signed_roster(roster, self.keys.identity.key), last_applied
         )
 
     monkeypatch.setattr(ServerRound, "keys_request", swapped)
@@ -208,3 +214,111 @@ def test_power_check_the_honest_weight_is_applied(tmp_path, monkeypatch):
     }
     (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert record["aggregate"]["status"] == "applied"
+
+
+# --------------------------------------------------------------------------- 5. the ratchet
+RATCHET = {**TINY_DP, "num_clients": 3, "max_examples": 900, "rounds": 3, "masking": False}
+HONEST = ["client-1", "client-2"]
+
+
+def _metrics(run_dir) -> list[dict]:  # noqa: ANN001
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _shared(run_dir, cid: str) -> np.ndarray:  # noqa: ANN001
+    import torch
+
+    from secure_fedsa.model.sharing import Manifest, flatten
+
+    setup = json.loads((run_dir / "setup.json").read_text())
+    manifest = Manifest(tuple((e["name"], tuple(e["shape"])) for e in setup["manifest"]))
+    saved = torch.load(run_dir / "clients" / cid / "state.pt", weights_only=True)
+    return flatten(saved["state"], manifest)
+
+
+def test_a_poison_refused_in_round_1_is_refused_in_round_3(tmp_path, monkeypatch):
+    """client-0 holds a real key and its true roster weight. Every round it sends
+    X = W · P − (W − w_0) · H in place of w_0 · A_0, with H what it holds and P = initial +
+    1.8 · B · (±1): the average lands within (2/3) · B of P, more than B from what anyone holds
+    and less than 3 · B from the initial values. Every honest client refuses it in every round
+    (the drift bound, measured from what it holds) and stays in step: it trains every round
+    and ends with the initial shared values. Power check: the bound the ratchet replaced (three
+    rounds' change from the initial values) loads round 3's aggregate."""
+    from secure_fedsa.model.sharing import unflatten
+    from secure_fedsa.site import client as client_module
+    from secure_fedsa.site.aggregate_check import Bounds, round_change_bound
+
+    run_dir = tmp_path / "run"
+    bound = round_change_bound(lr=RunConfig(**RATCHET).lr, steps=RATCHET["local_steps"])
+    real_update, real_check = client_module.Client.make_update, client_module.aggregate_problems
+    initial: dict[str, np.ndarray] = {}
+    judged: list[dict] = []
+
+    def make_update(self, round_number, session, mask=None, *, weight):  # noqa: ANN001
+        if self.client_id == "client-0":
+            held = initial.setdefault("values", self.start_shared.copy())
+            roster = json.loads((run_dir / "keys" / "roster.json").read_text())
+            total = sum(roster["weights"].values())
+            pattern = np.where(np.arange(held.size) % 2 == 0, 1.0, -1.0)
+            poison = held + 1.8 * bound * pattern
+            steering = (total * poison - (total - weight) * self.start_shared) / weight
+            self.trained = {**self.trained, **unflatten(steering, self.manifest)}
+        return real_update(self, round_number, session, mask, weight=weight)
+
+    def spy(total, ids, count, **kwargs):  # noqa: ANN001, ANN003
+        judged.append({"total": total, "ids": ids, "count": count, **kwargs})
+        return real_check(total, ids, count, **kwargs)
+
+    monkeypatch.setattr(client_module.Client, "make_update", make_update)
+    monkeypatch.setattr(client_module, "aggregate_problems", spy)
+    run_federation(RunConfig(**RATCHET), run_dir)
+
+    records = _metrics(run_dir)
+    assert [r["aggregate"]["status"] for r in records] == ["rejected"] * 3
+    for record in records:
+        assert set(HONEST) <= set(record["aggregate"]["rejected_by"])
+        assert all(record["clients"][c]["status"] == m.TRAINED for c in HONEST)  # in step
+    for cid in HONEST:
+        notes = [json.loads(x) for x in (run_dir / "clients" / cid / "aggregates.jsonl").open()]
+        assert [n["status"] for n in notes] == ["rejected"] * 3
+        assert all("moved" in n["problems"][0] for n in notes)
+        assert np.array_equal(_shared(run_dir, cid), initial["values"])
+    # every check was made with one round's bound from the initial values (what they held)
+    assert len(judged) == 9 and all(j["rounds"] == 1 for j in judged)
+    assert all(np.array_equal(j["reference"], initial["values"]) for j in judged)
+    # power check: round 3's aggregate, judged by the bound grown from the initial values
+    last = judged[-1]
+    grown = {**last, "reference": initial["values"], "rounds": 3, "bounds": Bounds(bound)}
+    assert real_check(grown.pop("total"), grown.pop("ids"), grown.pop("count"), **grown) == []
+
+
+def test_a_site_that_missed_an_aggregate_sits_one_round_out_then_catches_up(tmp_path, monkeypatch):
+    """client-2's evaluate of round 1 never arrives: it holds the initial values while the
+    others load round 1's aggregate. In round 2 it does not train (an update from tensors a
+    round old could push an honest aggregate past the bound of the sites in step); it judges
+    round 2's aggregate with two rounds' bound and loads it, and in round 3 it trains again from
+    what everyone holds. No aggregate is refused by anyone."""
+    real = inprocess.InProcessTransport.deliver
+
+    def deliver(self, address, request):  # noqa: ANN001
+        if address == "client-2" and isinstance(request, m.EvaluateRequest) and request.round == 1:
+            raise inprocess.Lost("lost in transit (simulated dropout)")
+        return real(self, address, request)
+
+    monkeypatch.setattr(inprocess.InProcessTransport, "deliver", deliver)
+    run_dir = tmp_path / "run"
+    run_federation(RunConfig(**RATCHET), run_dir)
+    round1, round2, round3 = _metrics(run_dir)
+    assert round1["dropouts"] == [
+        {"client": "client-2", "phase": "evaluate", "reason": "lost in transit (simulated dropout)"}
+    ]
+    assert round2["clients"]["client-2"]["status"] == m.BEHIND
+    assert "catches up" in round2["clients"]["client-2"]["reason"]
+    assert round2["clients"]["client-2"]["aggregate"] == m.APPLIED
+    assert round3["clients"]["client-2"]["status"] == m.TRAINED
+    for record in (round1, round2, round3):
+        assert record["aggregate"]["status"] == "applied", record["aggregate"]
+    ledger = json.loads((run_dir / "clients" / "client-2" / "privacy_ledger.json").read_text())
+    assert [e["round"] for e in ledger["entries"]] == [1, 3]  # nothing spent in round 2
+    finals = [_shared(run_dir, c) for c in ("client-0", "client-1", "client-2")]
+    assert all(np.array_equal(f, finals[0]) for f in finals)  # in step again

@@ -25,7 +25,7 @@ from secure_fedsa.crypto.signing import (
     sign_roster,
 )
 from secure_fedsa.crypto.wire import LedgerHead
-from secure_fedsa.engine.messages import KeysRequest
+from secure_fedsa.engine.messages import APPLIED, KeysRequest
 from secure_fedsa.errors import CryptoError, UpdateRejected
 from secure_fedsa.model.sharing import Manifest
 from secure_fedsa.secagg.protocol import KeyAdvert, MaskingServer, Reveal
@@ -70,6 +70,20 @@ def ledger_heads_from_metrics(metrics: Sequence[dict]) -> dict[str, tuple[int, L
             if isinstance(number, int) and isinstance(head, dict):
                 heads[cid] = (number, LedgerHead(int(head["entries"]), str(head["head"])))
     return heads
+
+
+def last_applied_round(metrics: Sequence[dict]) -> int:
+    """The last round whose aggregate some site reported applied, from the server's round
+    records (0: none), so that a restarted server tells the sites the same."""
+    last = 0
+    for record in metrics:
+        number = record.get("round") if isinstance(record, dict) else None
+        entries = ((record or {}).get("clients") or {}).values()
+        if isinstance(number, int) and any(
+            isinstance(e, dict) and e.get("aggregate") == APPLIED for e in entries
+        ):
+            last = max(last, number)
+    return last
 
 
 def signed_roster(roster: Roster, key: SigningKey) -> tuple[bytes, bytes]:
@@ -126,8 +140,8 @@ class ServerRound:
         them (key adverts; training and the aggregate: the roster fixes each client's weight)."""
         return signed_roster(self.keys.roster, self.keys.identity.key)
 
-    def keys_request(self) -> KeysRequest:
-        return KeysRequest(self.number, self.session, *self.signed_roster())
+    def keys_request(self, last_applied: int = 0) -> KeysRequest:
+        return KeysRequest(self.number, self.session, *self.signed_roster(), last_applied)
 
     def collect_adverts(self, adverts: Iterable[KeyAdvert]) -> list[KeyAdvert]:
         """U1, the adverts that verify against the roster (MaskingFailed if too few)."""

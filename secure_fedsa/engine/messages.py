@@ -29,6 +29,8 @@ NOT_SAMPLED = "not sampled"
 NOT_TRAINED = "not trained (secure aggregation impossible)"
 # the site refused the round before training: weaker than its pinned policy (nothing spent)
 REFUSED = "refused (site policy)"
+# the site missed an earlier round's aggregate: it judges this round's and trains from the next
+BEHIND = "not trained (missed an aggregate: catching up)"
 # what a site says about the aggregate it received: a status code, never a reason
 APPLIED = "applied"
 REJECTED = "rejected"
@@ -49,6 +51,9 @@ class KeysRequest:
     session: str
     roster: bytes  # the roster's canonical JSON
     roster_signature: bytes
+    # the last round whose aggregate some site applied (public: the sites' status codes); a
+    # site that judged no aggregate since is behind and sits this round out
+    last_applied: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class TrainRequest:
     masked_with: tuple[str, ...] | None
     roster: bytes = b""  # the roster's canonical JSON
     roster_signature: bytes = b""
+    last_applied: int = 0  # as in :class:`KeysRequest`
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,7 @@ class SurvivorSignature:
 @dataclass(frozen=True)
 class TrainReport:
     client: str
-    status: str  # TRAINED, BUDGET_EXHAUSTED or REFUSED
+    status: str  # TRAINED, BUDGET_EXHAUSTED, REFUSED or BEHIND
     resumed: bool = False  # the round was trained before a restart: the same update again
     steps: int | None = None
     clamped: int = 0

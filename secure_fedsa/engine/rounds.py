@@ -42,7 +42,12 @@ from typing import Any, Protocol
 
 from secure_fedsa.config import RunConfig
 from secure_fedsa.engine import messages as m
-from secure_fedsa.engine.aggregation import ServerKeys, ServerRound, ledger_heads_from_metrics
+from secure_fedsa.engine.aggregation import (
+    ServerKeys,
+    ServerRound,
+    last_applied_round,
+    ledger_heads_from_metrics,
+)
 from secure_fedsa.engine.record import RoundRecord
 from secure_fedsa.engine.summary import completed_summary, failed_summary
 from secure_fedsa.errors import SecureFedsaError
@@ -125,6 +130,9 @@ class RoundEngine:
         self.seen: set[Address] = set()
         # the last ledger head accepted from each client, from this server's own records (P5)
         self.heads = ledger_heads_from_metrics(rundir.metrics())
+        # the last round whose aggregate some site applied, from the same records: a site that
+        # judged no aggregate since is told it is behind (the drift bound's ratchet)
+        self.last_applied = last_applied_round(rundir.metrics())
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -173,7 +181,7 @@ class RoundEngine:
         """Key adverts, then shares among U1; the addresses of U2 (who trains)."""
         record, server = state.record, state.server
         record.masking = {"threshold": self.settings.threshold}
-        request = server.keys_request()
+        request = server.keys_request(self.last_applied)
         replies = self._exchange(state, {a: request for a in state.drawn}, "secagg-keys",
                                  (KeyAdvert, m.TrainReport))  # fmt: skip
         adverts: dict[str, Address] = {}
@@ -211,7 +219,7 @@ class RoundEngine:
             return
         masked_with = tuple(record.masking["masked_with"]) if server.masking else None
         request = m.TrainRequest(server.number, server.session, masked_with,
-                                 *server.signed_roster())  # fmt: skip
+                                 *server.signed_roster(), self.last_applied)  # fmt: skip
         replies = self._exchange(state, {a: request for a in senders}, "train", (m.TrainReply,))
         for address, reply in sorted(replies.items(), key=lambda item: item[1].report.client):
             cid = self.names.setdefault(address, reply.report.client)
@@ -278,12 +286,14 @@ class RoundEngine:
         return {where[cid]: request(cid) for cid in sorted(where)}
 
     def _apply(self, state: _Round, addresses: list[Address], aggregate: bytes | None) -> None:
-        """Every site still in the round checks, applies and evaluates; the aggregate's
-        status is what they report (a status code, never a reason)."""
+        """Every site the transport reaches checks, applies and evaluates, also one that dropped
+        out of an earlier phase of this round: a site that misses an aggregate sits the next
+        round out (the drift bound's ratchet). The aggregate's status is what they report (a
+        status code, never a reason)."""
         record, server = state.record, state.server
         request = m.EvaluateRequest(server.number, server.session, aggregate,
                                     *server.signed_roster())  # fmt: skip
-        targets = {a: request for a in addresses if a not in state.out}
+        targets = {a: request for a in addresses}
         if aggregate is not None:
             record.download_bytes += len(aggregate) * len(targets)
         replies = self._exchange(state, targets, "evaluate", (m.ApplyReport,))
@@ -297,6 +307,8 @@ class RoundEngine:
             state.able |= report.can_train_next
             if report.aggregate == m.REJECTED:
                 rejected_by[cid] = m.REJECTED
+            elif report.aggregate == m.APPLIED:
+                self.last_applied = record.round
         if aggregate is not None:
             status = m.REJECTED if rejected_by else m.APPLIED
             record.aggregate.update(status=status, rejected_by=dict(sorted(rejected_by.items())))
@@ -371,7 +383,8 @@ class RoundEngine:
         expected: tuple[type, ...],
     ) -> dict[Address, Any]:
         """One phase's messages; a site that does not answer, or answers with something else
-        than ``expected``, drops out of the round."""
+        than ``expected``, drops out of the round (recorded once: a site already out that fails
+        the round's evaluate too is not news)."""
         replies, failures = self.transport.exchange(requests)
         good = {}
         for address, reply in replies.items():
@@ -380,6 +393,8 @@ class RoundEngine:
             else:
                 failures[address] = f"malformed reply ({phase})"
         for address, reason in sorted(failures.items(), key=lambda item: self._name(item[0])):
+            if address in state.out:
+                continue
             state.out.add(address)
             state.record.drop(self._name(address), phase, reason)
             self.observer.warning(

@@ -193,6 +193,8 @@ class Participant:
                 self.client.check_budget()
             except BudgetExhausted as exc:
                 return m.TrainReport(self.name, m.BUDGET_EXHAUSTED, reason=str(exc))
+            if self.client.behind(request.round, request.last_applied):
+                return self._behind(request.round)
         roster = received_roster(request.roster, request.roster_signature, self.identity)
         masking = MaskingClient(self.name, self.identity.key, roster, request.session,
                                 request.round)  # fmt: skip
@@ -267,6 +269,8 @@ class Participant:
         refusal = self.settings.refusal() if client.manifest.size else None
         if refusal is not None:  # before any DP step: the ledger is not touched
             return m.TrainReply(m.TrainReport(self.name, m.REFUSED, reason=refusal), None)
+        if client.behind(request.round, request.last_applied):  # before any DP step, too
+            return m.TrainReply(self._behind(request.round), None)
         mask, weight = None, 0.0
         if client.manifest.size:
             mask = self._mask(request)
@@ -300,6 +304,16 @@ class Participant:
                                encrypt_seconds=seconds)  # fmt: skip
         return m.TrainReply(report, update)
 
+    def _behind(self, round_number: int) -> m.TrainReport:
+        """This site missed an aggregate since it last judged one: it sits this round out and
+        catches up at its aggregate (an update from older tensors would make sites in step
+        refuse an honest aggregate; :mod:`secure_fedsa.site.aggregate_check`)."""
+        reason = (
+            f"missed the aggregate of a round before round {round_number}: catches up at this "
+            "round's aggregate and trains from the next"
+        )
+        return m.TrainReport(self.name, m.BEHIND, reason=reason)
+
     def _mask(self, request: m.TrainRequest) -> ChunkMask | None:
         """The round's masks; with masking on a site never sends an unmasked update."""
         if not self.settings.masked:
@@ -330,7 +344,7 @@ class Participant:
             try:
                 weights = self._weights(request.roster, request.roster_signature)
             except CryptoError as exc:  # not this federation's roster: no divisor to trust
-                client.keep_round_start(request.round)
+                client.keep_round_start(request.round, judged=False)
                 problems = [str(exc)]
             else:
                 problems = client.apply_aggregate(

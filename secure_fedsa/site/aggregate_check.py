@@ -24,15 +24,28 @@ federation goes on. The checks, all pure functions of public quantities:
    moves every coordinate by at most lr · (r_1 + ... + r_S). r_1 = 1 and r_t grows slowly
    (r_6 ≈ 1.016; r_t → (1-β1) / √((1-β2)(1-β1²/β2)) ≈ 7.27 for long rounds). The gradient's size
    does not enter: Adam normalises it, so neither the DP clipping norm nor the noise can push an
-   honest step past this bound. Honest clients start every round from the same initial tensors
-   plus at most one bounded change per round (averages and kept tensors stay inside the bound),
-   so after round r every honest shared coordinate is within r · lr · Σ r_t of its initial value,
-   whichever rounds a client missed. An aggregate outside that is not the average of honest
-   updates. A client that carries its AdamW state from round to round (``--optimizer-state
-   kept``) no longer starts each round fresh, and its r_t tends to 7.27; so every client clamps
-   each shared coordinate's change in a round to the fresh-optimizer bound after training
-   (:func:`clamp_round_change`), and the bound holds by construction. Honest training rarely
-   reaches it (docs/results.md, "A DP recipe for the default job", gives the counts).
+   honest step past this bound. A client that carries its AdamW state from round to round
+   (``--optimizer-state kept``) no longer starts each round fresh, and its r_t tends to 7.27; so
+   every client clamps each shared coordinate's change in a round to the fresh-optimizer bound
+   after training (:func:`clamp_round_change`), and the bound B holds by construction. Honest
+   training rarely reaches it (docs/results.md, "A DP recipe for the default job", gives the
+   counts).
+
+   **The bound ratchets.** It is measured from the shared tensors the client holds, not from the
+   initial ones. Every site reachable at the end of a round judges that round's aggregate
+   (trained or not, drawn or not), and the judgement is a deterministic function of the
+   aggregate and of what the site holds, so sites that judged every round so far hold the same
+   shared tensors H (the last aggregate they all loaded, or the initial values) and start the next
+   round from H. A site that missed an aggregate some site applied (it was unreachable, or
+   refused it for a reason of its own; the server's requests name the last round applied) is
+   **behind**: it does not train in the next round but only judges its aggregate, so every
+   contributor to the aggregate of round r started from H and moved at most B, and the average of
+   their updates is within B of H. A site that judged round j last checks round r's aggregate
+   against what it holds with (r − j) · B (:func:`rounds_since`): 1 · B for a site in step. So a
+   poison refused in round 1 is refused in round 3 too, unless aggregates the site loaded in
+   between moved it toward the poison (each by at most B). A server that sends different sites
+   different aggregates splits them: each still moves at most B per round, and afterwards the
+   split sites refuse each other's updates, a denial of service, which a server can always cause.
 
 **Why the weight need not travel encrypted.** Until wire version 3 each client also sent its
 weight in an extra encrypted slot, and clients divided by the decrypted sum of weights. That slot
@@ -49,13 +62,14 @@ included, to anything; naming other contributors only rescales the average, whic
 anyway, and with masking the names must be the survivor set t clients signed.
 
 **The limit, stated plainly.** A client's influence on an aggregate it contributes to is bounded
-by check 3 alone. A key-holding client that knows the initial tensors can send
-X = W · target − (W − w_k) · initial (about what the honest clients' sum will be) and move the
-average close to any target within r · lr · Σ r_t of the initial values; nothing here stops
-that, with or without the weight slot. Nor is the bound a ratchet: it grows with the round, so a
-poison that is too far from the initial values in round 1 can be admitted in round 3
-(``tests/test_lying_server.py`` pins this as an expected failure). DP bounds what one record can
-do, nothing more; it does not bound what one client can do.
+by check 3 alone. A key-holding client that knows the shared tensors can send
+X = W · target − (W − w_k) · H (about what the honest clients' sum will be) and move the average
+close to any target within B of H, every round; nothing here stops that, with or without the
+weight slot: over R rounds it can walk the federation up to R · B, one step per round, in a
+direction it chooses. A site that missed k rounds checks its catch-up against (k + 1) · B, so a
+server that keeps a site out of k rounds (or names a round k ahead) can move that one site by up
+to (k + 1) · B; it cannot move the sites in step. DP bounds what one record can do, nothing more;
+it does not bound what one client can do.
 
 **Reasons and rule P6.** Every problem is an :class:`AggregateProblem`: its text quotes decrypted
 quantities and belongs in the client's own files only; its :attr:`~AggregateProblem.check` names
@@ -82,6 +96,11 @@ CHECK_WEIGHT = "total weight"
 CHECK_FINITE = "finite values"
 CHECK_DRIFT = "honest drift bound"
 CHECK_CONTRIBUTORS = "contributors"
+# the contributors against what only this site knows: the survivor set it signed, its own upload
+CHECK_OWN_VIEW = "contributors this site saw"
+# checks that every site in step reaches the same verdict on, for the same aggregate: a site that
+# refuses an aggregate on these alone is still in step (the ratchet; :func:`still_in_step`)
+COMMON_CHECKS = frozenset({CHECK_WEIGHT, CHECK_FINITE, CHECK_DRIFT, CHECK_CONTRIBUTORS})
 
 
 class AggregateProblem(str):
@@ -155,13 +174,13 @@ def contributor_problem(
         )
     if survivors is not None and set(survivors) != set(names):
         return AggregateProblem(
-            CHECK_CONTRIBUTORS,
+            CHECK_OWN_VIEW,
             f"the aggregate names {len(names)} contributors that are not the survivor set this "
             "client signed",
         )
     if own is not None and own not in names:
         return AggregateProblem(
-            CHECK_CONTRIBUTORS,
+            CHECK_OWN_VIEW,
             f"{own} uploaded an update this round, but the aggregate does not name it",
         )
     return None
@@ -205,13 +224,34 @@ class Bounds:
     round_change: float  # per coordinate per round (round_change_bound)
 
 
+def still_in_step(problems: Iterable[str]) -> bool:
+    """Whether a site that refused an aggregate for ``problems`` still holds what every site in
+    step holds: yes when each problem is one of :data:`COMMON_CHECKS`, which every site in step
+    judges alike (they all keep their round start); no when any is about this site's own view
+    (its upload not named, another survivor set than it signed) or came before decryption (a
+    message only this site may have received). A site not in step sits the next round out."""
+    return all(isinstance(p, AggregateProblem) and p.check in COMMON_CHECKS for p in problems)
+
+
+def rounds_since(round_number: int, judged_round: int | None) -> int:
+    """How many rounds of honest training separate the shared tensors a client holds, as of the
+    last round whose aggregate it judged (``judged_round``; 0: none yet, it holds the initial
+    values; None: unknown, a state saved before the ratchet), from the aggregate of
+    ``round_number``. ValueError for an aggregate of a round the client has already passed."""
+    if judged_round is None:
+        return round_number
+    if round_number <= judged_round:
+        raise ValueError(f"round {round_number}'s aggregate after round {judged_round}'s")
+    return round_number - judged_round
+
+
 def aggregate_problems(
     total: np.ndarray,
     contributor_ids: Sequence[str],
     contributors: int,
     *,
-    initial: np.ndarray,
-    round: int,
+    reference: np.ndarray,
+    rounds: int,
     bounds: Bounds,
     roster_weights: Mapping[str, float] | None,
     survivors: Iterable[str] | None = None,
@@ -223,11 +263,14 @@ def aggregate_problems(
     ``total`` is the decrypted weighted sum; ``contributor_ids`` and ``contributors`` are the
     ids and the number the server's signed header names; ``roster_weights`` the signed roster's
     fixed weights of its current members (None: a roster without weights, which cannot
-    aggregate); ``survivors`` and ``own`` as in :func:`contributor_problem`. ``initial`` is the
-    shared tensors every client started the federation with, ``round`` the round the aggregate
-    belongs to (1-based). The average is ``total`` divided by
+    aggregate); ``survivors`` and ``own`` as in :func:`contributor_problem`. ``reference`` is the
+    shared tensors this client holds (what it started the round with), ``rounds`` how many rounds
+    of honest training separate them from this aggregate (:func:`rounds_since`: 1 for a client in
+    step). The average is ``total`` divided by
     ``roster_total_weight(contributor_ids, roster_weights)``.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     if roster_weights is None:
         return [
             AggregateProblem(
@@ -245,14 +288,14 @@ def aggregate_problems(
     average = total / roster_total_weight(contributor_ids, roster_weights)
     if not np.all(np.isfinite(average)):
         return [AggregateProblem(CHECK_FINITE, "the average has non-finite values")]
-    allowed = round * bounds.round_change + VALUE_SLACK
-    drift = float(np.max(np.abs(average - initial))) if average.size else 0.0
+    allowed = rounds * bounds.round_change + VALUE_SLACK
+    drift = float(np.max(np.abs(average - reference))) if average.size else 0.0
     if drift > allowed:
         return [
             AggregateProblem(
                 CHECK_DRIFT,
-                f"a shared value moved {drift:.4g} from its initial value, above the "
-                f"{allowed:.4g} that {round} round(s) of honest training can reach",
+                f"a shared value moved {drift:.4g} from the value this client holds, above the "
+                f"{allowed:.4g} that {rounds} round(s) of honest training can reach",
             )
         ]
     return []

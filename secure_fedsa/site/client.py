@@ -57,6 +57,8 @@ from secure_fedsa.site.aggregate_check import (
     clamp_round_change,
     roster_total_weight,
     round_change_bound,
+    rounds_since,
+    still_in_step,
 )
 from secure_fedsa.site.training import (
     DPSettings,
@@ -152,7 +154,6 @@ class Client:
         identity: Identity,
         randomness: RandomSource | None = None,
         prefix: FrozenPrefix | None = None,
-        initial_shared: np.ndarray | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -181,17 +182,15 @@ class Client:
         # state: current tensors; trained: tensors right after the last local training (what
         # this round's update is made of, also after the aggregate was applied).
         self.state = {k: v.clone() for k, v in initial_state.items()}
-        # what every client starts the federation with (the aggregate check's reference; the
-        # same array for every client of a process when given, never changed in place)
-        initial = flatten(self.state, manifest)
-        if initial_shared is not None:
-            if not np.array_equal(initial_shared, initial):
-                raise SecureFedsaError(f"{client_id}: initial_shared is not its initial state")
-            initial = initial_shared
-        self.initial_shared = initial
         # the shared tensors this client started its last trained round with (kept when that
         # round's aggregate is rejected)
-        self.start_shared = self.initial_shared
+        self.start_shared = flatten(self.state, manifest)
+        # the ratchet of the aggregate check: the last round whose aggregate (or the lack of
+        # one) this client judged (0: none yet), and what it judged that round's aggregate
+        # against (the shared tensors it held, and how many rounds they were behind), kept so
+        # that a round replayed after a restart is judged exactly as it was the first time
+        self.judged_round: int | None = 0
+        self.judged_against: tuple[int, np.ndarray, int] | None = None  # (round, held, rounds)
         self.trained = self.state
         self.trained_round = 0
         self.trained_entry: str | None = None  # ledger entry that paid for ``trained``
@@ -329,13 +328,22 @@ class Client:
             return False
         return True
 
-    def keep_round_start(self, round_number: int) -> None:
-        """Round ``round_number`` has no aggregate to load: a client that trained it goes back
-        to the shared tensors it started the round with (B and the head keep their training);
-        one that did not train it (not drawn, or out of budget) already holds them."""
-        if self.trained_round != round_number:
-            return
-        self.state = {**self.trained, **unflatten(self.start_shared, self.manifest)}
+    def keep_round_start(self, round_number: int, *, judged: bool = True) -> None:
+        """Round ``round_number``'s aggregate is not loaded (there is none, or it was refused):
+        a client that trained a round it has not judged since goes back to the shared tensors
+        it started that round with (B and the head keep their training); any other already
+        holds them. The round counts as ``judged`` (this client is still in step) when it was in
+        step and every site in step does the same: no aggregate, or one that fails a check
+        every site in step judges alike. Otherwise it is behind, sits the next round out
+        (:meth:`behind`) and judges later aggregates with a wider bound."""
+        if self.judged_round is not None and round_number < self.judged_round:
+            return  # an older round's message: nothing here changes
+        _, rounds = self._judge(round_number)  # also what a replay of this round is judged by
+        own_training = self.trained_round > (self.judged_round or 0)
+        if judged and rounds == 1:
+            self.judged_round = round_number
+        if own_training:
+            self.state = {**self.trained, **unflatten(self.start_shared, self.manifest)}
         self._save()
 
     @property
@@ -409,12 +417,13 @@ class Client:
                 n_values=self.manifest.size,
                 server_key=self.identity.server_key,
             )
+            reference, rounds = self._judge(round_number)
             problems = aggregate_problems(
                 aggregate.total,
                 aggregate.contributor_ids,
                 aggregate.contributors,
-                initial=self.initial_shared,
-                round=round_number,
+                reference=reference,
+                rounds=rounds,
                 bounds=self.bounds,
                 roster_weights=roster_weights,
                 survivors=survivors,
@@ -423,7 +432,7 @@ class Client:
         except SecureFedsaError as exc:
             problems = [str(exc)]
         if problems:
-            self.keep_round_start(round_number)
+            self.keep_round_start(round_number, judged=still_in_step(problems))
             return problems
         assert roster_weights is not None  # aggregate_problems refuses an aggregate without
         divisor = roster_total_weight(aggregate.contributor_ids, roster_weights)
@@ -432,8 +441,43 @@ class Client:
         # too; its own tensors are those of its last training either way
         own = self.trained if self.trained_round == round_number else self.state
         self.state = {**own, **shared}
+        self.judged_round = round_number
         self._save()
         return problems
+
+    def behind(self, round_number: int, last_applied: int) -> bool:
+        """This client holds older shared tensors than the sites in step: some site applied the
+        aggregate of round ``last_applied`` (the server says so, from the sites' status codes)
+        and this client judged none since (it missed it, or refused it for a reason of its own).
+        It must not train round ``round_number``, only judge its aggregate, or sites in step
+        would refuse an honest aggregate that holds its update (the ratchet in
+        :mod:`secure_fedsa.site.aggregate_check`). A server that lies about ``last_applied``
+        only makes a site train or wait when it should not (liveness); what the site accepts is
+        bounded by what it holds either way. A round already trained is not behind."""
+        if self.trained_round >= round_number or self.judged_round is None:
+            return False
+        return self.judged_round < last_applied
+
+    def _judge(self, round_number: int) -> tuple[np.ndarray, int]:
+        """What round ``round_number``'s aggregate is checked against: the shared tensors this
+        client holds and how many rounds of honest training separate them from it; the same
+        pair again for a round replayed after a restart. Nothing for a round
+        older than the last one judged (SecureFedsaError: a rejection)."""
+        if self.judged_against is not None and self.judged_against[0] == round_number:
+            return self.judged_against[1:]
+        try:
+            rounds = rounds_since(round_number, self.judged_round)
+        except ValueError:
+            raise SecureFedsaError(
+                f"{self.client_id}: an aggregate of round {round_number} came after round "
+                f"{self.judged_round}'s was judged"
+            ) from None
+        # what it holds: the start of a round it trained and has not judged since (its own
+        # trained values were never an aggregate), else its current shared tensors
+        own_training = self.trained_round > (self.judged_round or 0)
+        reference = self.start_shared if own_training else flatten(self.state, self.manifest)
+        self.judged_against = (round_number, reference, rounds)
+        return reference, rounds
 
     # -- finishing (after the last release) ---------------------------------------------
     def finished_groups(self) -> frozenset[str]:
@@ -550,6 +594,14 @@ class Client:
             "generator": self.generator.get_state(),  # no-DP shuffling only; never DP noise
             "trained_entry": self.trained_entry,
             "start_shared": torch.from_numpy(self.start_shared),
+            "judged_round": self.judged_round,
+            "judged_against": None
+            if self.judged_against is None
+            else (
+                self.judged_against[0],
+                torch.from_numpy(self.judged_against[1]),
+                self.judged_against[2],
+            ),
             "clamped": self.last_clamped,
             "optimizer": None if self.carry is None else self.carry.saved,
             "train_seconds": self.last_train_seconds,  # private, like the loss in ``stats``
@@ -568,6 +620,12 @@ class Client:
         self.generator.set_state(payload["generator"])
         self.trained_entry = payload.get("trained_entry")
         self.start_shared = payload["start_shared"].numpy()
+        # a state saved before the ratchet: the round it judged last is unknown
+        self.judged_round = payload.get("judged_round")
+        against = payload.get("judged_against")
+        self.judged_against = (
+            None if against is None else (int(against[0]), against[1].numpy(), int(against[2]))
+        )
         self.last_clamped = int(payload.get("clamped", 0))
         self.last_train_seconds = float(payload.get("train_seconds", 0.0))
         if self.carry is not None:

@@ -39,7 +39,7 @@ from secure_fedsa.engine.summary import evaluation_summary
 from secure_fedsa.errors import LedgerError
 from secure_fedsa.model.encoder import build_model
 from secure_fedsa.model.frozen_prefix import FrozenPrefix
-from secure_fedsa.model.sharing import flatten, get_policy
+from secure_fedsa.model.sharing import get_policy
 from secure_fedsa.privacy.accounting import NEIGHBOURING_RELATION
 from secure_fedsa.privacy.anchor import AnchorStore
 from secure_fedsa.privacy.continuity import metrics_releases
@@ -166,9 +166,8 @@ class Federation:
         self.egress = EgressLog(self.rundir.path / "egress")
         plan = training_plan(config)
         # shared by every client, as the model is: each record's frozen-layer hidden states are
-        # kept once (clients' test splits drawn from one pool overlap), and one initial vector
+        # kept once (clients' test splits drawn from one pool overlap)
         prefix = FrozenPrefix(self.model)
-        initial_shared = flatten(initial, self.manifest)
         self.clients: dict[str, Client] = {}
         for number, (cid, data) in enumerate(self.prepared.clients.items()):
             self.clients[cid] = Client(
@@ -195,7 +194,6 @@ class Federation:
                 identity=self.identities.clients[cid],
                 randomness=dp_randomness(cid) if dp_randomness else OSRandom(),
                 prefix=prefix,
-                initial_shared=initial_shared,
             )
         self.rundir.write_json(
             "setup.json",

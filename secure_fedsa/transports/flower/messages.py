@@ -72,8 +72,15 @@ def _roster_of(settings: Any) -> tuple[bytes, bytes]:
     return bytes(settings.get("roster", b"")), bytes(settings.get("roster-signature", b""))
 
 
+def _last(settings: Any) -> int:
+    """The round whose aggregate some site last applied, as the server says (0 if it says
+    nothing: a site then trusts what it holds)."""
+    return int(settings.get("last-applied", 0))
+
+
 def _keys_request(request: m.KeysRequest, settings: Settings, content: RecordDict) -> None:
     _roster(request, settings)
+    settings["last-applied"] = request.last_applied
 
 
 def _shares_request(request: m.SharesRequest, settings: Settings, content: RecordDict) -> None:
@@ -82,6 +89,7 @@ def _shares_request(request: m.SharesRequest, settings: Settings, content: Recor
 
 def _train_request(request: m.TrainRequest, settings: Settings, content: RecordDict) -> None:
     _roster(request, settings)
+    settings["last-applied"] = request.last_applied
     if request.masked_with is not None:
         settings["masked-with"] = list(request.masked_with)
 
@@ -132,7 +140,7 @@ def read_request(message: Message) -> m.Request:
     number, session = int(settings["round"]), str(settings["session"])
     kind = message.metadata.message_type
     readers: dict[str, Callable[[], m.Request]] = {
-        sr.KEYS: lambda: m.KeysRequest(number, session, *_roster_of(settings)),
+        sr.KEYS: lambda: m.KeysRequest(number, session, *_roster_of(settings), _last(settings)),
         sr.SHARES: lambda: m.SharesRequest(
             number, session, tuple(sr.adverts_from(content.config_records[p.SECAGG]))
         ),
@@ -141,6 +149,7 @@ def read_request(message: Message) -> m.Request:
             session,
             tuple(settings["masked-with"]) if "masked-with" in settings else None,
             *_roster_of(settings),
+            _last(settings),
         ),
         sr.SURVIVORS: lambda: m.SurvivorsRequest(
             number, session, tuple(settings["present"]), tuple(settings["dropped"])
