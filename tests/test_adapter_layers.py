@@ -118,6 +118,7 @@ def test_the_command_line_takes_a_count_or_all_and_resume_refuses_a_change():
     assert resumed_config(stored, same) == stored
 
 
+@pytest.mark.e2e  # a whole federation no attacker story needs: on demand and in CI
 def test_a_federation_shares_only_the_adapted_layers_a(tmp_path):
     config = RunConfig(**{**TINY_DP, "num_layers": 2, "rounds": 1}, adapter_layers=1)
     run_federation(config, tmp_path / "run")

@@ -216,6 +216,7 @@ def test_what_finishing_trains_per_method(tmp_path):
         assert (client.directory / "state.pt").exists() == saved
 
 
+@pytest.mark.e2e  # a whole federation no attacker story needs: on demand and in CI
 def test_an_extended_run_trains_on_from_the_dp_state_and_finishes_again(tmp_path):
     config = RunConfig(**{**CONFIG, "validation_fraction": 0.0})
     run_dir = tmp_path / "run"
