@@ -339,7 +339,7 @@ class Client:
         if self.judged_round is not None and round_number < self.judged_round:
             return  # an older round's message: nothing here changes
         _, rounds = self._judge(round_number)  # also what a replay of this round is judged by
-        own_training = self.trained_round > (self.judged_round or 0)
+        own_training = self._holds_own_training()
         if judged and rounds == 1:
             self.judged_round = round_number
         if own_training:
@@ -458,6 +458,11 @@ class Client:
             return False
         return self.judged_round < last_applied
 
+    def _holds_own_training(self) -> bool:
+        """It trained a round it has not judged since: its shared tensors are its own trained
+        values, never an aggregate; what it holds is that round's start (``start_shared``)."""
+        return self.trained_round > (self.judged_round or 0)
+
     def _judge(self, round_number: int) -> tuple[np.ndarray, int]:
         """What round ``round_number``'s aggregate is checked against: the shared tensors this
         client holds and how many rounds of honest training separate them from it; the same
@@ -474,8 +479,8 @@ class Client:
             ) from None
         # what it holds: the start of a round it trained and has not judged since (its own
         # trained values were never an aggregate), else its current shared tensors
-        own_training = self.trained_round > (self.judged_round or 0)
-        reference = self.start_shared if own_training else flatten(self.state, self.manifest)
+        own = self._holds_own_training()
+        reference = self.start_shared if own else flatten(self.state, self.manifest)
         self.judged_against = (round_number, reference, rounds)
         return reference, rounds
 
